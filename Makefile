@@ -1,0 +1,46 @@
+# The two quickstart commands: `make chat` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEVSTAMP := $(VENV)/.installed-dev
+
+.PHONY: chat test lint bench sandbox run clean redis
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(DEVSTAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@ $(STAMP)
+
+chat: $(STAMP)  ## talk to the bot in the terminal, demo sandbox, in-memory sessions
+	$(BIN)/python -m bot chat
+
+sandbox: $(STAMP)  ## serve the WispHub-compatible demo API on :8099
+	$(BIN)/python -m bot sandbox --port 8099
+
+run: $(STAMP)  ## the service (reads .env)
+	$(BIN)/python -m bot run
+
+redis:  ## make sure a Redis answers on REDIS_URL (starts one if none does)
+	@scripts/ensure-redis
+
+lint: $(DEVSTAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: $(DEVSTAMP) redis lint  ## ruff, mypy and the whole pytest suite against a real Redis
+	$(BIN)/pytest
+
+bench: $(DEVSTAMP) redis  ## throughput and latency against the idiomatic aiogram peer
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

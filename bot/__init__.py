@@ -1,0 +1,1 @@
+"""wispbot: the runtime (channels, engine, sessions, handoff, HTTP app, CLI)."""

@@ -1,0 +1,65 @@
+"""The command line: ``python -m bot {chat,run,sandbox,simulate,diagram}`` (also ``wispbot``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from bot.settings import SettingsError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wispbot", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("chat", help="talk to the bot in the terminal (sandbox WispHub by default)")
+    sub.add_parser("run", help="the service: HTTP server, Telegram and WhatsApp channels")
+    sandbox = sub.add_parser("sandbox", help="serve the WispHub-compatible demo API")
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--port", type=int, default=8099)
+    simulate = sub.add_parser("simulate", help="run YAML conversation scenarios")
+    simulate.add_argument("paths", nargs="+", metavar="PATH")
+    simulate.add_argument(
+        "-q", "--quiet", action="store_true", help="print transcripts of failures only"
+    )
+    diagram = sub.add_parser("diagram", help="print the flows as Mermaid state diagrams")
+    diagram.add_argument("flow", nargs="?", default=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "sandbox":
+            from integrations.wisphub.sandbox import serve
+
+            asyncio.run(serve(args.host, args.port))
+            return 0
+        if args.command == "chat":
+            from bot.channels.console import run_console
+
+            return asyncio.run(run_console())
+        if args.command == "run":
+            from bot.web import run_service
+
+            return asyncio.run(run_service())
+        if args.command == "simulate":
+            from bot.simulate import run_paths
+
+            return asyncio.run(run_paths(args.paths, quiet=args.quiet))
+        if args.command == "diagram":
+            from flows.diagram import print_diagrams
+
+            return print_diagrams(args.flow)
+    except SettingsError as err:
+        print(f"wispbot: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

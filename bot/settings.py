@@ -1,0 +1,282 @@
+"""Settings, one pydantic-settings class per concern, read from the environment and ``.env``.
+
+``load_settings()`` validates everything at start-up; a missing or invalid value raises
+``SettingsError`` whose message is one line naming the environment variable.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import time
+from decimal import Decimal
+from functools import cached_property
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_ENV = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class SettingsError(Exception):
+    """A setting is missing or invalid; the message names it in one line."""
+
+
+class WispHubSettings(BaseSettings):
+    """How to reach the ISP's WispHub Net tenant and how tickets are filed there."""
+
+    model_config = SettingsConfigDict(env_prefix="WISPHUB_", **_ENV)
+
+    api_url: AnyHttpUrl = AnyHttpUrl("https://api.wisphub.net/api/")
+    api_key: SecretStr | None = None
+    connect_timeout: float = Field(default=3.0, gt=0)
+    read_timeout: float = Field(default=8.0, gt=0)
+    retries: int = Field(default=2, ge=0, le=5)
+    page_size: int = Field(default=200, ge=1, le=1000)
+    max_concurrency: int = Field(default=16, ge=1)
+    client_cache_ttl: float = Field(default=60.0, ge=0)
+    catalog_cache_ttl: float = Field(default=3600.0, ge=0)
+    ping_deadline: float = Field(default=12.0, gt=0)
+    # Ticket filing: the ISP's subject catalogue differs per tenant, so the mapping is a setting.
+    subject_no_internet: str = "No Tiene Internet"
+    subject_slow: str = "Internet Lento"
+    subject_intermittent: str = "Internet Intermitente"
+    subject_other: str = "Otro"
+    priority_no_internet: Literal["1", "2", "3", "4"] = "3"
+    priority_slow: Literal["1", "2", "3", "4"] = "2"
+    priority_intermittent: Literal["1", "2", "3", "4"] = "2"
+    priority_other: Literal["1", "2", "3", "4"] = "2"
+    department: str = "Soporte Técnico"
+    technician_id: int | None = None  # used when the client record names no technician
+    report_origin: str = "redes_sociales"
+
+    @field_validator("api_url")
+    @classmethod
+    def _trailing_slash(cls, v: AnyHttpUrl) -> AnyHttpUrl:
+        # WispHub redirects paths without a trailing slash and the redirect drops a POST body.
+        text = str(v)
+        return v if text.endswith("/") else AnyHttpUrl(text + "/")
+
+    def subject_for(self, category: str) -> tuple[str, str]:
+        """Subject and priority for one of the bot's fault categories."""
+        table = {
+            "no_internet": (self.subject_no_internet, self.priority_no_internet),
+            "slow": (self.subject_slow, self.priority_slow),
+            "intermittent": (self.subject_intermittent, self.priority_intermittent),
+        }
+        return table.get(category, (self.subject_other, self.priority_other))
+
+
+class TelegramSettings(BaseSettings):
+    """The Telegram bot and the agents' forum supergroup."""
+
+    model_config = SettingsConfigDict(env_prefix="TELEGRAM_", **_ENV)
+
+    bot_token: SecretStr | None = None
+    api_url: AnyHttpUrl = AnyHttpUrl("https://api.telegram.org")
+    agents_chat_id: int | None = None
+    webhook_url: AnyHttpUrl | None = None
+    webhook_secret: SecretStr | None = None
+
+    @field_validator("bot_token")
+    @classmethod
+    def _token_shape(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not re.fullmatch(r"\d+:[\w-]{10,}", v.get_secret_value()):
+            raise ValueError("expected the BotFather token form 123456:ABC-...")
+        return v
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret_shape(cls, v: SecretStr | None) -> SecretStr | None:
+        # Telegram accepts 1-256 characters of A-Z, a-z, 0-9, _ and -.
+        if v is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", v.get_secret_value()):
+            raise ValueError("1-256 characters of A-Z, a-z, 0-9, _ and -")
+        return v
+
+
+class WhatsAppSettings(BaseSettings):
+    """The WhatsApp Cloud API app."""
+
+    model_config = SettingsConfigDict(env_prefix="WHATSAPP_", **_ENV)
+
+    access_token: SecretStr | None = None
+    phone_number_id: str | None = None
+    app_secret: SecretStr | None = None
+    verify_token: SecretStr | None = None
+    api_url: AnyHttpUrl = AnyHttpUrl("https://graph.facebook.com/v21.0")
+
+    @property
+    def enabled(self) -> bool:
+        """True when every value the channel needs is set."""
+        return all((self.access_token, self.phone_number_id, self.app_secret, self.verify_token))
+
+
+class BusinessHours(BaseModel):
+    """Opening hours per weekday (0 = Monday); empty means always open."""
+
+    spans: dict[int, list[tuple[time, time]]] = Field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> BusinessHours:
+        """Parse ``mon-fri 08:00-18:00; sat 08:00-13:00``."""
+        spans: dict[int, list[tuple[time, time]]] = {}
+        for part in filter(None, (p.strip() for p in text.split(";"))):
+            m = re.fullmatch(
+                r"([a-z]{3})(?:-([a-z]{3}))?\s+(\d{1,2}:\d{2})-(\d{1,2}:\d{2})", part.lower()
+            )
+            if not m or m[1] not in DAYS or (m[2] and m[2] not in DAYS):
+                raise ValueError(f"cannot read {part!r}; expected e.g. 'mon-fri 08:00-18:00'")
+            first, last = DAYS.index(m[1]), DAYS.index(m[2] or m[1])
+            start, end = time.fromisoformat(m[3].zfill(5)), time.fromisoformat(m[4].zfill(5))
+            if end <= start:
+                raise ValueError(f"{part!r}: the end comes before the start")
+            for day in range(first, last + 1):
+                spans.setdefault(day, []).append((start, end))
+        return cls(spans=spans)
+
+    @property
+    def always_open(self) -> bool:
+        """No hours configured."""
+        return not self.spans
+
+    def is_open(self, weekday: int, at: time) -> bool:
+        """Whether the agents work at this local weekday and time."""
+        if self.always_open:
+            return True
+        return any(start <= at < end for start, end in self.spans.get(weekday, []))
+
+
+class BotSettings(BaseSettings):
+    """The conversation: language, the ISP, hours, and how long things last."""
+
+    model_config = SettingsConfigDict(**_ENV)
+
+    bot_language: Literal["es", "en"] = "es"
+    isp_name: str = "Tu proveedor de internet"
+    timezone: str = "America/Bogota"
+    business_hours: str = ""
+    default_country_code: str = Field(default="57", pattern=r"^\d{1,4}$")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    redis_url: str | None = None
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    session_ttl: int = Field(default=7 * 24 * 3600, gt=0)
+    session_idle_reset: int = Field(default=30 * 60, gt=0)
+    verified_ttl: int = Field(default=15 * 60, gt=0)
+    handoff_timeout: int = Field(default=10 * 60, gt=0)
+    promise_max_days: int = Field(default=5, ge=1, le=30)
+    lockout_attempts: int = Field(default=3, ge=1)
+    lockout_seconds: int = Field(default=30 * 60, gt=0)
+    rate_limit_per_minute: int = Field(default=30, ge=1)
+    currency_symbol: str = "$"
+    currency_decimals: int = Field(default=0, ge=0, le=2)
+    thousands_separator: str = "."
+    decimal_separator: str = ","
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, v: Any) -> Any:
+        return v.upper() if isinstance(v, str) else v
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as err:
+            raise ValueError(f"unknown time zone {v!r}") from err
+        return v
+
+    @field_validator("business_hours")
+    @classmethod
+    def _hours(cls, v: str) -> str:
+        BusinessHours.parse(v)
+        return v
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v: Any) -> Any:
+        return None if v == "" else v
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^(redis|rediss|unix|redis\+sentinel)://", v):
+            raise ValueError("expected redis://, rediss://, unix:// or redis+sentinel://")
+        return v
+
+    @cached_property
+    def tz(self) -> ZoneInfo:
+        """The ISP's time zone."""
+        return ZoneInfo(self.timezone)
+
+    @cached_property
+    def hours(self) -> BusinessHours:
+        """The parsed business hours."""
+        return BusinessHours.parse(self.business_hours)
+
+    def money(self, amount: Decimal | float | int) -> str:
+        """Format an amount the ISP's way: ``$ 89.900``."""
+        value = Decimal(str(amount)).quantize(Decimal(1).scaleb(-self.currency_decimals))
+        sign = "-" if value < 0 else ""
+        whole, _, frac = f"{abs(value):.{self.currency_decimals}f}".partition(".")
+        groups = f"{int(whole):,}".replace(",", self.thousands_separator)
+        text = groups + (self.decimal_separator + frac if frac else "")
+        return f"{sign}{self.currency_symbol} {text}".strip()
+
+
+class Settings(BaseModel):
+    """Every concern's settings, validated together."""
+
+    bot: BotSettings
+    wisphub: WispHubSettings
+    telegram: TelegramSettings
+    whatsapp: WhatsAppSettings
+
+
+_PREFIX = {"bot": "", "wisphub": "WISPHUB_", "telegram": "TELEGRAM_", "whatsapp": "WHATSAPP_"}
+
+
+def _one_line(prefix: str, err: ValidationError) -> str:
+    first = err.errors()[0]
+    field = "_".join(str(p) for p in first["loc"] if isinstance(p, str)) or "?"
+    name = (prefix + field).upper()
+    reason = first["msg"].removeprefix("Value error, ")
+    return f"invalid setting {name}: {reason}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate all settings; raise ``SettingsError`` naming the first bad one.
+
+    ``overrides`` maps a concern (``bot``, ``wisphub``, ...) to a dict of field values.
+    """
+    parts: dict[str, Any] = {}
+    classes: dict[str, type[BaseSettings]] = {
+        "bot": BotSettings,
+        "wisphub": WispHubSettings,
+        "telegram": TelegramSettings,
+        "whatsapp": WhatsAppSettings,
+    }
+    for name, cls in classes.items():
+        try:
+            parts[name] = cls(**overrides.get(name, {}))
+        except ValidationError as err:
+            raise SettingsError(_one_line(_PREFIX[name], err)) from None
+    return Settings(**parts)
+
+
+def require(value: object, name: str) -> None:
+    """Stop start-up with one line when a setting the chosen command needs is empty."""
+    if value is None or value == "":
+        msg = f"missing setting {name}"
+        raise SettingsError(msg)

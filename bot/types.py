@@ -1,0 +1,110 @@
+"""The channel-agnostic message types every adapter speaks: conversation key, Inbound, Outbound."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Literal, get_args
+
+Channel = Literal["telegram", "whatsapp", "console"]
+CHANNELS: tuple[Channel, ...] = get_args(Channel)
+
+
+@dataclass(frozen=True, slots=True)
+class ConvKey:
+    """One customer conversation: a chat on one channel."""
+
+    channel: Channel
+    chat_id: str
+
+    def __str__(self) -> str:
+        return f"{self.channel}:{self.chat_id}"
+
+    @classmethod
+    def parse(cls, text: str) -> ConvKey:
+        """Reverse of ``str(key)``."""
+        channel, _, chat_id = text.partition(":")
+        if channel not in CHANNELS or not chat_id:
+            msg = f"not a conversation key: {text!r}"
+            raise ValueError(msg)
+        return cls(channel, chat_id)  # type: ignore[arg-type]
+
+
+class Kind(StrEnum):
+    """What the customer sent."""
+
+    TEXT = "text"
+    BUTTON = "button"
+    CONTACT = "contact"
+    MEDIA = "media"
+    OTHER = "other"
+
+
+@dataclass(frozen=True, slots=True)
+class Media:
+    """A channel's reference to a media message, enough for its adapter to forward a copy."""
+
+    type: str  # photo, sticker, audio, voice, video, document, location, ...
+    ref: str  # Telegram: the message id to copy; WhatsApp: the media id
+    caption: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One event from a customer, already turned into channel-neutral form by its adapter."""
+
+    key: ConvKey
+    event_id: str
+    kind: Kind = Kind.TEXT
+    text: str = ""
+    payload: str | None = None  # the option id of a pressed button
+    phone: str | None = None  # a shared contact, or the WhatsApp sender's number
+    user_id: str | None = None
+    display_name: str | None = None  # the channel profile name (topic titles), never verified
+    media: Media | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """A choice offered with a message: the id comes back as a button payload."""
+
+    id: str
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """One reply to a conversation: text, and options that the adapter renders as buttons."""
+
+    key: ConvKey
+    text: str
+    options: tuple[Option, ...] = field(default=())
+    media: Media | None = None  # a copy of a media message (agents' attachments)
+    source_key: ConvKey | None = None  # where a copied media message comes from
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready form, for the outbox kept with the session."""
+        out: dict[str, object] = {
+            "key": str(self.key),
+            "text": self.text,
+            "options": [[o.id, o.label] for o in self.options],
+        }
+        if self.media is not None:
+            out["media"] = [self.media.type, self.media.ref, self.media.caption]
+        if self.source_key is not None:
+            out["source_key"] = str(self.source_key)
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, object]) -> Outbound:
+        """Reverse of ``to_dict``."""
+        options = raw.get("options") or []
+        media = raw.get("media")
+        source = raw.get("source_key")
+        return cls(
+            key=ConvKey.parse(str(raw["key"])),
+            text=str(raw.get("text", "")),
+            options=tuple(Option(str(i), str(label)) for i, label in options),  # type: ignore[attr-defined]
+            media=Media(*media) if isinstance(media, list) else None,
+            source_key=ConvKey.parse(source) if isinstance(source, str) else None,
+        )

@@ -1,0 +1,1 @@
+"""The dialog: one transitions machine per flow, texts in per-language catalogues."""
