@@ -1,0 +1,45 @@
+"""What every channel adapter offers the runtime, and what the runtime hands to adapters."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from bot.types import Channel, Inbound, Media, Outbound
+
+
+class DeliveryError(Exception):
+    """A reply could not be delivered even after retries (logged and counted, never silent)."""
+
+
+class WindowClosed(DeliveryError):
+    """WhatsApp: the 24-hour customer service window is closed; free text cannot be sent."""
+
+
+# The runtime's entry point for customer events; adapters call it for every Inbound.
+InboundSink = Callable[[Inbound], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class AgentMessage:
+    """A message written by an agent in a forum topic of the agents' group."""
+
+    thread_id: int
+    message_id: int
+    text: str
+    agent_name: str
+    media: Media | None = None  # set when the agent sent an attachment (to be copied)
+
+
+AgentSink = Callable[[AgentMessage], Awaitable[None]]
+
+
+class ChannelAdapter(Protocol):
+    """A customer channel: sends replies; its inbound side calls an InboundSink."""
+
+    name: Channel
+
+    async def send(self, out: Outbound) -> None:
+        """Deliver one reply in order; retry transient failures; raise DeliveryError at the end."""
+        ...
