@@ -1,0 +1,706 @@
+"""The session store: one JSON value per conversation, plus the small keys around it.
+
+Every key is built by ``redis_key`` (``wispbot:{kind}:{parts...}``)::
+
+    wispbot:conv:{channel}:{chat_id}     the session JSON, idle TTL (SESSION_TTL)
+    wispbot:lock:{channel}:{chat_id}     per-conversation lock, random owner token, PX timeout
+    wispbot:seen:{channel}:{event_id}    dedupe of channel events, SET NX EX
+    wispbot:topic:{thread_id}            agents' forum topic -> conversation key
+    wispbot:lockout:{scope}              failed verifications in a window (per document, per chat)
+    wispbot:rate:{scope}                 fixed-window flood counter
+
+Two implementations pass one contract suite: ``RedisStore`` (the service) and ``MemoryStore``
+(demo, console, scenarios, unit tests; TTLs follow an injected clock). Errors::
+
+    StoreError
+     ├── StoreUnavailable   the backend did not answer (Redis down, timeout, connection lost)
+     ├── LockTimeout        the conversation lock stayed busy for longer than ``wait``
+     └── SessionCorrupt     a stored session is not a readable session JSON
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, TypeVar
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from bot.types import ConvKey
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+KeyKind = Literal["conv", "lock", "seen", "topic", "lockout", "rate", "chatlock"]
+PREFIX = "wispbot"
+SCHEMA_VERSION = 1
+
+_T = TypeVar("_T")
+
+
+class StoreError(Exception):
+    """Anything that went wrong in the session store."""
+
+
+class StoreUnavailable(StoreError):
+    """The backend did not answer; the operation may work later."""
+
+
+class LockTimeout(StoreError):
+    """The conversation lock was still held by someone else when ``wait`` ran out."""
+
+
+class SessionCorrupt(StoreError):
+    """A stored session could not be read back."""
+
+
+@dataclass
+class Session:
+    """One conversation's state: the flow state name, its data, language and verification."""
+
+    state: str = "start"
+    data: dict[str, Any] = field(default_factory=dict)  # JSON-safe values only
+    lang: str = "es"
+    verified_until: float | None = None  # epoch seconds
+    updated_at: float = 0.0
+    outbox: list[dict[str, Any]] = field(default_factory=list)  # replies saved before sending
+    v: int = SCHEMA_VERSION
+
+    def to_json(self) -> str:
+        """Serialise to the stored JSON (compact, UTF-8 kept readable)."""
+        return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Session:
+        """Parse stored JSON; unknown keys are ignored; unreadable input raises SessionCorrupt."""
+        try:
+            obj = json.loads(raw)
+        except (ValueError, TypeError) as err:  # JSONDecodeError and UnicodeDecodeError
+            msg = f"session is not valid JSON: {err}"
+            raise SessionCorrupt(msg) from err
+        if not isinstance(obj, dict):
+            msg = f"session JSON is a {type(obj).__name__}, not an object"
+            raise SessionCorrupt(msg)
+        default = cls()
+        out = cls(
+            state=_typed(obj, "state", str, default.state),
+            data=_typed(obj, "data", dict, default.data),
+            lang=_typed(obj, "lang", str, default.lang),
+            verified_until=_number_or_none(obj, "verified_until"),
+            updated_at=float(_typed(obj, "updated_at", (int, float), default.updated_at)),
+            outbox=_typed(obj, "outbox", list, default.outbox),
+            v=_typed(obj, "v", int, default.v),
+        )
+        if not all(isinstance(item, dict) for item in out.outbox):
+            msg = "session field 'outbox' holds a non-object"
+            raise SessionCorrupt(msg)
+        return out
+
+
+def _typed(obj: dict[str, Any], name: str, kind: type[_T] | tuple[type, ...], default: _T) -> _T:
+    if name not in obj:
+        return default
+    value = obj[name]
+    # bool is an int in Python; a stored true/false is never a valid number here.
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        msg = f"session field {name!r} has type {type(value).__name__}"
+        raise SessionCorrupt(msg)
+    return value  # type: ignore[return-value]
+
+
+def _number_or_none(obj: dict[str, Any], name: str) -> float | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    return float(_typed(obj, name, (int, float), 0.0))
+
+
+def redis_key(kind: KeyKind, *parts: str) -> str:
+    """Build any wispbot key: ``wispbot:{kind}:{part}:{part}...``."""
+    if not parts or any(p == "" for p in parts):
+        msg = f"a {kind} key needs non-empty parts, got {parts!r}"
+        raise ValueError(msg)
+    return ":".join((PREFIX, kind, *parts))
+
+
+def conv_key(key: ConvKey) -> str:
+    """The session key of a conversation: ``wispbot:conv:{channel}:{chat_id}``."""
+    return redis_key("conv", key.channel, key.chat_id)
+
+
+def _lock_key(key: ConvKey) -> str:
+    return redis_key("lock", key.channel, key.chat_id)
+
+
+def _key_from_conv(name: str) -> ConvKey | None:
+    """Reverse of ``conv_key``; None for a key that is not a conversation key."""
+    head = f"{PREFIX}:conv:"
+    if not name.startswith(head):
+        return None
+    try:
+        return ConvKey.parse(name[len(head) :])
+    except ValueError:
+        return None
+
+
+def _check_ttl(ttl: float, what: str) -> None:
+    if ttl <= 0:
+        msg = f"{what} must be positive, got {ttl}"
+        raise ValueError(msg)
+
+
+# Lock polling: start fast (an uncontended handover is usually a few ms), back off to spare Redis.
+_POLL_FIRST = 0.005
+_POLL_MAX = 0.1
+
+
+class SessionStore(ABC):
+    """Where sessions, locks, dedupe marks, counters and topic mappings live."""
+
+    @abstractmethod
+    async def load(self, key: ConvKey) -> Session | None:
+        """The conversation's session, or None when there is none (or it expired)."""
+
+    @abstractmethod
+    async def save(self, key: ConvKey, session: Session, ttl: int) -> None:
+        """Store the session with an idle TTL in seconds (one write)."""
+
+    @abstractmethod
+    async def delete(self, key: ConvKey) -> None:
+        """Forget the conversation's session."""
+
+    @abstractmethod
+    async def claim_event(self, channel: str, event_id: str, ttl: int = 86400) -> bool:
+        """True the first time an event id is seen on a channel, False for every repeat."""
+
+    @abstractmethod
+    def lock(
+        self, key: ConvKey, *, timeout: float = 30.0, wait: float = 20.0
+    ) -> AbstractAsyncContextManager[None]:
+        """Hold the conversation lock; it expires after ``timeout`` s, waits ``wait`` s at most."""
+
+    @abstractmethod
+    async def register_failure(self, scope: str, window: int) -> int:
+        """Count one failure in a window of ``window`` s started by the first; return the count."""
+
+    @abstractmethod
+    async def failures(self, scope: str) -> int:
+        """Failures counted in the current window (0 when none)."""
+
+    @abstractmethod
+    async def clear_failures(self, scope: str) -> None:
+        """Reset the failure counter (a successful verification)."""
+
+    @abstractmethod
+    async def hit_rate(self, scope: str, window: int) -> int:
+        """Count one hit in a fixed window of ``window`` s; return the hits so far in it."""
+
+    @abstractmethod
+    async def set_topic(self, thread_id: int, key: ConvKey) -> None:
+        """Remember which conversation an agents' forum topic belongs to."""
+
+    @abstractmethod
+    async def get_topic(self, thread_id: int) -> ConvKey | None:
+        """The conversation of a forum topic, or None."""
+
+    @abstractmethod
+    async def drop_topic(self, thread_id: int) -> None:
+        """Forget a forum topic's conversation."""
+
+    @abstractmethod
+    def scan_conversations(self) -> AsyncIterator[tuple[ConvKey, Session]]:
+        """Every stored conversation (unreadable ones are logged and skipped)."""
+
+    @abstractmethod
+    async def ping(self) -> bool:
+        """True when the backend answers (readiness)."""
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Release connections."""
+
+
+# --------------------------------------------------------------------------- memory
+
+
+class MemoryStore(SessionStore):
+    """The store in one process's memory: same behaviour, TTLs against the injected clock."""
+
+    def __init__(self, clock: Clock = time.time) -> None:
+        self._clock = clock
+        # name -> (value, expires_at or None); values are kept as JSON text like in Redis so a
+        # caller mutating its Session never changes what is stored.
+        self._values: dict[str, tuple[str, float | None]] = {}
+        self._locks: dict[str, tuple[str, float]] = {}
+        self._released: dict[str, asyncio.Event] = {}
+
+    def _get(self, name: str) -> str | None:
+        item = self._values.get(name)
+        if item is None:
+            return None
+        value, expires = item
+        if expires is not None and expires <= self._clock():
+            del self._values[name]
+            return None
+        return value
+
+    def _set(self, name: str, value: str, ttl: float | None) -> None:
+        expires = None if ttl is None else self._clock() + ttl
+        self._values[name] = (value, expires)
+
+    async def load(self, key: ConvKey) -> Session | None:
+        """The conversation's session, or None."""
+        raw = self._get(conv_key(key))
+        if raw is None:
+            return None
+        try:
+            return Session.from_json(raw)
+        except SessionCorrupt as err:
+            msg = f"session {key} is corrupt: {err}"
+            raise SessionCorrupt(msg) from err
+
+    async def save(self, key: ConvKey, session: Session, ttl: int) -> None:
+        """Store the session with an idle TTL."""
+        _check_ttl(ttl, "ttl")
+        self._set(conv_key(key), session.to_json(), ttl)
+
+    async def delete(self, key: ConvKey) -> None:
+        """Forget the session."""
+        self._values.pop(conv_key(key), None)
+
+    async def claim_event(self, channel: str, event_id: str, ttl: int = 86400) -> bool:
+        """True the first time only."""
+        _check_ttl(ttl, "ttl")
+        name = redis_key("seen", channel, event_id)
+        if self._get(name) is not None:
+            return False
+        self._set(name, "1", ttl)
+        return True
+
+    def lock(
+        self, key: ConvKey, *, timeout: float = 30.0, wait: float = 20.0
+    ) -> AbstractAsyncContextManager[None]:
+        """Hold the conversation lock (asyncio-based, expiry by the injected clock)."""
+        _check_ttl(timeout, "timeout")
+        return self._lock(_lock_key(key), timeout, wait)
+
+    @asynccontextmanager
+    async def _lock(self, name: str, expire: float, wait: float) -> AsyncIterator[None]:
+        token = await self._acquire(name, expire, wait)
+        try:
+            yield
+        finally:
+            self._release(name, token)
+
+    def _try_acquire(self, name: str, token: str, expire: float) -> bool:
+        now = self._clock()
+        held = self._locks.get(name)
+        if held is not None and held[1] > now:
+            return False
+        self._locks[name] = (token, now + expire)
+        return True
+
+    async def _acquire(self, name: str, expire: float, wait: float) -> str:
+        token = secrets.token_hex(16)
+        loop = asyncio.get_running_loop()
+        # The wait is measured in real time: a simulated clock may stand still while we wait.
+        deadline = loop.time() + max(wait, 0.0)
+        delay = _POLL_FIRST
+        while not self._try_acquire(name, token, expire):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                msg = f"conversation lock {name} still busy after {wait:g} s"
+                raise LockTimeout(msg)
+            event = self._released.setdefault(name, asyncio.Event())
+            # Woken by a release; the timeout also notices a lock that expired by the clock.
+            try:
+                await asyncio.wait_for(event.wait(), min(delay, remaining))
+            except TimeoutError:
+                delay = min(delay * 2, _POLL_MAX)
+        return token
+
+    def _release(self, name: str, token: str) -> None:
+        held = self._locks.get(name)
+        if held is None or held[0] != token:
+            log.warning("lock expired before its owner released it", extra={"lock": name})
+            return
+        del self._locks[name]
+        event = self._released.pop(name, None)
+        if event is not None:
+            event.set()
+
+    async def register_failure(self, scope: str, window: int) -> int:
+        """Count one failure in the window."""
+        return self._incr(redis_key("lockout", scope), window)
+
+    def _incr(self, name: str, window: int) -> int:
+        _check_ttl(window, "window")
+        current = self._get(name)
+        if current is None:
+            self._set(name, "1", window)
+            return 1
+        count = int(current) + 1
+        self._values[name] = (str(count), self._values[name][1])  # keep the window's end
+        return count
+
+    async def failures(self, scope: str) -> int:
+        """Failures in the current window."""
+        return int(self._get(redis_key("lockout", scope)) or 0)
+
+    async def clear_failures(self, scope: str) -> None:
+        """Reset the counter."""
+        self._values.pop(redis_key("lockout", scope), None)
+
+    async def hit_rate(self, scope: str, window: int) -> int:
+        """Count one hit in the fixed window."""
+        return self._incr(redis_key("rate", scope), window)
+
+    async def set_topic(self, thread_id: int, key: ConvKey) -> None:
+        """Remember the topic's conversation."""
+        self._set(redis_key("topic", str(thread_id)), str(key), None)
+
+    async def get_topic(self, thread_id: int) -> ConvKey | None:
+        """The topic's conversation."""
+        raw = self._get(redis_key("topic", str(thread_id)))
+        return _parse_topic(thread_id, raw)
+
+    async def drop_topic(self, thread_id: int) -> None:
+        """Forget the topic."""
+        self._values.pop(redis_key("topic", str(thread_id)), None)
+
+    async def scan_conversations(self) -> AsyncIterator[tuple[ConvKey, Session]]:
+        """Every stored conversation."""
+        for name in list(self._values):
+            key = _key_from_conv(name)
+            raw = self._get(name) if key is not None else None
+            if key is None or raw is None:
+                continue
+            session = _parse_or_skip(key, raw)
+            if session is not None:
+                yield key, session
+
+    async def ping(self) -> bool:
+        """Memory always answers."""
+        return True
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+def _parse_topic(thread_id: int, raw: str | bytes | None) -> ConvKey | None:
+    if raw is None:
+        return None
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    try:
+        return ConvKey.parse(text)
+    except ValueError:
+        log.warning("unreadable topic mapping ignored", extra={"thread_id": thread_id})
+        return None
+
+
+def _parse_or_skip(key: ConvKey, raw: str | bytes) -> Session | None:
+    try:
+        return Session.from_json(raw)
+    except SessionCorrupt as err:
+        log.warning("corrupt session skipped", extra={"conv": str(key), "error": str(err)})
+        return None
+
+
+# --------------------------------------------------------------------------- redis
+
+# Delete the lock only when it still holds our token: an expired lock re-taken by another
+# process must survive our late release.
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+# One round trip: start the window (SET NX EX keeps an existing window's end), then count.
+_WINDOW_INCR = """
+redis.call('set', KEYS[1], 0, 'EX', ARGV[1], 'NX')
+return redis.call('incr', KEYS[1])
+"""
+
+_SCAN_BATCH = 200
+_MAX_CONNECTIONS = 64
+_POOL_WAIT = 5.0
+_PING_DEADLINE = 2.0
+
+
+def _connection_options() -> dict[str, Any]:
+    """Options that make a client survive a Redis restart or a dropped connection."""
+    return {
+        "decode_responses": False,
+        "socket_timeout": 5.0,
+        "socket_connect_timeout": 3.0,
+        "health_check_interval": 15,
+        # A few quick retries ride over a dropped connection or a failover; a longer outage
+        # surfaces as StoreUnavailable and the next message tries again.
+        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.02), retries=3),
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+    }
+
+
+def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int, dict[str, Any]]:
+    """Read ``redis+sentinel://[user:pass@]host:port[,host:port]/service[/db]``.
+
+    Returns the sentinel addresses, the service name, the database and the master's credentials.
+    ``?sentinel_password=`` sets a separate password for the sentinels themselves.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "redis+sentinel":
+        msg = "expected a redis+sentinel:// URL"
+        raise ValueError(msg)
+    userinfo, _, hostlist = parts.netloc.rpartition("@")
+    auth: dict[str, Any] = {}
+    if userinfo:
+        user, has_pw, password = userinfo.partition(":")
+        if has_pw:
+            auth["password"] = unquote(password)
+            if user:
+                auth["username"] = unquote(user)
+        else:
+            auth["password"] = unquote(user)  # redis+sentinel://secret@host form
+    hosts: list[tuple[str, int]] = []
+    for item in filter(None, hostlist.split(",")):
+        host, port = item, "26379"
+        if item.startswith("["):  # [::1]:26379
+            host, _, rest = item[1:].partition("]")
+            port = rest.removeprefix(":") or port
+        elif ":" in item:
+            host, _, port = item.rpartition(":")
+        if not host or not port.isdigit():
+            msg = "sentinel URL has a bad host:port"
+            raise ValueError(msg)
+        hosts.append((host, int(port)))
+    segments = [unquote(s) for s in parts.path.split("/") if s]
+    if not hosts or not segments or len(segments) > 2:
+        msg = "expected redis+sentinel://host:port[,host:port]/service_name[/db]"
+        raise ValueError(msg)
+    if len(segments) == 2 and not segments[1].isdigit():
+        msg = "sentinel URL database must be a number"
+        raise ValueError(msg)
+    db = int(segments[1]) if len(segments) == 2 else 0
+    query = parse_qs(parts.query)
+    if "sentinel_password" in query:
+        auth["sentinel_password"] = query["sentinel_password"][0]
+    return hosts, segments[0], db, auth
+
+
+class RedisStore(SessionStore):
+    """The store in Redis: shared by every process of the service."""
+
+    def __init__(
+        self, redis: Redis, *, clock: Clock = time.time, sentinel: Sentinel | None = None
+    ) -> None:
+        self._redis = redis
+        self._clock = clock
+        self._sentinel = sentinel  # closed with the store when from_url built it
+        self._release = redis.register_script(_RELEASE)
+        self._window_incr = redis.register_script(_WINDOW_INCR)
+
+    @classmethod
+    def from_url(cls, url: str, *, clock: Clock = time.time) -> RedisStore:
+        """Connect lazily to redis://, rediss://, unix:// or redis+sentinel:// URLs."""
+        options = _connection_options()
+        if url.startswith("redis+sentinel://"):
+            hosts, service, db, auth = parse_sentinel_url(url)
+            sentinel_password = auth.pop("sentinel_password", None)
+            sentinel_kwargs: dict[str, Any] = {
+                "socket_timeout": options["socket_timeout"],
+                "socket_connect_timeout": options["socket_connect_timeout"],
+            }
+            if sentinel_password is not None:
+                sentinel_kwargs["password"] = sentinel_password
+            sentinel = Sentinel(  # type: ignore[no-untyped-call]
+                hosts, sentinel_kwargs=sentinel_kwargs, **options, **auth
+            )
+            master = sentinel.master_for(service, db=db)
+            return cls(master, clock=clock, sentinel=sentinel)
+        # A blocking pool makes a burst wait for a free connection instead of failing with
+        # "Too many connections" (the default pool raises at its limit).
+        pool = BlockingConnectionPool.from_url(
+            url, max_connections=_MAX_CONNECTIONS, timeout=_POOL_WAIT, **options
+        )
+        return cls(Redis.from_pool(pool), clock=clock)
+
+    @property
+    def client(self) -> Redis:
+        """The underlying redis-py client (for readiness details and tests)."""
+        return self._redis
+
+    @contextmanager
+    def _wrap(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except (RedisError, OSError) as err:
+            # The error text names host and port at most; redis-py never puts the password in it.
+            msg = f"session store unavailable ({what}): {type(err).__name__}: {err}"
+            raise StoreUnavailable(msg) from err
+
+    async def _call(self, what: str, op: Awaitable[_T]) -> _T:
+        with self._wrap(what):
+            return await op
+
+    async def load(self, key: ConvKey) -> Session | None:
+        """The conversation's session, or None (one GET)."""
+        raw = await self._call("load", self._redis.get(conv_key(key)))
+        if raw is None:
+            return None
+        try:
+            return Session.from_json(raw)
+        except SessionCorrupt as err:
+            msg = f"session {key} is corrupt: {err}"
+            raise SessionCorrupt(msg) from err
+
+    async def save(self, key: ConvKey, session: Session, ttl: int) -> None:
+        """Store the session with an idle TTL (one SET EX)."""
+        _check_ttl(ttl, "ttl")
+        await self._call("save", self._redis.set(conv_key(key), session.to_json(), ex=ttl))
+
+    async def delete(self, key: ConvKey) -> None:
+        """Forget the session."""
+        await self._call("delete", self._redis.delete(conv_key(key)))
+
+    async def claim_event(self, channel: str, event_id: str, ttl: int = 86400) -> bool:
+        """True the first time only (SET NX EX)."""
+        _check_ttl(ttl, "ttl")
+        name = redis_key("seen", channel, event_id)
+        return bool(await self._call("claim_event", self._redis.set(name, 1, nx=True, ex=ttl)))
+
+    def lock(
+        self, key: ConvKey, *, timeout: float = 30.0, wait: float = 20.0
+    ) -> AbstractAsyncContextManager[None]:
+        """Hold the conversation lock (SET NX PX with a random token; owner-only release)."""
+        _check_ttl(timeout, "timeout")
+        return self._lock(_lock_key(key), timeout, wait)
+
+    @asynccontextmanager
+    async def _lock(self, name: str, expire: float, wait: float) -> AsyncIterator[None]:
+        token = await self._acquire(name, expire, wait)
+        try:
+            yield
+        finally:
+            await self._unlock(name, token)
+
+    async def _acquire(self, name: str, expire: float, wait: float) -> str:
+        token = secrets.token_hex(16)
+        px = max(1, int(expire * 1000))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(wait, 0.0)
+        delay = _POLL_FIRST
+        while True:
+            if await self._call("lock", self._redis.set(name, token, nx=True, px=px)):
+                return token
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                msg = f"conversation lock {name} still busy after {wait:g} s"
+                raise LockTimeout(msg)
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * 2, _POLL_MAX)
+
+    async def _unlock(self, name: str, token: str) -> None:
+        try:
+            released = await self._release(keys=[name], args=[token])
+        except (RedisError, OSError) as err:
+            # Raising here would hide the body's own outcome; the lock expires by itself.
+            log.warning("lock release failed", extra={"lock": name, "error": type(err).__name__})
+            return
+        if not released:
+            log.warning("lock expired before its owner released it", extra={"lock": name})
+
+    async def register_failure(self, scope: str, window: int) -> int:
+        """Count one failure in the window (one atomic script)."""
+        _check_ttl(window, "window")
+        name = redis_key("lockout", scope)
+        return int(await self._call("register_failure", self._window_incr([name], [window])))
+
+    async def failures(self, scope: str) -> int:
+        """Failures in the current window."""
+        raw = await self._call("failures", self._redis.get(redis_key("lockout", scope)))
+        return int(raw or 0)
+
+    async def clear_failures(self, scope: str) -> None:
+        """Reset the counter."""
+        await self._call("clear_failures", self._redis.delete(redis_key("lockout", scope)))
+
+    async def hit_rate(self, scope: str, window: int) -> int:
+        """Count one hit in the fixed window (one atomic script)."""
+        _check_ttl(window, "window")
+        name = redis_key("rate", scope)
+        return int(await self._call("hit_rate", self._window_incr([name], [window])))
+
+    async def set_topic(self, thread_id: int, key: ConvKey) -> None:
+        """Remember the topic's conversation."""
+        name = redis_key("topic", str(thread_id))
+        await self._call("set_topic", self._redis.set(name, str(key)))
+
+    async def get_topic(self, thread_id: int) -> ConvKey | None:
+        """The topic's conversation."""
+        raw = await self._call("get_topic", self._redis.get(redis_key("topic", str(thread_id))))
+        return _parse_topic(thread_id, raw)
+
+    async def drop_topic(self, thread_id: int) -> None:
+        """Forget the topic."""
+        await self._call("drop_topic", self._redis.delete(redis_key("topic", str(thread_id))))
+
+    async def scan_conversations(self) -> AsyncIterator[tuple[ConvKey, Session]]:
+        """Every stored conversation (SCAN in batches + MGET, never KEYS)."""
+        cursor: int = 0
+        pattern = f"{PREFIX}:conv:*"
+        while True:
+            cursor, names = await self._call(
+                "scan", self._redis.scan(cursor, match=pattern, count=_SCAN_BATCH)
+            )
+            if names:
+                values = await self._call("scan", self._redis.mget(names))
+                for raw_name, raw in zip(names, values, strict=True):
+                    name = raw_name.decode() if isinstance(raw_name, bytes) else str(raw_name)
+                    key = _key_from_conv(name)
+                    if key is None or raw is None:  # expired between SCAN and MGET
+                        continue
+                    session = _parse_or_skip(key, raw)
+                    if session is not None:
+                        yield key, session
+            if int(cursor) == 0:
+                return
+
+    async def ping(self) -> bool:
+        """True when Redis answers PING within a short deadline."""
+        try:
+            return bool(await asyncio.wait_for(self._redis.ping(), _PING_DEADLINE))
+        except (RedisError, OSError, TimeoutError):
+            return False
+
+    async def aclose(self) -> None:
+        """Close the client (and the sentinel connections when this store made them)."""
+        await self._redis.aclose()
+        if self._sentinel is not None:
+            await self._sentinel.aclose()
+
+
+def make_store(redis_url: str | None, *, clock: Clock = time.time) -> SessionStore:
+    """The Redis store for a URL, or the in-memory store (with a warning) when there is none."""
+    if not redis_url:
+        log.warning(
+            "REDIS_URL is not set: sessions live in memory, are lost on restart "
+            "and are not shared between processes"
+        )
+        return MemoryStore(clock=clock)
+    return RedisStore.from_url(redis_url, clock=clock)

@@ -1,0 +1,508 @@
+"""The session store contract, run against the in-memory store and a real Redis (db 15)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+from redis.asyncio import Redis
+from redis.asyncio.sentinel import SentinelConnectionPool
+from redis.exceptions import RedisError
+
+from bot.sessions import (
+    LockTimeout,
+    MemoryStore,
+    RedisStore,
+    Session,
+    SessionCorrupt,
+    SessionStore,
+    StoreUnavailable,
+    conv_key,
+    make_store,
+    parse_sentinel_url,
+    redis_key,
+)
+from bot.types import ConvKey, Option, Outbound
+
+ANA = ConvKey("telegram", "1001")
+LUIS = ConvKey("whatsapp", "573001112233")
+DAY = 86400
+
+
+def _redis_url() -> str:
+    # Read at use time: with importlib mode the root conftest is not importable as a module.
+    return os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+class FakeClock:
+    """Simulated epoch seconds that only move when a test says so."""
+
+    def __init__(self, now: float = 1_750_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class Backend:
+    """The store under test plus the means to make time pass and to write raw values."""
+
+    kind: str
+    store: SessionStore
+    clock: FakeClock
+    admin: Redis | None = None  # a separate client, for inspecting and ageing keys
+
+    async def elapse(self, seconds: float, *names: str) -> None:
+        """Let ``seconds`` pass for the given keys (memory: every key)."""
+        if self.admin is None:
+            self.clock.advance(seconds)
+            return
+        # Redis time cannot be simulated: shorten each key's remaining TTL instead; a
+        # non-positive PEXPIRE expires the key at once, as time passing would.
+        for name in names:
+            left = await self.admin.pttl(name)
+            if left >= 0:
+                await self.admin.pexpire(name, max(0, left - int(seconds * 1000)))
+
+    async def put_raw(self, name: str, value: str) -> None:
+        """Store a value bypassing the store's own serialisation."""
+        if self.admin is None:
+            assert isinstance(self.store, MemoryStore)
+            self.store._values[name] = (value, None)
+        else:
+            await self.admin.set(name, value)
+
+    async def pttl(self, name: str) -> int:
+        """Redis only: the key's remaining time to live in ms."""
+        assert self.admin is not None
+        return int(await self.admin.pttl(name))
+
+
+_reachable: dict[str, bool] = {}
+
+
+async def _redis_or_skip(url: str) -> Redis:
+    """A client for the test database, or skip (fail under CI) when no Redis answers."""
+    client = Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=2)
+    if url not in _reachable:
+        try:
+            _reachable[url] = bool(await client.ping())
+        except (RedisError, OSError):
+            _reachable[url] = False
+    if not _reachable[url]:
+        await client.aclose()
+        if os.environ.get("CI"):
+            pytest.fail(f"no Redis at {url}; CI must run the Redis contract tests")
+        pytest.skip(f"no Redis at {url}")
+    return client
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[SessionStore]:
+    if request.param == "memory":
+        yield MemoryStore(clock=clock)
+        return
+    admin = await _redis_or_skip(_redis_url())
+    await admin.flushdb()
+    redis_store = RedisStore.from_url(_redis_url())
+    request.node.stash[_ADMIN] = admin
+    try:
+        yield redis_store
+    finally:
+        await redis_store.aclose()
+        await admin.aclose()
+
+
+_ADMIN = pytest.StashKey[Redis]()
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest, store: SessionStore, clock: FakeClock) -> Backend:
+    admin = request.node.stash.get(_ADMIN, None)
+    return Backend("redis" if admin else "memory", store, clock, admin)
+
+
+def _session(state: str = "client_menu", **data: object) -> Session:
+    return Session(state=state, data=dict(data), lang="es", updated_at=1_750_000_000.5)
+
+
+class TestStoreContract:
+    """Behaviour every store must show; the engine relies on nothing else."""
+
+    async def test_save_then_load_returns_the_same_session(self, store: SessionStore) -> None:
+        reply = Outbound(ANA, "¿Qué deseas hacer?", (Option("account", "Estado de cuenta"),))
+        saved = Session(
+            state="client_menu",
+            data={"service_id": 10, "name": "Ana María Ruiz", "tickets": [4711]},
+            lang="en",
+            verified_until=1_750_000_900.0,
+            updated_at=1_750_000_000.25,
+            outbox=[reply.to_dict()],
+        )
+        await store.save(ANA, saved, ttl=DAY)
+
+        loaded = await store.load(ANA)
+
+        assert loaded == saved
+        assert loaded is not None
+        assert Outbound.from_dict(loaded.outbox[0]) == reply
+        loaded.data["service_id"] = 99  # changing a loaded copy never changes what is stored
+        assert await store.load(ANA) == saved
+
+    async def test_load_of_an_unknown_conversation_is_none(self, store: SessionStore) -> None:
+        await store.save(ANA, _session(), ttl=DAY)
+        assert await store.load(LUIS) is None
+        assert await store.load(ConvKey("whatsapp", ANA.chat_id)) is None
+
+    async def test_session_expires_after_its_idle_ttl(self, backend: Backend) -> None:
+        store = backend.store
+        await store.save(ANA, _session(), ttl=60)
+        if backend.kind == "redis":
+            assert 59_000 < await backend.pttl(conv_key(ANA)) <= 60_000
+
+        await backend.elapse(50, conv_key(ANA))
+        assert await store.load(ANA) is not None
+        await store.save(ANA, _session("verify"), ttl=60)  # activity renews the idle TTL
+        await backend.elapse(50, conv_key(ANA))
+        assert await store.load(ANA) == _session("verify")
+        await backend.elapse(11, conv_key(ANA))
+        assert await store.load(ANA) is None
+
+    async def test_save_rejects_a_non_positive_ttl(self, store: SessionStore) -> None:
+        with pytest.raises(ValueError, match="ttl"):
+            await store.save(ANA, _session(), ttl=0)
+
+    async def test_delete_forgets_only_that_conversation(self, store: SessionStore) -> None:
+        await store.save(ANA, _session(), ttl=DAY)
+        await store.save(LUIS, _session(), ttl=DAY)
+
+        await store.delete(ANA)
+        await store.delete(ConvKey("console", "nobody"))  # deleting nothing is fine
+
+        assert await store.load(ANA) is None
+        assert await store.load(LUIS) is not None
+
+    async def test_an_event_is_claimed_once_per_channel(self, backend: Backend) -> None:
+        store = backend.store
+        assert await store.claim_event("telegram", "77001") is True
+        assert await store.claim_event("telegram", "77001") is False
+        assert await store.claim_event("whatsapp", "77001") is True
+        name = redis_key("seen", "telegram", "77001")
+        if backend.kind == "redis":
+            assert DAY * 1000 - 2000 < await backend.pttl(name) <= DAY * 1000
+
+        await backend.elapse(DAY + 1, name)
+        assert await store.claim_event("telegram", "77001") is True
+
+    async def test_concurrent_claims_of_one_event_let_exactly_one_through(
+        self, store: SessionStore
+    ) -> None:
+        results = await asyncio.gather(
+            *(store.claim_event("whatsapp", "wamid.HBgM") for _ in range(20))
+        )
+        assert results.count(True) == 1
+
+    async def test_lock_runs_critical_sections_one_at_a_time(self, store: SessionStore) -> None:
+        trace: list[str] = []
+
+        async def handle(name: str) -> None:
+            async with store.lock(ANA, timeout=5, wait=5):
+                trace.append(f"{name} in")
+                for _ in range(5):  # give the other task every chance to barge in
+                    await asyncio.sleep(0)
+                trace.append(f"{name} out")
+
+        await asyncio.gather(handle("a"), handle("b"), handle("c"))
+
+        pairs = [trace[i : i + 2] for i in range(0, len(trace), 2)]
+        assert all(p[0].split()[0] == p[1].split()[0] for p in pairs), trace
+        assert sorted(p[0] for p in pairs) == ["a in", "b in", "c in"]
+
+    async def test_locks_of_different_conversations_are_independent(
+        self, store: SessionStore
+    ) -> None:
+        async with store.lock(ANA), store.lock(LUIS, wait=0):
+            pass
+
+    async def test_a_busy_lock_raises_lock_timeout_after_wait(self, store: SessionStore) -> None:
+        async with store.lock(ANA, timeout=30):
+            with pytest.raises(LockTimeout):
+                async with store.lock(ANA, wait=0.05):
+                    pytest.fail("entered a lock that another holds")
+        async with store.lock(ANA, wait=0):  # released on exit: free again
+            pass
+
+    async def test_the_lock_is_released_when_the_body_raises(self, store: SessionStore) -> None:
+        with pytest.raises(RuntimeError):
+            async with store.lock(ANA):
+                raise RuntimeError("flow failed")
+        async with store.lock(ANA, wait=0):
+            pass
+
+    async def test_a_dead_owners_lock_expires_after_its_timeout(self, backend: Backend) -> None:
+        store = backend.store
+        crashed = store.lock(ANA, timeout=10)
+        await crashed.__aenter__()  # taken and never released: the process died
+        with pytest.raises(LockTimeout):
+            async with store.lock(ANA, wait=0):
+                pass
+
+        await backend.elapse(11, redis_key("lock", ANA.channel, ANA.chat_id))
+
+        async with store.lock(ANA, wait=1):
+            pass
+        await crashed.__aexit__(None, None, None)
+
+    async def test_a_late_owner_never_releases_the_next_owners_lock(
+        self, backend: Backend, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        store = backend.store
+        slow = store.lock(ANA, timeout=10)
+        await slow.__aenter__()
+        await backend.elapse(11, redis_key("lock", ANA.channel, ANA.chat_id))
+
+        async with store.lock(ANA, timeout=30, wait=1):
+            with caplog.at_level(logging.WARNING, logger="bot.sessions"):
+                await slow.__aexit__(None, None, None)  # A finishes after its lock expired
+            with pytest.raises(LockTimeout):
+                async with store.lock(ANA, wait=0):
+                    pytest.fail("B's lock was released by A")
+        assert "expired before its owner released it" in caplog.text
+        async with store.lock(ANA, wait=0):
+            pass
+
+    async def test_failures_count_within_a_fixed_window(self, backend: Backend) -> None:
+        store = backend.store
+        name = redis_key("lockout", "doc:123456")
+        assert await store.failures("doc:123456") == 0
+        assert await store.register_failure("doc:123456", window=1800) == 1
+        await backend.elapse(1000, name)
+        assert await store.register_failure("doc:123456", window=1800) == 2
+        assert await store.register_failure("chat:telegram:1001", window=1800) == 1
+        assert await store.failures("doc:123456") == 2
+
+        # The window started with the first failure; later ones do not extend it.
+        await backend.elapse(801, name)
+        assert await store.failures("doc:123456") == 0
+        assert await store.register_failure("doc:123456", window=1800) == 1
+
+    async def test_clearing_failures_resets_the_count(self, store: SessionStore) -> None:
+        for _ in range(3):
+            await store.register_failure("doc:9", window=1800)
+        await store.clear_failures("doc:9")
+        assert await store.failures("doc:9") == 0
+        assert await store.register_failure("doc:9", window=1800) == 1
+
+    async def test_rate_counter_counts_hits_per_window(self, backend: Backend) -> None:
+        store = backend.store
+        counts = [await store.hit_rate("telegram:1001", window=60) for _ in range(3)]
+        assert counts == [1, 2, 3]
+        assert await store.hit_rate("telegram:2002", window=60) == 1
+        # Rate and lockout counters never share a key.
+        assert await store.failures("telegram:1001") == 0
+
+        await backend.elapse(61, redis_key("rate", "telegram:1001"))
+        assert await store.hit_rate("telegram:1001", window=60) == 1
+
+    async def test_topic_maps_to_its_conversation(self, store: SessionStore) -> None:
+        await store.set_topic(5501, ANA)
+        await store.set_topic(5502, LUIS)
+
+        assert await store.get_topic(5501) == ANA
+        assert await store.get_topic(5502) == LUIS
+        assert await store.get_topic(5503) is None
+        await store.drop_topic(5501)
+        assert await store.get_topic(5501) is None
+        assert await store.get_topic(5502) == LUIS
+
+    async def test_scan_yields_every_live_conversation_and_nothing_else(
+        self, backend: Backend
+    ) -> None:
+        store = backend.store
+        keys = [ConvKey("telegram", str(i)) for i in range(450)]  # more than one SCAN batch
+        await asyncio.gather(*(store.save(k, _session(n=i), ttl=DAY) for i, k in enumerate(keys)))
+        await store.save(LUIS, _session(), ttl=10)
+        await store.claim_event("telegram", "1")
+        await store.set_topic(1, ANA)
+        await store.register_failure("doc:1", window=60)
+        await backend.elapse(11, conv_key(LUIS))
+
+        found = {k: s async for k, s in store.scan_conversations()}
+
+        assert set(found) == set(keys)
+        assert found[ConvKey("telegram", "7")] == _session(n=7)
+
+    async def test_corrupt_session_raises_session_corrupt(self, backend: Backend) -> None:
+        store = backend.store
+        await backend.put_raw(conv_key(ANA), "{not json")
+        await store.save(LUIS, _session(), ttl=DAY)
+
+        with pytest.raises(SessionCorrupt, match=str(ANA)):
+            await store.load(ANA)
+        # One bad value must not stop the sweeper from seeing the others.
+        assert [k async for k, _ in store.scan_conversations()] == [LUIS]
+
+    async def test_ping_answers_true_when_the_backend_is_up(self, store: SessionStore) -> None:
+        assert await store.ping() is True
+
+
+class TestRedisStore:
+    """What only the Redis store has to show."""
+
+    @pytest.fixture
+    async def redis_store(self) -> AsyncIterator[RedisStore]:
+        admin = await _redis_or_skip(_redis_url())
+        await admin.flushdb()
+        store = RedisStore.from_url(_redis_url())
+        try:
+            yield store
+        finally:
+            await store.aclose()
+            await admin.aclose()
+
+    async def test_store_survives_its_connection_being_killed(
+        self, redis_store: RedisStore
+    ) -> None:
+        await redis_store.save(ANA, _session(), ttl=DAY)
+        first_id = await redis_store.client.client_id()
+        admin = Redis.from_url(_redis_url())
+        try:
+            assert await admin.client_kill_filter(_id=str(first_id)) == 1
+        finally:
+            await admin.aclose()
+
+        assert await redis_store.load(ANA) == _session()
+        assert await redis_store.client.client_id() != first_id  # it did reconnect
+
+    async def test_values_are_one_json_string_per_conversation(
+        self, redis_store: RedisStore
+    ) -> None:
+        await redis_store.save(ANA, _session(service_id=10), ttl=DAY)
+        raw = await redis_store.client.get("wispbot:conv:telegram:1001")
+        assert raw is not None
+        assert json.loads(raw) == {
+            "state": "client_menu",
+            "data": {"service_id": 10},
+            "lang": "es",
+            "verified_until": None,
+            "updated_at": 1_750_000_000.5,
+            "outbox": [],
+            "v": 1,
+        }
+
+    async def test_unreachable_redis_is_store_unavailable(self) -> None:
+        store = RedisStore.from_url("redis://127.0.0.1:1/0")  # nothing listens on port 1
+        try:
+            assert await store.ping() is False
+            with pytest.raises(StoreUnavailable):
+                await store.load(ANA)
+        finally:
+            await store.aclose()
+
+    async def test_sentinel_url_builds_a_sentinel_backed_client(self) -> None:
+        store = RedisStore.from_url(
+            "redis+sentinel://:s3cret@sentinel-a:26379,sentinel-b:26380/mymaster/2"
+        )
+        try:
+            pool = store.client.connection_pool
+            assert isinstance(pool, SentinelConnectionPool)
+            assert pool.service_name == "mymaster"
+            assert pool.connection_kwargs["db"] == 2
+            assert pool.connection_kwargs["password"] == "s3cret"
+            hosts = [
+                (
+                    s.connection_pool.connection_kwargs["host"],
+                    s.connection_pool.connection_kwargs["port"],
+                )
+                for s in pool.sentinel_manager.sentinels
+            ]
+            assert hosts == [("sentinel-a", 26379), ("sentinel-b", 26380)]
+        finally:
+            await store.aclose()
+
+
+class TestSentinelUrl:
+    def test_defaults_port_and_db(self) -> None:
+        hosts, service, db, auth = parse_sentinel_url("redis+sentinel://s1,[::1]:26390/main")
+        assert (hosts, service, db, auth) == ([("s1", 26379), ("::1", 26390)], "main", 0, {})
+
+    def test_user_password_and_sentinel_password(self) -> None:
+        _, _, _, auth = parse_sentinel_url(
+            "redis+sentinel://bot:p%40ss@s1:26379/main?sentinel_password=x"
+        )
+        assert auth == {"username": "bot", "password": "p@ss", "sentinel_password": "x"}
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "redis+sentinel://s1:26379",  # no service name
+            "redis+sentinel:///main",  # no sentinel
+            "redis+sentinel://s1:port/main",
+            "redis+sentinel://s1/main/zero",
+            "redis+sentinel://s1/main/0/extra",
+        ],
+    )
+    def test_bad_urls_are_refused(self, url: str) -> None:
+        with pytest.raises(ValueError, match=r"sentinel URL|expected"):
+            parse_sentinel_url(url)
+
+
+class TestKeysAndSessions:
+    def test_every_key_comes_from_one_builder(self) -> None:
+        assert conv_key(ANA) == "wispbot:conv:telegram:1001"
+        assert redis_key("lock", "whatsapp", "573001112233") == "wispbot:lock:whatsapp:573001112233"
+        assert redis_key("seen", "telegram", "77") == "wispbot:seen:telegram:77"
+        assert redis_key("topic", "5501") == "wispbot:topic:5501"
+        assert redis_key("lockout", "123456") == "wispbot:lockout:123456"
+        with pytest.raises(ValueError, match="non-empty"):
+            redis_key("conv", "telegram", "")
+
+    def test_from_json_ignores_unknown_keys_and_fills_defaults(self) -> None:
+        raw = b'{"state": "verify", "future_field": [1], "data": {"doc": "123"}}'
+        assert Session.from_json(raw) == Session(state="verify", data={"doc": "123"})
+
+    @pytest.mark.parametrize(
+        "raw",
+        [
+            "",
+            "[1, 2]",
+            '{"state": 3}',
+            '{"data": []}',
+            '{"verified_until": "soon"}',
+            '{"updated_at": true}',
+            '{"outbox": ["hola"]}',
+            b"\xff\xfe",
+        ],
+    )
+    def test_from_json_refuses_what_is_not_a_session(self, raw: str | bytes) -> None:
+        with pytest.raises(SessionCorrupt):
+            Session.from_json(raw)
+
+    async def test_no_redis_url_means_memory_with_a_warning(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        with caplog.at_level(logging.WARNING, logger="bot.sessions"):
+            store = make_store(None)
+        assert isinstance(store, MemoryStore)
+        assert "REDIS_URL is not set" in caplog.text
+
+    async def test_a_redis_url_means_the_redis_store(self) -> None:
+        store = make_store("redis://127.0.0.1:6379/15")  # built lazily: nothing connects yet
+        try:
+            assert isinstance(store, RedisStore)
+        finally:
+            await store.aclose()
