@@ -157,15 +157,18 @@ def _key_from_conv(name: str) -> ConvKey | None:
         return None
 
 
-def _check_ttl(ttl: float, what: str) -> None:
-    if ttl <= 0:
-        msg = f"{what} must be positive, got {ttl}"
+def _check_ttl(ttl: float, what: str) -> int:
+    """Whole seconds (Redis EX takes integers), refusing what would never or instantly expire."""
+    if ttl < 1:
+        msg = f"{what} must be at least 1 second, got {ttl}"
         raise ValueError(msg)
+    return int(ttl)
 
 
 # Lock polling: start fast (an uncontended handover is usually a few ms), back off to spare Redis.
 _POLL_FIRST = 0.005
 _POLL_MAX = 0.1
+_PURGE_EVERY = 1000  # memory store: sweep expired values every so many writes
 
 
 class SessionStore(ABC):
@@ -247,6 +250,7 @@ class MemoryStore(SessionStore):
         self._values: dict[str, tuple[str, float | None]] = {}
         self._locks: dict[str, tuple[str, float]] = {}
         self._released: dict[str, asyncio.Event] = {}
+        self._writes = 0
 
     def _get(self, name: str) -> str | None:
         item = self._values.get(name)
@@ -261,6 +265,19 @@ class MemoryStore(SessionStore):
     def _set(self, name: str, value: str, ttl: float | None) -> None:
         expires = None if ttl is None else self._clock() + ttl
         self._values[name] = (value, expires)
+        self._writes += 1
+        if self._writes % _PURGE_EVERY == 0:
+            self._purge()
+
+    def _purge(self) -> None:
+        # Expired values are otherwise dropped only when read again; dedupe marks never are.
+        now = self._clock()
+        for name, (_, expires) in list(self._values.items()):
+            if expires is not None and expires <= now:
+                del self._values[name]
+        for name, (_, lock_expires) in list(self._locks.items()):
+            if lock_expires <= now:
+                del self._locks[name]
 
     async def load(self, key: ConvKey) -> Session | None:
         """The conversation's session, or None."""
@@ -275,8 +292,7 @@ class MemoryStore(SessionStore):
 
     async def save(self, key: ConvKey, session: Session, ttl: int) -> None:
         """Store the session with an idle TTL."""
-        _check_ttl(ttl, "ttl")
-        self._set(conv_key(key), session.to_json(), ttl)
+        self._set(conv_key(key), session.to_json(), _check_ttl(ttl, "ttl"))
 
     async def delete(self, key: ConvKey) -> None:
         """Forget the session."""
@@ -284,18 +300,20 @@ class MemoryStore(SessionStore):
 
     async def claim_event(self, channel: str, event_id: str, ttl: int = 86400) -> bool:
         """True the first time only."""
-        _check_ttl(ttl, "ttl")
+        seconds = _check_ttl(ttl, "ttl")
         name = redis_key("seen", channel, event_id)
         if self._get(name) is not None:
             return False
-        self._set(name, "1", ttl)
+        self._set(name, "1", seconds)
         return True
 
     def lock(
         self, key: ConvKey, *, timeout: float = 30.0, wait: float = 20.0
     ) -> AbstractAsyncContextManager[None]:
         """Hold the conversation lock (asyncio-based, expiry by the injected clock)."""
-        _check_ttl(timeout, "timeout")
+        if timeout <= 0:
+            msg = f"lock timeout must be positive, got {timeout}"
+            raise ValueError(msg)
         return self._lock(_lock_key(key), timeout, wait)
 
     @asynccontextmanager
@@ -348,10 +366,10 @@ class MemoryStore(SessionStore):
         return self._incr(redis_key("lockout", scope), window)
 
     def _incr(self, name: str, window: int) -> int:
-        _check_ttl(window, "window")
+        seconds = _check_ttl(window, "window")
         current = self._get(name)
         if current is None:
-            self._set(name, "1", window)
+            self._set(name, "1", seconds)
             return 1
         count = int(current) + 1
         self._values[name] = (str(count), self._values[name][1])  # keep the window's end
@@ -571,8 +589,8 @@ class RedisStore(SessionStore):
 
     async def save(self, key: ConvKey, session: Session, ttl: int) -> None:
         """Store the session with an idle TTL (one SET EX)."""
-        _check_ttl(ttl, "ttl")
-        await self._call("save", self._redis.set(conv_key(key), session.to_json(), ex=ttl))
+        seconds = _check_ttl(ttl, "ttl")
+        await self._call("save", self._redis.set(conv_key(key), session.to_json(), ex=seconds))
 
     async def delete(self, key: ConvKey) -> None:
         """Forget the session."""
@@ -580,15 +598,17 @@ class RedisStore(SessionStore):
 
     async def claim_event(self, channel: str, event_id: str, ttl: int = 86400) -> bool:
         """True the first time only (SET NX EX)."""
-        _check_ttl(ttl, "ttl")
+        seconds = _check_ttl(ttl, "ttl")
         name = redis_key("seen", channel, event_id)
-        return bool(await self._call("claim_event", self._redis.set(name, 1, nx=True, ex=ttl)))
+        return bool(await self._call("claim_event", self._redis.set(name, 1, nx=True, ex=seconds)))
 
     def lock(
         self, key: ConvKey, *, timeout: float = 30.0, wait: float = 20.0
     ) -> AbstractAsyncContextManager[None]:
         """Hold the conversation lock (SET NX PX with a random token; owner-only release)."""
-        _check_ttl(timeout, "timeout")
+        if timeout <= 0:
+            msg = f"lock timeout must be positive, got {timeout}"
+            raise ValueError(msg)
         return self._lock(_lock_key(key), timeout, wait)
 
     @asynccontextmanager
@@ -627,9 +647,9 @@ class RedisStore(SessionStore):
 
     async def register_failure(self, scope: str, window: int) -> int:
         """Count one failure in the window (one atomic script)."""
-        _check_ttl(window, "window")
+        seconds = _check_ttl(window, "window")
         name = redis_key("lockout", scope)
-        return int(await self._call("register_failure", self._window_incr([name], [window])))
+        return int(await self._call("register_failure", self._window_incr([name], [seconds])))
 
     async def failures(self, scope: str) -> int:
         """Failures in the current window."""
@@ -642,9 +662,9 @@ class RedisStore(SessionStore):
 
     async def hit_rate(self, scope: str, window: int) -> int:
         """Count one hit in the fixed window (one atomic script)."""
-        _check_ttl(window, "window")
+        seconds = _check_ttl(window, "window")
         name = redis_key("rate", scope)
-        return int(await self._call("hit_rate", self._window_incr([name], [window])))
+        return int(await self._call("hit_rate", self._window_incr([name], [seconds])))
 
     async def set_topic(self, thread_id: int, key: ConvKey) -> None:
         """Remember the topic's conversation."""

@@ -186,6 +186,13 @@ class TestStoreContract:
         with pytest.raises(ValueError, match="ttl"):
             await store.save(ANA, _session(), ttl=0)
 
+    async def test_a_fractional_ttl_is_whole_seconds(self, backend: Backend) -> None:
+        await backend.store.save(ANA, _session(), ttl=90.7)  # type: ignore[arg-type]
+        await backend.elapse(89, conv_key(ANA))
+        assert await backend.store.load(ANA) is not None
+        await backend.elapse(1, conv_key(ANA))
+        assert await backend.store.load(ANA) is None
+
     async def test_delete_forgets_only_that_conversation(self, store: SessionStore) -> None:
         await store.save(ANA, _session(), ttl=DAY)
         await store.save(LUIS, _session(), ttl=DAY)
@@ -358,6 +365,17 @@ class TestStoreContract:
 
     async def test_ping_answers_true_when_the_backend_is_up(self, store: SessionStore) -> None:
         assert await store.ping() is True
+
+
+async def test_memory_store_forgets_expired_dedupe_marks(clock: FakeClock) -> None:
+    store = MemoryStore(clock=clock)
+    for i in range(600):
+        await store.claim_event("telegram", str(i), ttl=60)
+    clock.advance(61)
+    for i in range(600, 1200):
+        await store.claim_event("telegram", str(i), ttl=60)
+    # The first 600 marks expired unread; a long-running demo must not keep them forever.
+    assert len(store._values) < 1000
 
 
 class TestRedisStore:
