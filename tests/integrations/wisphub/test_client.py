@@ -1,0 +1,967 @@
+"""WispHubClient against respx: every edge of the transport, pagination, caching and parsing."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+import respx
+
+from bot.settings import WispHubSettings
+from integrations.wisphub import client as client_module
+from integrations.wisphub.client import WispHubClient, classify_ping, mask, national_number
+from integrations.wisphub.errors import (
+    WispHubConfigError,
+    WispHubNotFound,
+    WispHubRejected,
+    WispHubUnavailable,
+)
+from integrations.wisphub.models import TicketRequest
+
+BASE = "https://isp.example/api/"
+KEY = "k-live-9f8e7d6c5b4a"
+TZ = ZoneInfo("America/Bogota")
+SECRETS = ("wifi-Secret-1", "pppoe-Secret-2", "cpe-Secret-3", "ssid-Secret-4", "4.6097,-74.0817")
+
+
+def settings(**over: Any) -> WispHubSettings:
+    values: dict[str, Any] = {
+        "api_url": BASE,
+        "api_key": KEY,
+        "retries": 2,
+        "page_size": 2,
+        "ping_deadline": 0.5,
+    }
+    values.update(over)
+    return WispHubSettings(**values)
+
+
+def record(
+    service_id: int, cedula: str, nombre: str, telefono: str = "", **extra: Any
+) -> dict[str, Any]:
+    """A WispHub list record, secrets included, as the real API sends it."""
+    return {
+        "id_servicio": service_id,
+        "usuario": f"user{service_id}@isp",
+        "nombre": nombre,
+        "cedula": cedula,
+        "telefono": telefono,
+        "saldo": "0.00",
+        "precio_plan": "89900.00",
+        "estado": "Activo",
+        "password_servicio": SECRETS[1],
+        "password_cpe": SECRETS[2],
+        "password_router_wifi": SECRETS[0],
+        "password_ssid_router_wifi": SECRETS[3],
+        "coordenadas": SECRETS[4],
+        **extra,
+    }
+
+
+CLIENTS = [
+    record(10, "1020304050", "Ana María Ruiz Gómez", "3001112233"),
+    record(11, "79856321", "Carlos Andrés Pérez Mora", "30011122334"),
+    record(12, "102030405", "Luz Marina Peña", "573001112233"),
+    record(13, "1098765432", "Jorge Eliécer Gaitán Ramírez", "3152223344,3209998877,6014445566"),
+    record(14, "1032456789", "Valentina Ortiz Cárdenas", "3104445566"),
+]
+
+
+def page(
+    request: httpx.Request, items: list[dict[str, Any]], *, count: int | None = None
+) -> httpx.Response:
+    """One Django-REST page of ``items`` for the request's limit/offset, ``next`` as http://."""
+    limit = int(request.url.params.get("limit", "100"))
+    offset = int(request.url.params.get("offset", "0"))
+    chunk = items[offset : offset + limit]
+    total = len(items) if count is None else count
+    nxt = (
+        f"http://isp.example/api/{request.url.path.split('/api/')[1]}"
+        f"?limit={limit}&offset={offset + limit}"
+        if offset + limit < total
+        else None
+    )
+    body = {"count": total, "next": nxt, "previous": None, "results": chunk}
+    return httpx.Response(200, json=body)
+
+
+def ignoring_filters(items: list[dict[str, Any]]) -> Callable[[httpx.Request], httpx.Response]:
+    """A server that ignores every filter and returns all records (WispHub's real behaviour)."""
+    return lambda request: page(request, items)
+
+
+@pytest.fixture
+def router() -> Iterator[respx.MockRouter]:
+    with respx.mock(base_url=BASE, assert_all_called=False, assert_all_mocked=True) as r:
+        yield r
+
+
+@pytest.fixture
+async def make() -> AsyncIterator[Callable[..., WispHubClient]]:
+    made: list[WispHubClient] = []
+    async with httpx.AsyncClient() as http:
+
+        def factory(**over: Any) -> WispHubClient:
+            c = WispHubClient(http, settings(**over), tz=TZ)
+            c.backoff_base = 0.001
+            c.ping_poll_interval = 0.001
+            c.ping_poll_cap = 0.005
+            made.append(c)
+            return c
+
+        yield factory
+        for c in made:
+            await c.aclose()
+
+
+@pytest.fixture
+def wh(make: Callable[..., WispHubClient]) -> WispHubClient:
+    return make()
+
+
+def queries(route: respx.Route) -> list[dict[str, str]]:
+    return [dict(call.request.url.params) for call in route.calls]
+
+
+# --------------------------------------------------------------------------- look-ups
+
+
+async def test_find_by_document_keeps_only_the_exact_match_when_the_filter_is_ignored(
+    router: respx.MockRouter, wh: WispHubClient
+) -> None:
+    route = router.get("clientes/").mock(side_effect=ignoring_filters(CLIENTS))
+
+    found = await wh.find_by_document("102030405")
+
+    assert [c.service_id for c in found] == [12]
+    assert found[0].name == "Luz Marina Peña"
+    # All three pages were read (the match could have been on any), each with the filter.
+    assert [q["offset"] for q in queries(route)] == ["0", "2", "4"]
+    assert all(q["cedula"] == "102030405" and q["limit"] == "2" for q in queries(route))
+
+
+async def test_unknown_document_is_an_empty_list(
+    router: respx.MockRouter, wh: WispHubClient
+) -> None:
+    router.get("clientes/").mock(side_effect=ignoring_filters(CLIENTS))
+
+    assert await wh.find_by_document("999") == []
+
+
+async def test_document_is_normalised_to_digits(
+    router: respx.MockRouter, wh: WispHubClient
+) -> None:
+    route = router.get("clientes/").mock(side_effect=ignoring_filters(CLIENTS))
+
+    found = await wh.find_by_document(" 1.020.304.050 ")
+
+    assert [c.service_id for c in found] == [10]
+    assert queries(route)[0]["cedula"] == "1020304050"
+    assert await wh.find_by_document("   ") == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("+57 300 111 2233", "3001112233"),
+        ("573001112233", "3001112233"),
+        ("3001112233", "3001112233"),
+        ("0057 300-111-2233", "3001112233"),
+        ("(601) 444 5566", "6014445566"),
+        ("+1 555 123 4567", "15551234567"),
+    ],
+)
+def test_national_number(raw: str, expected: str) -> None:
+    assert national_number(raw, "57") == expected
+
+
+async def test_find_by_phone_strips_country_code_and_matches_whole_numbers(
+    router: respx.MockRouter, wh: WispHubClient
+) -> None:
+    route = router.get("clientes/").mock(side_effect=ignoring_filters(CLIENTS))
+
+    found = await wh.find_by_phone("+57 300 111 2233")
+
+    # 10 holds it exactly, 12 holds it with the country code; 11's "30011122334" only contains it.
+    assert sorted(c.service_id for c in found) == [10, 12]
+    assert queries(route)[0]["telefono__contains"] == "3001112233"
+
+
+async def test_find_by_phone_reads_every_number_of_a_multi_number_field(
+    router: respx.MockRouter, wh: WispHubClient
+) -> None:
+    router.get("clientes/").mock(side_effect=ignoring_filters(CLIENTS))
+
+    for phone in ("3152223344", "+573209998877", "6014445566"):
+        found = await wh.find_by_phone(phone)
+        assert [c.service_id for c in found] == [13], phone
+    assert found[0].phones == ("3152223344", "3209998877", "6014445566")
+
+
+async def test_too_short_phone_is_not_searched(router: respx.MockRouter, wh: WispHubClient) -> None:
+    route = router.get("clientes/").mock(side_effect=ignoring_filters(CLIENTS))
+
+    assert await wh.find_by_phone("+57 12") == []
+    assert route.call_count == 0
+
+
+async def test_find_by_service_uses_the_list_endpoint_and_keeps_the_exact_record(
+    router: respx.MockRouter, wh: WispHubClient
+) -> None:
+    route = router.get("clientes/").mock(side_effect=ignoring_filters(CLIENTS))
+
+    found = await wh.find_by_service(13)
+    missing = await wh.find_by_service(77)
+
+    assert found is not None
+    assert found.service_id == 13
+    assert missing is None
+    assert queries(route)[0]["id_servicio"] == "13"
+
+
+# --------------------------------------------------------------------------- pagination
+
+
+async def test_pagination_stays_on_the_configured_https_base_and_ignores_next(
+    router: respx.MockRouter, wh: WispHubClient
+) -> None:
+    route = router.get("clientes/").mock(side_effect=ignoring_filters(CLIENTS))
+
+    await wh.find_by_document("1032456789")
+
+    urls = [call.request.url for call in route.calls]
+    assert len(urls) == 3
+    assert all(u.scheme == "https" and u.host == "isp.example" for u in urls)
+    assert all(u.path == "/api/clientes/" for u in urls)
+    # The server announced http:// next links; none was followed (respx would have raised
+    # for an unmocked http:// URL, and every request above is https).
+    nexts = [call.response.json()["next"] for call in route.calls]
+    assert nexts[0].startswith("http://")
+    assert nexts[-1] is None
+
+
+async def test_pagination_stops_on_an_empty_page(
+    router: respx.MockRouter, wh: WispHubClient
+) -> None:
+    # The server claims 1000 records but runs dry after the first page.
+    route = router.get("clientes/").mock(
+        side_effect=lambda request: page(request, CLIENTS[:2], count=1000)
+    )
+
+    assert await wh.find_by_document("1020304050") != []
+    assert route.call_count == 2
+
+
+async def test_pagination_is_bounded_when_the_server_never_ends(
+    router: respx.MockRouter, wh: WispHubClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client_module, "MAX_PAGES", 5)
+    endless = {"count": 10**9, "next": None, "previous": None, "results": CLIENTS[:2]}
+    route = router.get("clientes/").mock(return_value=httpx.Response(200, json=endless))
+
+    await wh.find_by_document("1020304050")
+
+    assert route.call_count == 5
+
+
+# --------------------------------------------------------------------------- tickets
+
+TICKET_REQ = TicketRequest(
+    service_id=10,
+    subject="No Tiene Internet",
+    description="Sin servicio desde ayer. Luces del router en rojo.",
+    priority="3",
+    technician_id=7,
+    requested_at=datetime(2026, 3, 2, 14, 30, tzinfo=UTC),
+)
+
+
+def multipart_fields(request: httpx.Request) -> dict[str, str]:
+    """Parse a multipart/form-data body with the standard library's MIME parser."""
+    ctype = request.headers["content-type"]
+    assert ctype.startswith("multipart/form-data; boundary=")
+    raw = b"Content-Type: " + ctype.encode() + b"\r\n\r\n" + request.content
+    msg = email.message_from_bytes(raw, policy=email.policy.HTTP)
+    out = {}
+    for part in msg.iter_parts():
+        assert part.get_filename() is None  # plain fields, not file uploads
+        name = part.get_param("name", header="content-disposition")
+        out[str(name)] = bytes(part.get_payload(decode=True)).decode("utf-8")
+    return out
+
+
+def ticket_json(ticket_id: int, service_id: int, subject: str, created: str) -> dict[str, Any]:
+    return {
+        "id_ticket": ticket_id,
+        "asunto": subject,
+        "descripcion": "<p>x</p>",
+        "estado": "Nuevo",
+        "prioridad": "Alta",
+        "fecha_creacion": created,
+        "servicio": {"id_servicio": service_id, "nombre": "Ana"},
+    }
+
+
+async def test_create_ticket_sends_one_multipart_post_with_the_exact_fields(
+    router: respx.MockRouter, wh: WispHubClient
+) -> None:
+    post = router.post("tickets/").mock(
+        return_value=httpx.Response(
+            201, json=ticket_json(4711, 10, "No Tiene Internet", "2026-03-02T09:30:05-05:00")
+        )
+    )
+
+    ticket = await wh.create_ticket(TICKET_REQ)
+
+    assert ticket.id == 4711
+    assert post.call_count == 1
+    request = post.calls[0].request
+    assert str(request.url) == BASE + "tickets/"
+    assert request.headers["authorization"] == f"Api-Key {KEY}"
+    assert multipart_fields(request) == {
+        "servicio": "10",
+        "asunto": "No Tiene Internet",
+        "asuntos_default": "No Tiene Internet",
+        "descripcion": "Sin servicio desde ayer. Luces del router en rojo.",
+        "estado": "1",
+        "prioridad": "3",
+        "tecnico": "7",
+        "departamento": "Soporte Técnico",
+        "departamentos_default": "Soporte Técnico",
+        "origen_reporte": "redes_sociales",
+        # 14:30 UTC is 09:30 in Bogotá; priority 3 gets a 24 h window.
+        "fecha_inicio": "02/03/2026 09:30",
+        "fecha_final": "03/03/2026 09:30",
+    }
+
+
+async def test_create_ticket_500_is_posted_once_and_raises_when_no_ticket_appeared(
+    router: respx.MockRouter, wh: WispHubClient
+) -> None:
+    post = router.post("tickets/").mock(return_value=httpx.Response(500, text="boom"))
+    tickets = router.get("tickets/").mock(side_effect=ignoring_filters([]))
+
+    with pytest.raises(WispHubUnavailable):
+        await wh.create_ticket(TICKET_REQ)
+
+    assert post.call_count == 1
+    assert tickets.call_count == 2  # estado=1 and estado=2 checked once each
+
+
+async def test_create_ticket_timeout_reconciles_with_the_ticket_that_was_made(
+    router: respx.MockRouter, wh: WispHubClient
+) -> None:
+    post = router.post("tickets/").mock(side_effect=httpx.ReadTimeout("slow"))
+    existing = [
+        # Same subject but older than the request: not ours.
+        ticket_json(4000, 10, "No Tiene Internet", "2026-02-01T08:00:00-05:00"),
+        # Another service: not ours.
+        ticket_json(4001, 11, "No Tiene Internet", "2026-03-02T09:30:02-05:00"),
+        ticket_json(4712, 10, "No Tiene Internet", "2026-03-02T09:30:03-05:00"),
+    ]
+    router.get("tickets/").mock(
+        side_effect=lambda r: page(r, existing if r.url.params["estado"] == "1" else [])
+    )
+
+    ticket = await wh.create_ticket(TICKET_REQ)
+
+    assert ticket.id == 4712
+    assert post.call_count == 1
+
+
+async def test_create_ticket_timeout_without_a_ticket_raises_unavailable(
+    router: respx.MockRouter, wh: WispHubClient
+) -> None:
+    post = router.post("tickets/").mock(side_effect=httpx.ReadTimeout("slow"))
+    old = [ticket_json(4000, 10, "No Tiene Internet", "2026-02-01T08:00:00-05:00")]
+    router.get("tickets/").mock(side_effect=ignoring_filters(old))
+
+    with pytest.raises(WispHubUnavailable, match="not found"):
+        await wh.create_ticket(TICKET_REQ)
+    assert post.call_count == 1
+
+
+async def test_create_ticket_connect_error_needs_no_reconciliation(
+    router: respx.MockRouter, wh: WispHubClient
+) -> None:
+    post = router.post("tickets/").mock(side_effect=httpx.ConnectError("refused"))
+    tickets = router.get("tickets/").mock(side_effect=ignoring_filters([]))
+
+    with pytest.raises(WispHubUnavailable):
+        await wh.create_ticket(TICKET_REQ)
+    assert (post.call_count, tickets.call_count) == (1, 0)
+
+
+async def test_create_ticket_rejected_carries_wisphub_message(
+    router: respx.MockRouter, wh: WispHubClient
+) -> None:
+    post = router.post("tickets/").mock(
+        return_value=httpx.Response(400, json={"servicio": ["Este campo es requerido."]})
+    )
+    tickets = router.get("tickets/").mock(side_effect=ignoring_filters([]))
+
+    with pytest.raises(WispHubRejected) as info:
+        await wh.create_ticket(TICKET_REQ)
+    assert info.value.status == 400
+    assert info.value.detail == "servicio: Este campo es requerido."
+    assert (post.call_count, tickets.call_count) == (1, 0)
+
+
+async def test_open_tickets_reads_both_states_matches_service_and_is_refreshed_after_a_write(
+    router: respx.MockRouter, wh: WispHubClient
+) -> None:
+    new = [
+        ticket_json(1, 10, "Internet Lento", "2026-03-01T08:00:00-05:00"),
+        ticket_json(2, 11, "Internet Lento", "2026-03-01T08:00:00-05:00"),
+        ticket_json(3, 10, "No Tiene Internet", "2026-03-01T10:00:00-05:00"),
+    ]
+    progress = [ticket_json(4, 10, "Cambio de Domicilio", "2026-02-01T08:00:00-05:00")]
+    get = router.get("tickets/").mock(
+        side_effect=lambda r: page(r, new if r.url.params["estado"] == "1" else progress)
+    )
+    router.post("tickets/").mock(
+        return_value=httpx.Response(
+            201, json=ticket_json(5, 10, "No Tiene Internet", "2026-03-02T09:30:00-05:00")
+        )
+    )
+
+    tickets = await wh.open_tickets(10)
+    assert [t.id for t in tickets] == [3, 1, 4]  # newest first
+    assert sorted(q["estado"] for q in queries(get)) == ["1", "1", "2"]
+    calls = get.call_count
+    assert [t.id for t in await wh.open_tickets(10)] == [3, 1, 4]
+    assert get.call_count == calls  # cached
+
+    await wh.create_ticket(TICKET_REQ)
+    await wh.open_tickets(10)
+    assert get.call_count > calls  # the write dropped the cache
+
+
+# --------------------------------------------------------------------------- retries and errors
+
+
+async def test_get_is_retried_on_500_then_succeeds(
+    router: respx.MockRouter, wh: WispHubClient
+) -> None:
+    route = router.get("formas-de-pago/").mock(
+        side_effect=[
+            httpx.Response(500),
+            httpx.Response(
+                502, text="<html>bad gateway</html>", headers={"content-type": "text/html"}
+            ),
+            httpx.Response(200, json=[{"id": 1, "nombre": "Efectivo"}]),
+        ]
+    )
+
+    methods = await wh.payment_methods()
+
+    assert [m.name for m in methods] == ["Efectivo"]
+    assert route.call_count == 3
+    assert wh.stats["GET /formas-de-pago/"] == 3
+    assert wh.stats.retries == 2
+
+
+async def test_get_is_retried_on_timeout_then_succeeds(
+    router: respx.MockRouter, wh: WispHubClient
+) -> None:
+    route = router.get("formas-de-pago/").mock(
+        side_effect=[httpx.ReadTimeout("slow"), httpx.Response(200, json=[])]
+    )
+
+    assert await wh.payment_methods() == []
+    assert route.call_count == 2
+
+
+async def test_retries_are_bounded_by_settings(
+    router: respx.MockRouter, make: Callable[..., WispHubClient]
+) -> None:
+    wh = make(retries=1)
+    route = router.get("formas-de-pago/").mock(return_value=httpx.Response(503))
+
+    with pytest.raises(WispHubUnavailable):
+        await wh.payment_methods()
+    assert route.call_count == 2
+
+
+async def test_no_retry_once_the_call_budget_is_spent(
+    router: respx.MockRouter, wh: WispHubClient
+) -> None:
+    wh.call_budget = 0.0
+    route = router.get("formas-de-pago/").mock(return_value=httpx.Response(503))
+
+    with pytest.raises(WispHubUnavailable):
+        await wh.payment_methods()
+    assert route.call_count == 1
+
+
+async def test_a_hung_server_is_cut_off_at_the_call_timeout(
+    router: respx.MockRouter, wh: WispHubClient
+) -> None:
+    wh.call_timeout = 0.05
+
+    async def hang(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(30)
+        return httpx.Response(200, json=[])
+
+    router.get("formas-de-pago/").mock(side_effect=hang)
+
+    with pytest.raises(WispHubUnavailable):
+        await wh.payment_methods()
+
+
+async def test_429_is_retried_then_unavailable(router: respx.MockRouter, wh: WispHubClient) -> None:
+    route = router.get("formas-de-pago/").mock(
+        return_value=httpx.Response(429, headers={"retry-after": "0"})
+    )
+
+    with pytest.raises(WispHubUnavailable):
+        await wh.payment_methods()
+    assert route.call_count == 3
+
+
+@pytest.mark.parametrize(
+    ("response", "error", "text"),
+    [
+        (
+            httpx.Response(200, text="<!DOCTYPE html><html>login</html>"),
+            WispHubConfigError,
+            "WISPHUB_API_URL does not point at the API",
+        ),
+        (
+            httpx.Response(404, html="<html><body>Not Found</body></html>"),
+            WispHubConfigError,
+            "WISPHUB_API_URL",
+        ),
+        (
+            httpx.Response(
+                403, json={"detail": "Usted no tiene permiso para realizar esta acción."}
+            ),
+            WispHubConfigError,
+            "Usted no tiene permiso",
+        ),
+        (httpx.Response(401, json={"detail": "Invalid key"}), WispHubConfigError, "Invalid key"),
+        (httpx.Response(404, json={"detail": "No encontrado."}), WispHubNotFound, "No encontrado"),
+        (
+            httpx.Response(400, json={"cedula": ["Introduzca un número válido."]}),
+            WispHubRejected,
+            "cedula: Introduzca un número válido.",
+        ),
+        (
+            httpx.Response(422, json={"non_field_errors": ["Fecha inválida"]}),
+            WispHubRejected,
+            "Fecha inválida",
+        ),
+        (httpx.Response(301, headers={"location": "http://x/"}), WispHubConfigError, "redirect"),
+        (httpx.Response(200, text="{not json"), WispHubUnavailable, "undecodable JSON"),
+        (httpx.Response(500, text="oops"), WispHubUnavailable, "HTTP 500"),
+    ],
+)
+async def test_errors_map_onto_the_exception_tree(
+    router: respx.MockRouter,
+    wh: WispHubClient,
+    response: httpx.Response,
+    error: type[Exception],
+    text: str,
+) -> None:
+    route = router.get("clientes/").mock(return_value=response)
+
+    with pytest.raises(error, match=text) as info:
+        await wh.find_by_document("1020304050")
+
+    assert KEY not in str(info.value)
+    retried = error is WispHubUnavailable
+    assert route.call_count == (3 if retried else 1)  # only the Unavailable causes are retried
+
+
+async def test_transport_error_is_unavailable(router: respx.MockRouter, wh: WispHubClient) -> None:
+    route = router.get("clientes/").mock(side_effect=httpx.ConnectError("refused"))
+
+    with pytest.raises(WispHubUnavailable, match="cannot reach"):
+        await wh.find_by_document("1020304050")
+    assert route.call_count == 3
+
+
+async def test_missing_api_key_is_a_config_error(
+    router: respx.MockRouter, make: Callable[..., WispHubClient]
+) -> None:
+    route = router.get("clientes/").mock(side_effect=ignoring_filters(CLIENTS))
+    wh = make(api_key=None)
+
+    with pytest.raises(WispHubConfigError, match="WISPHUB_API_KEY"):
+        await wh.find_by_document("1020304050")
+    assert route.call_count == 0
+
+
+async def test_ping_server_probes_cheaply_and_reports_failure(
+    router: respx.MockRouter, wh: WispHubClient
+) -> None:
+    route = router.get("clientes/").mock(
+        side_effect=[
+            httpx.Response(200, json={"count": 300, "next": None, "results": CLIENTS[:1]}),
+            httpx.Response(403, json={"detail": "Usted no tiene permiso"}),
+        ]
+    )
+
+    await wh.ping_server()
+    with pytest.raises(WispHubConfigError):
+        await wh.ping_server()
+    assert queries(route)[0]["limit"] == "1"
+
+
+# --------------------------------------------------------------------------- caching
+
+
+async def test_second_lookup_is_served_from_the_cache(
+    router: respx.MockRouter, wh: WispHubClient
+) -> None:
+    route = router.get("clientes/").mock(side_effect=ignoring_filters(CLIENTS))
+
+    first = await wh.find_by_document("1020304050")
+    calls = route.call_count
+    second = await wh.find_by_document("1.020.304.050")
+
+    assert first == second
+    assert route.call_count == calls
+
+
+async def test_concurrent_identical_lookups_coalesce_into_one_request(
+    router: respx.MockRouter, wh: WispHubClient
+) -> None:
+    gate = asyncio.Event()
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await gate.wait()
+        return page(request, CLIENTS[:1])
+
+    route = router.get("clientes/").mock(side_effect=slow)
+
+    tasks = [asyncio.create_task(wh.find_by_document("1020304050")) for _ in range(20)]
+    await asyncio.sleep(0)
+    gate.set()
+    results = await asyncio.gather(*tasks)
+
+    assert route.call_count == 1
+    assert all([c.service_id for c in r] == [10] for r in results)
+
+
+async def test_errors_are_not_cached(router: respx.MockRouter, wh: WispHubClient) -> None:
+    route = router.get("clientes/").mock(return_value=httpx.Response(503))
+    with pytest.raises(WispHubUnavailable):
+        await wh.find_by_document("1020304050")
+
+    route.mock(side_effect=ignoring_filters(CLIENTS))
+    found = await wh.find_by_document("1020304050")
+
+    assert [c.service_id for c in found] == [10]
+
+
+async def test_invalidate_drops_lookups_by_key_by_service_and_all(
+    router: respx.MockRouter, wh: WispHubClient
+) -> None:
+    route = router.get("clientes/").mock(side_effect=lambda r: page(r, CLIENTS[:1]))
+
+    async def requests_for(call: Any) -> int:
+        before = route.call_count
+        await call
+        return route.call_count - before
+
+    assert await requests_for(wh.find_by_document("1020304050")) == 1
+    assert await requests_for(wh.find_by_document("1020304050")) == 0
+    wh.invalidate(document="1020304050")
+    assert await requests_for(wh.find_by_document("1020304050")) == 1
+
+    # A write to service 10 drops the document and phone look-ups that returned it.
+    assert await requests_for(wh.find_by_phone("3001112233")) == 1
+    wh.invalidate(service_id=10)
+    assert await requests_for(wh.find_by_document("1020304050")) == 1
+    assert await requests_for(wh.find_by_phone("+573001112233")) == 1
+
+    wh.invalidate()
+    assert await requests_for(wh.find_by_phone("3001112233")) == 1
+    assert await requests_for(wh.find_by_service(10)) == 1
+    assert await requests_for(wh.find_by_service(10)) == 0
+    wh.invalidate(service_id=10)
+    assert await requests_for(wh.find_by_service(10)) == 1
+
+
+async def test_cache_ttl_comes_from_settings(
+    router: respx.MockRouter, make: Callable[..., WispHubClient]
+) -> None:
+    wh = make(catalog_cache_ttl=3600)
+    route = router.get("formas-de-pago/").mock(return_value=httpx.Response(200, json=[]))
+
+    await wh.payment_methods()
+    await wh.payment_methods()
+
+    assert route.call_count == 1
+
+
+# --------------------------------------------------------------------------- catalogue, money
+
+
+async def test_plans_merge_the_list_with_each_detail_and_survive_a_failing_detail(
+    router: respx.MockRouter, wh: WispHubClient
+) -> None:
+    listed = router.get("plan-internet/").mock(
+        return_value=httpx.Response(
+            200,
+            json=[
+                {"id": 1, "nombre": "Hogar 50", "tipo": "PPPOE"},
+                {"id": 2, "nombre": "Hogar 100", "tipo": "SIMPLE QUEUE"},
+                {"id": 3, "nombre": "Empresa", "tipo": "PCQ"},
+            ],
+        )
+    )
+    router.get("plan-internet/pppoe/1/").mock(
+        return_value=httpx.Response(
+            200, json={"nombre": "x", "precio": "49900.00", "bajada": "50M", "subida": "25M"}
+        )
+    )
+    router.get("plan-internet/queue/2/").mock(
+        return_value=httpx.Response(200, json={"precio": "89900.00", "bajada": "100M"})
+    )
+    failing = router.get("plan-internet/queue/3/").mock(return_value=httpx.Response(500))
+
+    plans = await wh.plans()
+
+    assert [(p.id, p.name, p.kind, p.price, p.download) for p in plans] == [
+        (1, "Hogar 50", "PPPOE", 49900, "50M"),
+        (2, "Hogar 100", "SIMPLE QUEUE", 89900, "100M"),
+        (3, "Empresa", "PCQ", None, ""),
+    ]
+    # A catalogue with a missing price is not kept for the long TTL ...
+    await wh.plans()
+    assert listed.call_count == 2
+    # ... a complete one is.
+    failing.mock(return_value=httpx.Response(200, json={"precio": "250000"}))
+    assert (await wh.plans())[2].price == 250000
+    await wh.plans()
+    assert listed.call_count == 3
+
+
+async def test_pending_invoices_keep_only_this_clients_unpaid_ones(
+    router: respx.MockRouter, wh: WispHubClient
+) -> None:
+    def inv(n: int, user: str, estado: str) -> dict[str, Any]:
+        return {
+            "id_factura": n,
+            "total": "89900.00",
+            "estado": estado,
+            "fecha_vencimiento": "10/03/2026",
+            "cliente": {"usuario": user, "password_servicio": SECRETS[1]},
+        }
+
+    route = router.get("facturas/").mock(
+        side_effect=ignoring_filters(
+            [
+                inv(1, "cperez@fibranet", "Pendiente de Pago"),
+                inv(2, "aruiz@fibranet", "Pendiente de Pago"),
+                inv(3, "cperez@fibranet", "Pagada"),
+                inv(4, "cperez@fibranet", "Pendiente de Pago"),
+            ]
+        )
+    )
+
+    invoices = await wh.pending_invoices("cperez@fibranet")
+
+    assert [i.id for i in invoices] == [1, 4]
+    assert invoices[0].due_date == date(2026, 3, 10)
+    assert queries(route)[0] == {
+        "cliente": "cperez@fibranet",
+        "estado": "1",
+        "limit": "2",
+        "offset": "0",
+    }
+
+
+async def test_payment_promise_is_posted_once(router: respx.MockRouter, wh: WispHubClient) -> None:
+    ok = router.post("promesa-pago/").mock(return_value=httpx.Response(201, json={"ok": True}))
+
+    await wh.payment_promise(88001, date(2026, 3, 5), "activar")
+
+    assert ok.call_count == 1
+    assert json.loads(ok.calls[0].request.content) == {
+        "id_factura": 88001,
+        "fecha_limite": "2026-03-05",
+        "accion": "activar",
+    }
+
+    ok.mock(return_value=httpx.Response(500))
+    with pytest.raises(WispHubUnavailable):
+        await wh.payment_promise(88001, date(2026, 3, 5))
+    assert ok.call_count == 2  # one more POST, not three
+
+
+# --------------------------------------------------------------------------- ping
+
+
+def ping_item(n: int, received: int, rtt: str = "12ms") -> dict[str, Any]:
+    status = "ok" if received else "timeout"
+    return {
+        f"ping-{n}": {
+            "status": status,
+            "host": "10.0.0.2",
+            "sent": 1,
+            "received": received,
+            "packet-loss": 0 if received else 100,
+            "avg-rtt": rtt if received else "",
+        }
+    }
+
+
+@pytest.mark.parametrize(
+    ("result", "expected"),
+    [
+        (
+            [
+                ping_item(1, 1),
+                ping_item(2, 1, "1ms500us"),
+                ping_item(3, 1),
+                {"ping-exitoso": "3 de 3"},
+            ],
+            ("ok", 3, 3),
+        ),
+        (
+            [ping_item(1, 0), ping_item(2, 0), ping_item(3, 0), {"ping-exitoso": "0 de 3"}],
+            ("no_response", 3, 0),
+        ),
+        ([ping_item(1, 1), ping_item(2, 0), ping_item(3, 1)], ("partial", 3, 2)),
+        ([{"ping-exitoso": "2 de 4"}], ("partial", 4, 2)),
+        (["failure: no route to host"], ("unknown", 0, 0)),
+        ("router is not reachable by API", ("unknown", 0, 0)),
+        ([], ("unknown", 0, 0)),
+        (None, ("unknown", 0, 0)),
+    ],
+)
+def test_classify_ping(result: Any, expected: tuple[str, int, int]) -> None:
+    got = classify_ping(result)
+    assert (got.status, got.sent, got.received) == expected
+
+
+def test_classify_ping_averages_round_trip_times() -> None:
+    got = classify_ping([ping_item(1, 1, "10ms"), ping_item(2, 1, "1ms500us"), ping_item(3, 0)])
+    assert got.avg_rtt_ms == pytest.approx(5.75)
+
+
+def tasks_answer(*states: tuple[str, Any]) -> list[httpx.Response]:
+    return [httpx.Response(200, json={"task": {"status": s, "result": r}}) for s, r in states]
+
+
+@pytest.mark.parametrize(
+    ("final", "expected"),
+    [
+        (("SUCCESS", [ping_item(1, 1), ping_item(2, 1), ping_item(3, 1)]), "ok"),
+        (("SUCCESS", [ping_item(1, 0), ping_item(2, 0), ping_item(3, 0)]), "no_response"),
+        (("SUCCESS", [ping_item(1, 1), ping_item(2, 0), ping_item(3, 0)]), "partial"),
+        (("SUCCESS", ["invalid user name or password (6)"]), "unknown"),
+        (("FAILURE", "Traceback ..."), "unknown"),
+    ],
+)
+async def test_ping_polls_the_task_and_classifies(
+    router: respx.MockRouter, wh: WispHubClient, final: tuple[str, Any], expected: str
+) -> None:
+    post = router.post("clientes/13/ping/").mock(
+        return_value=httpx.Response(202, json={"task_id": "abc-123"})
+    )
+    poll = router.get("tasks/abc-123/").mock(
+        side_effect=tasks_answer(("PENDING", None), ("PROCESS", None), final)
+    )
+
+    result = await wh.ping(13)
+
+    assert result.status == expected
+    assert json.loads(post.calls[0].request.content) == {"pings": 3}
+    assert poll.call_count == 3
+
+
+async def test_ping_still_running_at_the_deadline_is_unknown(
+    router: respx.MockRouter, make: Callable[..., WispHubClient]
+) -> None:
+    wh = make(ping_deadline=0.05)
+    router.post("clientes/13/ping/").mock(
+        return_value=httpx.Response(202, json={"task_id": "slow"})
+    )
+    router.get("tasks/slow/").mock(
+        return_value=httpx.Response(200, json={"task": {"status": "PENDING"}})
+    )
+
+    assert (await wh.ping(13)).status == "unknown"
+
+
+async def test_ping_survives_a_failing_poll(router: respx.MockRouter, wh: WispHubClient) -> None:
+    router.post("clientes/13/ping/").mock(return_value=httpx.Response(202, json={"task_id": "t"}))
+    router.get("tasks/t/").mock(
+        side_effect=[httpx.Response(502), *tasks_answer(("SUCCESS", [ping_item(1, 1)]))]
+    )
+
+    assert (await wh.ping(13)).status == "ok"
+
+
+async def test_ping_without_task_id_is_unknown(router: respx.MockRouter, wh: WispHubClient) -> None:
+    router.post("clientes/13/ping/").mock(return_value=httpx.Response(202, json={"ok": True}))
+
+    assert (await wh.ping(13)).status == "unknown"
+
+
+@pytest.mark.parametrize(
+    ("response", "error"),
+    [
+        (httpx.Response(500), WispHubUnavailable),
+        (httpx.Response(403, json={"detail": "sin permiso"}), WispHubConfigError),
+    ],
+)
+async def test_ping_post_problems_raise_and_are_not_retried(
+    router: respx.MockRouter,
+    wh: WispHubClient,
+    response: httpx.Response,
+    error: type[Exception],
+) -> None:
+    post = router.post("clientes/13/ping/").mock(return_value=response)
+
+    with pytest.raises(error):
+        await wh.ping(13)
+    assert post.call_count == 1
+
+
+# --------------------------------------------------------------------------- secrets in logs
+
+
+async def test_logs_and_models_never_show_secrets_keys_or_full_documents(
+    router: respx.MockRouter, wh: WispHubClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    route = router.get("clientes/").mock(side_effect=ignoring_filters(CLIENTS))
+
+    found = await wh.find_by_document("1020304050")
+    await wh.find_by_phone("+57 300 111 2233")
+    route.mock(return_value=httpx.Response(403, json={"detail": "sin permiso"}))
+    wh.invalidate()
+    with pytest.raises(WispHubConfigError):
+        await wh.find_by_document("1020304050")
+    route.mock(return_value=httpx.Response(500))
+    with pytest.raises(WispHubUnavailable):
+        await wh.find_by_document("79856321")
+
+    logged = caplog.text + " ".join(str(r.__dict__) for r in caplog.records)
+    assert caplog.records  # the client does log its requests
+    for secret in (KEY, *SECRETS, "1020304050", "79856321", "3001112233"):
+        assert secret not in logged, secret
+    assert mask("1020304050") in logged
+    shown = repr(found) + str(found[0]) + found[0].model_dump_json()
+    for secret in (*SECRETS, "password"):
+        assert secret not in shown
+    assert "1020304050" not in repr(found[0])
+
+
+def test_mask_keeps_the_last_three() -> None:
+    assert mask("1020304050") == "*******050"
+    assert mask("12") == "12"
