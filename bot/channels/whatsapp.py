@@ -1,0 +1,692 @@
+"""WhatsApp Cloud API channel: the signed webhook (inbound) and a thin Graph API client (outbound).
+
+Why our own client and not pywa (4.5.0): pywa is a framework. Its webhook side registers routes on
+Flask or FastAPI and dispatches to its own handlers, filters and update types, which would duplicate
+our Inbound/engine pipeline and does not mount on aiohttp; its Graph host is fixed (only the API
+version is configurable), so tests could not point it at a local fake without patching transports.
+What we need is small: one POST for messages, two GETs for media, an HMAC check, and retry rules
+that map onto ``DeliveryError``/``WindowClosed``. httpx is already a dependency, so a few hundred
+lines of our own are cheaper than a framework to work around.
+
+Error mapping of a Graph call (``_request``)::
+
+    transport error, timeout, HTTP 5xx       -> retried with jittered backoff
+    HTTP 429, error.code 130429/131056/4/80007 (throttling) -> retried (Retry-After honoured)
+    error.code 131047 (24-hour window closed) -> WindowClosed, not retried
+    any other 4xx                            -> DeliveryError, not retried
+    retries exhausted                        -> DeliveryError
+
+The access token is sent only in the Authorization header of each request (never set on a shared
+client, never logged, scrubbed from any error text).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import random
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import httpx
+from aiohttp import web
+from pydantic import SecretStr
+
+from bot.channels.base import DeliveryError, InboundSink, WindowClosed
+from bot.settings import WhatsAppSettings
+from bot.types import Channel, ConvKey, Inbound, Kind, Media, Option, Outbound
+
+log = logging.getLogger(__name__)
+
+WINDOW_SECONDS = 24 * 3600
+TEXT_LIMIT = 4096  # characters of a text message
+BODY_LIMIT = 1024  # characters of an interactive message body
+BUTTON_TITLE_LIMIT = 20
+LIST_BUTTON_LIMIT = 20
+ROW_TITLE_LIMIT = 24
+ROW_DESCRIPTION_LIMIT = 72
+MAX_BUTTONS = 3
+MAX_ROWS = 10
+MORE_PREFIX = "__more:"
+
+# Graph error codes: throttling (retry later) and the closed customer service window.
+RATE_CODES = frozenset({4, 80007, 130429, 131056})
+WINDOW_CLOSED_CODE = 131047
+
+_SIGNATURE = re.compile(r"sha256=([0-9a-fA-F]{64})")
+# WhatsApp message types that carry media, and our channel-neutral names for them.
+_MEDIA_TYPES = {
+    "image": "photo",
+    "audio": "audio",
+    "video": "video",
+    "document": "document",
+    "sticker": "sticker",
+}
+# The reverse, for sending a media message.
+_SEND_TYPES = {
+    "photo": "image",
+    "image": "image",
+    "audio": "audio",
+    "voice": "audio",
+    "video": "video",
+    "document": "document",
+    "sticker": "sticker",
+}
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def verify_signature(raw_body: bytes, header: str | None, app_secret: SecretStr) -> bool:
+    """Whether ``X-Hub-Signature-256`` is the HMAC-SHA256 of the raw body with the app secret."""
+    if not header:
+        return False
+    match = _SIGNATURE.fullmatch(header.strip())
+    if match is None:
+        return False
+    key = app_secret.get_secret_value().encode()
+    expected = hmac.new(key, raw_body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected.encode(), match[1].lower().encode())
+
+
+def window_open_at(last_inbound: float | None, now: float) -> bool:
+    """Whether free-form messages may be sent: less than 24 h since the customer last wrote."""
+    if last_inbound is None:
+        return False
+    return now - last_inbound < WINDOW_SECONDS
+
+
+def national_number(wa_id: str, country_code: str) -> str:
+    """The number without its country code (what WispHub stores): "573001112233" -> "3001112233"."""
+    digits = re.sub(r"\D", "", wa_id)
+    code = re.sub(r"\D", "", country_code)
+    if code and digits.startswith(code) and len(digits) > len(code):
+        return digits[len(code) :]
+    return digits
+
+
+def split_text(text: str, limit: int = TEXT_LIMIT) -> list[str]:
+    """Cut a text into pieces of at most ``limit`` characters, at a line break or space if any."""
+    pieces: list[str] = []
+    rest = text.strip()
+    while len(rest) > limit:
+        cut = rest.rfind("\n", 0, limit + 1)
+        if cut < limit // 2:
+            cut = rest.rfind(" ", 0, limit + 1)
+        if cut < limit // 2:
+            cut = limit  # one long word: a hard cut is better than a rejected message
+        pieces.append(rest[:cut].rstrip())
+        rest = rest[cut:].lstrip()
+    if rest:
+        pieces.append(rest)
+    return pieces
+
+
+def _head_and_body(text: str, limit: int = BODY_LIMIT) -> tuple[list[str], str]:
+    """Split a text into leading text messages and a final part short enough for a body."""
+    text = text.strip()
+    if len(text) <= limit:
+        return [], text
+    # Break at the last paragraph or word boundary that leaves the tail within the limit.
+    start = len(text) - limit
+    cut = text.find("\n", start)
+    if cut == -1:
+        cut = text.find(" ", start)
+    if cut == -1:
+        cut = start
+    return split_text(text[:cut]), text[cut:].strip()
+
+
+def _shorten(text: str, limit: int) -> str:
+    """At most ``limit`` characters, ending in an ellipsis when cut."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _unique(titles: list[str], limit: int) -> list[str]:
+    """Make titles distinct (WhatsApp rejects duplicates), keeping each within ``limit``."""
+    seen: set[str] = set()
+    out: list[str] = []
+    for title in titles:
+        candidate, n = title, 1
+        while candidate.casefold() in seen:
+            n += 1
+            suffix = f" ({n})"
+            candidate = title[: limit - len(suffix)].rstrip() + suffix
+        seen.add(candidate.casefold())
+        out.append(candidate)
+    return out
+
+
+def _row_text(label: str) -> tuple[str, str]:
+    """A list row's title (24) and description (72, the rest of a longer label)."""
+    label = " ".join(label.split())
+    if len(label) <= ROW_TITLE_LIMIT:
+        return label, ""
+    cut = label.rfind(" ", 0, ROW_TITLE_LIMIT + 1)
+    if cut < ROW_TITLE_LIMIT // 2:
+        cut = ROW_TITLE_LIMIT
+    title, rest = label[:cut].rstrip(), label[cut:].strip()
+    return title, _shorten(rest, ROW_DESCRIPTION_LIMIT)
+
+
+def _pages(options: tuple[Option, ...]) -> list[tuple[Option, ...]]:
+    """Options in list pages: 9 per page plus a "more" row, the last page up to 10."""
+    pages: list[tuple[Option, ...]] = []
+    rest = options
+    while len(rest) > MAX_ROWS:
+        pages.append(rest[: MAX_ROWS - 1])
+        rest = rest[MAX_ROWS - 1 :]
+    pages.append(rest)
+    return pages
+
+
+def more_page(payload: str | None) -> int | None:
+    """The page asked for by a "more" row's reply id, else None."""
+    if payload is None or not payload.startswith(MORE_PREFIX):
+        return None
+    number = payload.removeprefix(MORE_PREFIX)
+    return int(number) if number.isdigit() else None
+
+
+# --------------------------------------------------------------------------- inbound
+
+
+def _dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _dicts(value: object) -> Iterator[dict[str, Any]]:
+    if isinstance(value, list):
+        yield from (item for item in value if isinstance(item, dict))
+
+
+def _str(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _phone(raw: str) -> str | None:
+    """A shared phone number, digits only with "+" when it was international."""
+    digits = re.sub(r"\D", "", raw)
+    if not digits:
+        return None
+    return "+" + digits if raw.strip().startswith("+") else digits
+
+
+def _message(msg: dict[str, Any], names: dict[str, str]) -> Inbound | None:
+    wa_id, wamid = _str(msg.get("from")), _str(msg.get("id"))
+    if not wa_id or not wamid:
+        return None
+    base: dict[str, Any] = {
+        "key": ConvKey("whatsapp", wa_id),
+        "event_id": wamid,
+        "phone": "+" + wa_id,
+        "user_id": wa_id,
+        "display_name": names.get(wa_id) or None,
+    }
+    kind = _str(msg.get("type"))
+    if kind == "text":
+        return Inbound(kind=Kind.TEXT, text=_str(_dict(msg.get("text")).get("body")), **base)
+    if kind == "interactive":
+        interactive = _dict(msg.get("interactive"))
+        reply = _dict(interactive.get(_str(interactive.get("type"))))
+        reply_id = _str(reply.get("id"))
+        if interactive.get("type") in ("button_reply", "list_reply") and reply_id:
+            return Inbound(
+                kind=Kind.BUTTON, payload=reply_id, text=_str(reply.get("title")), **base
+            )
+        return Inbound(kind=Kind.OTHER, **base)
+    if kind == "button":  # a template's quick-reply button
+        button = _dict(msg.get("button"))
+        payload = _str(button.get("payload")) or _str(button.get("text"))
+        return Inbound(kind=Kind.BUTTON, payload=payload, text=_str(button.get("text")), **base)
+    if kind == "contacts":
+        for contact in _dicts(msg.get("contacts")):
+            for phone in _dicts(contact.get("phones")):
+                shared = _str(phone.get("wa_id"))
+                number = "+" + shared if shared.isdigit() else _phone(_str(phone.get("phone")))
+                if number:
+                    return Inbound(kind=Kind.CONTACT, **{**base, "phone": number})
+        return Inbound(kind=Kind.OTHER, **base)
+    if kind in _MEDIA_TYPES:
+        body = _dict(msg.get(kind))
+        media_id = _str(body.get("id"))
+        if not media_id:
+            return Inbound(kind=Kind.OTHER, **base)
+        name = "voice" if kind == "audio" and body.get("voice") is True else _MEDIA_TYPES[kind]
+        caption = _str(body.get("caption"))
+        return Inbound(kind=Kind.MEDIA, media=Media(name, media_id, caption), **base)
+    if kind == "location":
+        where = _dict(msg.get("location"))
+        lat, lon = where.get("latitude"), where.get("longitude")
+        if isinstance(lat, int | float) and isinstance(lon, int | float):
+            label = _str(where.get("name")) or _str(where.get("address"))
+            return Inbound(kind=Kind.MEDIA, media=Media("location", f"{lat},{lon}", label), **base)
+    return Inbound(kind=Kind.OTHER, **base)
+
+
+def parse_webhook(payload: dict[str, Any]) -> list[Inbound]:
+    """Customer messages of one webhook call as Inbound events; statuses and junk are skipped."""
+    out: list[Inbound] = []
+    for entry in _dicts(_dict(payload).get("entry")):
+        for change in _dicts(entry.get("changes")):
+            value = _dict(change.get("value"))
+            names = {
+                _str(c.get("wa_id")): _str(_dict(c.get("profile")).get("name"))
+                for c in _dicts(value.get("contacts"))
+            }
+            for msg in _dicts(value.get("messages")):
+                inbound = _message(msg, names)
+                if inbound is not None:
+                    out.append(inbound)
+    return out
+
+
+def _timestamps(payload: dict[str, Any]) -> dict[str, float]:
+    """When each message was written (wamid -> epoch seconds), for the 24-hour window."""
+    stamps: dict[str, float] = {}
+    for entry in _dicts(_dict(payload).get("entry")):
+        for change in _dicts(entry.get("changes")):
+            for msg in _dicts(_dict(change.get("value")).get("messages")):
+                raw = _str(msg.get("timestamp"))
+                if raw.isdigit():
+                    stamps[_str(msg.get("id"))] = float(raw)
+    return stamps
+
+
+class WhatsAppWebhook:
+    """aiohttp handlers for ``GET|POST /webhooks/whatsapp``: verification, signature, dispatch."""
+
+    def __init__(
+        self,
+        settings: WhatsAppSettings,
+        on_inbound: InboundSink,
+        *,
+        on_mark_read: Callable[[str], Awaitable[None]] | None = None,
+        channel: WhatsAppChannel | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        # ``channel``, when given, learns of each inbound (the 24-hour window) and serves the
+        # "more" rows of paged lists itself, so the engine never sees those presses.
+        self._settings = settings
+        self._sink = on_inbound
+        self._mark_read = on_mark_read
+        self._channel = channel
+        self._clock = clock
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def get(self, request: web.Request) -> web.Response:
+        """Meta's subscription handshake: echo ``hub.challenge`` when the verify token matches."""
+        token = self._settings.verify_token
+        mode = request.query.get("hub.mode", "")
+        given = request.query.get("hub.verify_token", "")
+        if (
+            token is not None
+            and mode == "subscribe"
+            and hmac.compare_digest(given.encode(), token.get_secret_value().encode())
+        ):
+            return web.Response(text=request.query.get("hub.challenge", ""))
+        log.warning("whatsapp verification refused", extra={"mode": mode})
+        return web.Response(status=403, text="forbidden")
+
+    async def post(self, request: web.Request) -> web.Response:
+        """Check the signature on the raw body, then answer 200 and handle the events apart."""
+        raw = await request.read()
+        secret = self._settings.app_secret
+        header = request.headers.get("X-Hub-Signature-256")
+        if secret is None or not verify_signature(raw, header, secret):
+            log.warning("whatsapp webhook with a missing or wrong signature")
+            return web.Response(status=403, text="forbidden")
+        try:
+            payload = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            log.warning("whatsapp webhook with a body that is not JSON")
+            return web.Response(status=400, text="malformed JSON")
+        if not isinstance(payload, dict):
+            return web.Response(status=400, text="expected a JSON object")
+        events = parse_webhook(payload)
+        if events:
+            self._spawn(self._handle(events, _timestamps(payload)))
+        return web.Response(text="ok")
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        # Keep a reference: the loop holds tasks weakly, and drain() waits for them.
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, events: list[Inbound], stamps: dict[str, float]) -> None:
+        for inbound in events:
+            conv = str(inbound.key)
+            if self._channel is not None:
+                at = stamps.get(inbound.event_id, self._clock())
+                self._channel.note_inbound(inbound.key.chat_id, at)
+            if self._mark_read is not None:
+                self._spawn(self._read(inbound.event_id, conv))
+            try:
+                if self._channel is not None and await self._channel.serve_more(inbound):
+                    continue
+                await self._sink(inbound)
+            except Exception:
+                # One bad event must not drop the others of the same call.
+                log.exception("whatsapp inbound failed", extra={"conv": conv})
+
+    async def _read(self, wamid: str, conv: str) -> None:
+        assert self._mark_read is not None
+        try:
+            await self._mark_read(wamid)
+        except Exception:
+            log.warning("whatsapp mark-read failed", extra={"conv": conv}, exc_info=True)
+
+    async def drain(self) -> None:
+        """Wait until every event received so far has been handled (graceful shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+# --------------------------------------------------------------------------- outbound
+
+
+class WhatsAppChannel:
+    """The ChannelAdapter for WhatsApp: renders Outbound replies and sends them through Graph."""
+
+    name: Channel = "whatsapp"
+
+    def __init__(
+        self,
+        settings: WhatsAppSettings,
+        http: httpx.AsyncClient | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        max_retries: int = 5,
+        backoff: float = 0.5,
+        max_backoff: float = 8.0,
+        list_button: str = "Options",
+        more_label: str = "More",
+    ) -> None:
+        if settings.access_token is None or not settings.phone_number_id:
+            msg = "WHATSAPP_ACCESS_TOKEN and WHATSAPP_PHONE_NUMBER_ID are required"
+            raise ValueError(msg)
+        self._token = settings.access_token
+        self._base = str(settings.api_url).rstrip("/")
+        self._messages_url = f"{self._base}/{settings.phone_number_id}/messages"
+        self._media_url = f"{self._base}/{settings.phone_number_id}/media"
+        self._own_http = http is None
+        self._http = http or httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=5.0))
+        self._clock = clock
+        self._max_retries = max_retries
+        self._backoff = backoff
+        self._max_backoff = max_backoff
+        # UI chrome comes from the message catalogue; the defaults are neutral placeholders.
+        self._list_button = _shorten(list_button, LIST_BUTTON_LIMIT)
+        self._more_label = _shorten(more_label, ROW_TITLE_LIMIT)
+        self._last_inbound: dict[str, float] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._lock_users: dict[str, int] = {}
+        # Paged option lists, per chat, until the customer answers (in-process only).
+        self._paged: dict[str, tuple[str, list[tuple[Option, ...]]]] = {}
+
+    # -- the 24-hour customer service window
+
+    def note_inbound(self, wa_id: str, at: float) -> None:
+        """Remember that the customer wrote at ``at`` (epoch seconds)."""
+        self._last_inbound[wa_id] = max(at, self._last_inbound.get(wa_id, at))
+
+    def window_open(self, wa_id: str) -> bool:
+        """Whether the customer wrote within the last 24 hours (as far as this process knows)."""
+        return window_open_at(self._last_inbound.get(wa_id), self._clock())
+
+    # -- sending
+
+    async def send(self, out: Outbound) -> None:
+        """Deliver one reply (several messages when long or paged) in order for its chat."""
+        chat = out.key.chat_id
+        async with self._chat_lock(chat):
+            for message in self._render(out):
+                await self._send_one(message, str(out.key))
+
+    async def serve_more(self, inbound: Inbound) -> bool:
+        """Answer a press on a "more" row with the next page; False for any other event."""
+        page = more_page(inbound.payload) if inbound.kind is Kind.BUTTON else None
+        if page is None:
+            self._paged.pop(inbound.key.chat_id, None)  # any other answer ends the paging
+            return False
+        chat = inbound.key.chat_id
+        paged = self._paged.get(chat)
+        if paged is None or page >= len(paged[1]):
+            return False  # e.g. after a restart: the engine re-prompts as for any stray press
+        body, pages = paged
+        async with self._chat_lock(chat):
+            await self._send_one(self._list(chat, body, pages, page), str(inbound.key))
+        return True
+
+    def _render(self, out: Outbound) -> list[dict[str, Any]]:
+        chat = out.key.chat_id
+        messages: list[dict[str, Any]] = []
+        if out.media is not None:
+            messages.append(self._media_message(chat, out.media))
+        if not out.options:
+            self._paged.pop(chat, None)
+            messages += [self._text(chat, part) for part in split_text(out.text)]
+            return messages
+        head, body = _head_and_body(out.text)
+        body = body or self._list_button  # an interactive message needs a non-empty body
+        messages += [self._text(chat, part) for part in head]
+        if len(out.options) <= MAX_BUTTONS:
+            self._paged.pop(chat, None)
+            messages.append(self._buttons(chat, body, out.options))
+            return messages
+        pages = _pages(out.options)
+        if len(pages) > 1:
+            self._paged[chat] = (body, pages)
+        else:
+            self._paged.pop(chat, None)
+        messages.append(self._list(chat, body, pages, 0))
+        return messages
+
+    @staticmethod
+    def _envelope(chat: str, kind: str, content: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": chat,
+            "type": kind,
+            kind: content,
+        }
+
+    def _text(self, chat: str, text: str) -> dict[str, Any]:
+        return self._envelope(chat, "text", {"body": text, "preview_url": False})
+
+    def _buttons(self, chat: str, body: str, options: tuple[Option, ...]) -> dict[str, Any]:
+        titles = _unique(
+            [_shorten(o.label, BUTTON_TITLE_LIMIT) for o in options], BUTTON_TITLE_LIMIT
+        )
+        buttons = [
+            {"type": "reply", "reply": {"id": o.id, "title": t}}
+            for o, t in zip(options, titles, strict=True)
+        ]
+        return self._envelope(
+            chat,
+            "interactive",
+            {"type": "button", "body": {"text": body}, "action": {"buttons": buttons}},
+        )
+
+    def _list(
+        self, chat: str, body: str, pages: list[tuple[Option, ...]], page: int
+    ) -> dict[str, Any]:
+        options = pages[page]
+        texts = [_row_text(o.label) for o in options]
+        titles = _unique([t for t, _ in texts], ROW_TITLE_LIMIT)
+        rows: list[dict[str, str]] = []
+        for option, title, (_, description) in zip(options, titles, texts, strict=True):
+            row = {"id": option.id, "title": title}
+            if description:
+                row["description"] = description
+            rows.append(row)
+        if page + 1 < len(pages):
+            rows.append({"id": f"{MORE_PREFIX}{page + 1}", "title": self._more_label})
+        action = {"button": self._list_button, "sections": [{"rows": rows}]}
+        return self._envelope(
+            chat, "interactive", {"type": "list", "body": {"text": body}, "action": action}
+        )
+
+    def _media_message(self, chat: str, media: Media) -> dict[str, Any]:
+        kind = _SEND_TYPES.get(media.type, "document")
+        content: dict[str, Any] = (
+            {"link": media.ref}
+            if media.ref.startswith(("https://", "http://"))
+            else {"id": media.ref}
+        )
+        if media.caption and kind in ("image", "video", "document"):
+            content["caption"] = _shorten(media.caption, BODY_LIMIT)
+        return self._envelope(chat, kind, content)
+
+    async def _send_one(self, message: dict[str, Any], conv: str) -> None:
+        response = await self._request("POST", self._messages_url, conv, json=message)
+        try:
+            wamid = _str(_dict(next(_dicts(response.json().get("messages")), {})).get("id"))
+        except (ValueError, AttributeError) as err:
+            # The message was probably accepted; say so rather than pretend it failed.
+            msg = f"undecodable Graph answer for a sent message (HTTP {response.status_code})"
+            raise DeliveryError(msg) from err
+        log.info("whatsapp sent", extra={"conv": conv, "wamid": wamid, "type": message["type"]})
+
+    # -- other Graph calls
+
+    async def mark_read(self, wamid: str) -> None:
+        """Show the customer's message as read (blue ticks); a failure is logged, not raised."""
+        payload = {"messaging_product": "whatsapp", "status": "read", "message_id": wamid}
+        try:
+            await self._request("POST", self._messages_url, "", json=payload, retries=1)
+        except DeliveryError as err:
+            log.warning("whatsapp mark-read failed: %s", err, extra={"wamid": wamid})
+
+    async def fetch_media(self, media_id: str) -> tuple[bytes, str]:
+        """Download a customer's media (to forward it to agents): its bytes and MIME type."""
+        meta = await self._request("GET", f"{self._base}/{media_id}", "")
+        try:
+            info = _dict(meta.json())
+        except ValueError as err:
+            msg = "undecodable Graph answer for a media lookup"
+            raise DeliveryError(msg) from err
+        url, mime = _str(info.get("url")), _str(info.get("mime_type"))
+        if not url.startswith(("https://", "http://")):
+            msg = "Graph gave no download URL for the media"
+            raise DeliveryError(msg)
+        data = await self._request("GET", url, "")
+        mime = mime or data.headers.get("content-type", "application/octet-stream")
+        return data.content, mime.split(";")[0].strip()
+
+    async def upload_media(self, data: bytes, mime: str, filename: str = "file") -> str:
+        """Upload a file (an agent's attachment) and return the media id to send it with."""
+        response = await self._request(
+            "POST",
+            self._media_url,
+            "",
+            data={"messaging_product": "whatsapp", "type": mime},
+            files={"file": (filename, data, mime)},
+            retries=self._max_retries,
+        )
+        try:
+            media_id = _str(_dict(response.json()).get("id"))
+        except ValueError as err:
+            msg = "undecodable Graph answer for a media upload"
+            raise DeliveryError(msg) from err
+        if not media_id:
+            msg = "Graph returned no id for an uploaded media"
+            raise DeliveryError(msg)
+        return media_id
+
+    async def aclose(self) -> None:
+        """Close the HTTP client when this channel created it."""
+        if self._own_http:
+            await self._http.aclose()
+
+    # -- plumbing
+
+    @contextlib.asynccontextmanager
+    async def _chat_lock(self, chat: str) -> AsyncIterator[None]:
+        # asyncio.Lock wakes waiters first-come first-served: sends to one chat keep call order.
+        lock = self._locks.setdefault(chat, asyncio.Lock())
+        self._lock_users[chat] = self._lock_users.get(chat, 0) + 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._lock_users[chat] -= 1
+            if not self._lock_users[chat]:  # forget idle chats so the dict does not grow
+                del self._lock_users[chat]
+                del self._locks[chat]
+
+    async def _request(
+        self,
+        method: str,
+        url: str,
+        conv: str,
+        *,
+        retries: int | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """One Graph call with the retry and error rules drawn in the module docstring."""
+        attempts = (self._max_retries if retries is None else retries) + 1
+        headers = {"Authorization": f"Bearer {self._token.get_secret_value()}"}
+        problem = ""
+        for attempt in range(attempts):
+            delay: float | None = None
+            try:
+                response = await self._http.request(method, url, headers=headers, **kwargs)
+            except httpx.TransportError as err:
+                problem = f"transport error {type(err).__name__}"
+            else:
+                if response.is_success:
+                    return response
+                code, text = _graph_error(response)
+                problem = self._scrub(f"HTTP {response.status_code}, Graph error {code}: {text}")
+                if code == WINDOW_CLOSED_CODE:
+                    raise WindowClosed(problem)
+                if response.status_code == 429 or code in RATE_CODES:
+                    delay = _retry_after(response)
+                elif response.status_code < 500:
+                    log.error("whatsapp request refused: %s", problem, extra={"conv": conv})
+                    raise DeliveryError(problem)
+            if attempt + 1 < attempts:
+                cap = min(self._max_backoff, self._backoff * 2**attempt)
+                wait = delay if delay is not None else random.uniform(cap / 2, cap)
+                log.warning(
+                    "whatsapp request failed, retrying: %s",
+                    problem,
+                    extra={"conv": conv, "attempt": attempt + 1, "wait": round(wait, 3)},
+                )
+                await asyncio.sleep(wait)
+        msg = f"gave up after {attempts} attempts: {problem}"
+        log.error("whatsapp delivery failed: %s", msg, extra={"conv": conv})
+        raise DeliveryError(msg)
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._token.get_secret_value(), "***")
+
+
+def _graph_error(response: httpx.Response) -> tuple[int | None, str]:
+    """The ``error.code`` and message of a Graph error answer, when it has one."""
+    try:
+        error = _dict(_dict(response.json()).get("error"))
+    except ValueError:
+        return None, response.reason_phrase
+    code = error.get("code")
+    details = _str(_dict(error.get("error_data")).get("details"))
+    text = _str(error.get("message")) or response.reason_phrase
+    return (code if isinstance(code, int) else None), (f"{text} ({details})" if details else text)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    raw = response.headers.get("retry-after", "")
+    try:
+        return min(max(float(raw), 0.0), 60.0)
+    except ValueError:
+        return None

@@ -1,0 +1,758 @@
+"""The WhatsApp channel against a local fake Graph API: webhook, parsing, rendering, retries."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from pydantic import SecretStr
+
+from bot.channels.base import DeliveryError, WindowClosed
+from bot.channels.whatsapp import (
+    WINDOW_SECONDS,
+    WhatsAppChannel,
+    WhatsAppWebhook,
+    national_number,
+    parse_webhook,
+    split_text,
+    verify_signature,
+    window_open_at,
+)
+from bot.settings import WhatsAppSettings
+from bot.types import ConvKey, Inbound, Kind, Media, Option, Outbound
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "fakes"))
+import graph_api
+from graph_api import FakeGraph, running_fake_graph, sign, signed_request
+
+TOKEN = "EAAGtestTOKEN0123456789secret"
+SECRET = "app-secret-for-tests"
+VERIFY = "verify-me-please"
+ANA = "573001112233"
+LUIS = "573104445566"
+
+
+def make_settings(api_url: str = "http://127.0.0.1:9/v21.0") -> WhatsAppSettings:
+    return WhatsAppSettings(
+        access_token=SecretStr(TOKEN),
+        phone_number_id=graph_api.PHONE_NUMBER_ID,
+        app_secret=SecretStr(SECRET),
+        verify_token=SecretStr(VERIFY),
+        api_url=api_url,
+    )
+
+
+def key(wa_id: str = ANA) -> ConvKey:
+    return ConvKey("whatsapp", wa_id)
+
+
+def options(n: int, label: str = "Option number {}") -> tuple[Option, ...]:
+    return tuple(Option(f"opt{i}", label.format(i)) for i in range(1, n + 1))
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeGraph]:
+    async with running_fake_graph(TOKEN) as graph:
+        yield graph
+
+
+@pytest.fixture
+async def channel(fake: FakeGraph) -> AsyncIterator[WhatsAppChannel]:
+    chan = WhatsAppChannel(
+        make_settings(fake.base_url),
+        backoff=0.001,
+        max_backoff=0.005,
+        list_button="Elegir",
+        more_label="Ver más",
+    )
+    yield chan
+    await chan.aclose()
+
+
+@dataclass
+class Hook:
+    client: TestClient[web.Request, web.Application]
+    webhook: WhatsAppWebhook
+    received: list[Inbound] = field(default_factory=list)
+    reads: list[str] = field(default_factory=list)
+
+    async def post(self, payload: dict[str, Any], secret: str = SECRET) -> int:
+        body, headers = signed_request(payload, secret)
+        response = await self.client.post("/webhooks/whatsapp", data=body, headers=headers)
+        await self.webhook.drain()
+        return response.status
+
+
+def serve(webhook: WhatsAppWebhook) -> TestClient[web.Request, web.Application]:
+    app = web.Application()
+    app.router.add_get("/webhooks/whatsapp", webhook.get)
+    app.router.add_post("/webhooks/whatsapp", webhook.post)
+    return TestClient(TestServer(app))
+
+
+def hook_with(
+    received: list[Inbound],
+    sink: Callable[[Inbound], Awaitable[None]] | None = None,
+    **kwargs: Any,
+) -> tuple[WhatsAppWebhook, list[str]]:
+    reads: list[str] = []
+
+    async def record(inbound: Inbound) -> None:
+        received.append(inbound)
+
+    async def mark(wamid: str) -> None:
+        reads.append(wamid)
+
+    return WhatsAppWebhook(make_settings(), sink or record, on_mark_read=mark, **kwargs), reads
+
+
+@pytest.fixture
+async def hook() -> AsyncIterator[Hook]:
+    received: list[Inbound] = []
+    webhook, reads = hook_with(received)
+    async with serve(webhook) as client:
+        yield Hook(client, webhook, received, reads)
+
+
+# --------------------------------------------------------------------------- signature
+
+
+def test_signature_matches_the_raw_body() -> None:
+    body = b'{"entry": []}'
+    assert verify_signature(body, sign(body, SECRET), SecretStr(SECRET))
+    assert verify_signature(
+        body, sign(body, SECRET).upper().replace("SHA256", "sha256"), SecretStr(SECRET)
+    )
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        "",
+        "sha256=",
+        "sha256=zz" + "0" * 62,
+        "sha1=" + "0" * 40,
+        "0" * 64,
+        "sha256=" + "0" * 63,
+        "sha256=" + "é" * 64,
+        sign(b"other body", SECRET),
+        sign(b'{"entry": []}', "wrong secret"),
+    ],
+)
+def test_bad_signatures_are_refused(header: str | None) -> None:
+    assert not verify_signature(b'{"entry": []}', header, SecretStr(SECRET))
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"X-Hub-Signature-256": "sha256=nothex"},
+        {"X-Hub-Signature-256": sign(b"{}", "wrong secret")},
+    ],
+    ids=["missing", "malformed", "wrong"],
+)
+async def test_webhook_without_a_valid_signature_gets_403_and_is_not_handled(
+    hook: Hook, headers: dict[str, str]
+) -> None:
+    body = json.dumps(graph_api.inbound_text(ANA, "hola")).encode()
+    response = await hook.client.post("/webhooks/whatsapp", data=body, headers=headers)
+    await hook.webhook.drain()
+    assert response.status == 403
+    assert hook.received == []
+    assert hook.reads == []
+
+
+async def test_a_body_changed_after_signing_is_refused(hook: Hook) -> None:
+    body, headers = signed_request(graph_api.inbound_text(ANA, "hola"), SECRET)
+    tampered = body.replace(b"hola", b"HOLA")
+    response = await hook.client.post("/webhooks/whatsapp", data=tampered, headers=headers)
+    await hook.webhook.drain()
+    assert response.status == 403
+    assert hook.received == []
+
+
+async def test_webhook_refuses_everything_when_no_app_secret_is_set() -> None:
+    received: list[Inbound] = []
+
+    async def sink(inbound: Inbound) -> None:
+        received.append(inbound)
+
+    settings = make_settings().model_copy(update={"app_secret": None})
+    webhook = WhatsAppWebhook(settings, sink)
+    async with serve(webhook) as client:
+        body, headers = signed_request(graph_api.inbound_text(ANA, "hola"), SECRET)
+        response = await client.post("/webhooks/whatsapp", data=body, headers=headers)
+    assert response.status == 403
+    assert received == []
+
+
+# --------------------------------------------------------------------------- handshake
+
+
+async def test_verification_handshake_echoes_the_challenge(hook: Hook) -> None:
+    params = {"hub.mode": "subscribe", "hub.verify_token": VERIFY, "hub.challenge": "1158201444"}
+    response = await hook.client.get("/webhooks/whatsapp", params=params)
+    assert response.status == 200
+    assert await response.text() == "1158201444"
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"hub.mode": "subscribe", "hub.verify_token": "wrong", "hub.challenge": "1"},
+        {"hub.mode": "unsubscribe", "hub.verify_token": VERIFY, "hub.challenge": "1"},
+        {"hub.verify_token": VERIFY, "hub.challenge": "1"},
+        {},
+    ],
+    ids=["wrong-token", "wrong-mode", "no-mode", "nothing"],
+)
+async def test_verification_handshake_refused(hook: Hook, params: dict[str, str]) -> None:
+    response = await hook.client.get("/webhooks/whatsapp", params=params)
+    assert response.status == 403
+    assert "1" not in await response.text()
+
+
+# --------------------------------------------------------------------------- webhook POST
+
+
+async def test_signed_text_is_handed_to_the_sink_and_marked_read(hook: Hook) -> None:
+    payload = graph_api.inbound_text(ANA, "hola", wamid="wamid.A1")
+    assert await hook.post(payload) == 200
+    assert [(i.key, i.event_id, i.kind, i.text) for i in hook.received] == [
+        (key(), "wamid.A1", Kind.TEXT, "hola")
+    ]
+    assert hook.reads == ["wamid.A1"]
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"\xff\xfe", b"", b"[1, 2]", b'"text"'])
+async def test_malformed_json_with_a_good_signature_gets_400(hook: Hook, body: bytes) -> None:
+    headers = {"X-Hub-Signature-256": sign(body, SECRET)}
+    response = await hook.client.post("/webhooks/whatsapp", data=body, headers=headers)
+    await hook.webhook.drain()
+    assert response.status == 400
+    assert hook.received == []
+
+
+async def test_statuses_are_acknowledged_and_ignored(hook: Hook) -> None:
+    for status in ("sent", "delivered", "read", "failed"):
+        assert await hook.post(graph_api.status_update(ANA, "wamid.OUT1", status)) == 200
+    assert hook.received == []
+    assert hook.reads == []
+
+
+async def test_answer_comes_before_handling_and_drain_waits_for_it() -> None:
+    release = asyncio.Event()
+    received: list[Inbound] = []
+
+    async def slow_sink(inbound: Inbound) -> None:
+        await release.wait()
+        received.append(inbound)
+
+    webhook, _ = hook_with(received, slow_sink)
+    async with serve(webhook) as client:
+        body, headers = signed_request(graph_api.inbound_text(ANA, "hola"), SECRET)
+        response = await client.post("/webhooks/whatsapp", data=body, headers=headers)
+        assert response.status == 200
+        assert received == []  # answered while the sink is still busy
+        release.set()
+        await webhook.drain()
+    assert [i.text for i in received] == ["hola"]
+
+
+async def test_a_failing_event_does_not_drop_the_next_one_of_the_same_call() -> None:
+    received: list[Inbound] = []
+
+    async def picky_sink(inbound: Inbound) -> None:
+        if inbound.text == "boom":
+            raise RuntimeError("engine bug")
+        received.append(inbound)
+
+    first = graph_api.inbound_text(ANA, "boom")
+    second = graph_api.inbound_text(ANA, "after")
+    value = first["entry"][0]["changes"][0]["value"]
+    value["messages"] += second["entry"][0]["changes"][0]["value"]["messages"]
+    webhook, _ = hook_with(received, picky_sink)
+    async with serve(webhook) as client:
+        body, headers = signed_request(first, SECRET)
+        response = await client.post("/webhooks/whatsapp", data=body, headers=headers)
+        await webhook.drain()
+    assert response.status == 200
+    assert [i.text for i in received] == ["after"]
+
+
+async def test_events_reach_the_sink_in_arrival_order(hook: Hook) -> None:
+    for n in range(10):
+        body, headers = signed_request(graph_api.inbound_text(ANA, str(n)), SECRET)
+        response = await hook.client.post("/webhooks/whatsapp", data=body, headers=headers)
+        assert response.status == 200
+    await hook.webhook.drain()
+    assert [i.text for i in hook.received] == [str(n) for n in range(10)]
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def only(payload: dict[str, Any]) -> Inbound:
+    events = parse_webhook(payload)
+    assert len(events) == 1
+    return events[0]
+
+
+def test_parse_text_carries_sender_phone_and_profile_name() -> None:
+    event = only(graph_api.inbound_text(ANA, "Hola!", wamid="wamid.X1"))
+    assert event.key == ConvKey("whatsapp", ANA)
+    assert event.event_id == "wamid.X1"
+    assert (event.kind, event.text) == (Kind.TEXT, "Hola!")
+    assert event.phone == "+" + ANA
+    assert event.display_name == "Ana"
+
+
+def test_parse_button_reply() -> None:
+    event = only(graph_api.inbound_button(ANA, "menu.client", "Soy cliente"))
+    assert (event.kind, event.payload, event.text) == (Kind.BUTTON, "menu.client", "Soy cliente")
+
+
+def test_parse_list_reply() -> None:
+    event = only(graph_api.inbound_list(ANA, "fault.slow", "Internet lento", "más detalles"))
+    assert (event.kind, event.payload) == (Kind.BUTTON, "fault.slow")
+
+
+def test_parse_template_quick_reply() -> None:
+    event = only(graph_api.inbound_template_button(ANA, "promise.yes", "Sí"))
+    assert (event.kind, event.payload) == (Kind.BUTTON, "promise.yes")
+
+
+def test_parse_shared_contact_gives_the_contacts_phone() -> None:
+    event = only(graph_api.inbound_contact(ANA, "+57 310 444 5566", contact_wa_id=LUIS))
+    assert (event.kind, event.phone) == (Kind.CONTACT, "+" + LUIS)
+    without_wa_id = only(graph_api.inbound_contact(ANA, "+57 (310) 444-5566"))
+    assert without_wa_id.phone == "+573104445566"
+
+
+@pytest.mark.parametrize(
+    ("kind", "extra", "neutral"),
+    [
+        ("image", {"caption": "router"}, "photo"),
+        ("audio", {"voice": True}, "voice"),
+        ("audio", {}, "audio"),
+        ("video", {}, "video"),
+        ("document", {}, "document"),
+        ("sticker", {}, "sticker"),
+    ],
+)
+def test_parse_media_keeps_the_media_id(kind: str, extra: dict[str, Any], neutral: str) -> None:
+    event = only(graph_api.inbound_media(ANA, kind, "987654", **extra))
+    assert event.kind is Kind.MEDIA
+    assert event.media == Media(neutral, "987654", extra.get("caption", ""))
+
+
+def test_parse_location() -> None:
+    event = only(graph_api.inbound_location(ANA, 4.6097, -74.0817, "Casa"))
+    assert event.kind is Kind.MEDIA
+    assert event.media == Media("location", "4.6097,-74.0817", "Casa")
+
+
+def test_parse_unknown_types_as_other() -> None:
+    payload = graph_api.inbound_text(ANA, "x")
+    message = payload["entry"][0]["changes"][0]["value"]["messages"][0]
+    message.update(type="reaction", reaction={"message_id": "wamid.Y", "emoji": "👍"})
+    del message["text"]
+    assert only(payload).kind is Kind.OTHER
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {},
+        {"entry": "nope"},
+        {"entry": [None, 3, "x"]},
+        {"entry": [{"changes": [{"value": None}]}]},
+        {"entry": [{"changes": [{"value": {"messages": [{"from": 5, "id": "w"}]}}]}]},
+        {"entry": [{"changes": [{"value": {"messages": [{"from": ANA}]}}]}]},
+        {"entry": [{"changes": [{"value": {"messages": "many"}}]}]},
+    ],
+)
+def test_malformed_payloads_yield_nothing(payload: dict[str, Any]) -> None:
+    assert parse_webhook(payload) == []
+
+
+def test_odd_fields_inside_a_message_do_not_raise() -> None:
+    payload = graph_api.inbound_text(ANA, "x")
+    value = payload["entry"][0]["changes"][0]["value"]
+    value["messages"][0]["text"] = None
+    value["contacts"] = [{"wa_id": ANA, "profile": "not a dict"}]
+    event = only(payload)
+    assert (event.kind, event.text, event.display_name) == (Kind.TEXT, "", None)
+
+
+# --------------------------------------------------------------------------- sending
+
+
+async def test_plain_text_is_sent_with_the_bearer_token(
+    fake: FakeGraph, channel: WhatsAppChannel
+) -> None:
+    await channel.send(Outbound(key(), "Hola Ana"))
+    [message] = fake.messages_to(ANA)
+    assert message["type"] == "text"
+    assert message["text"]["body"] == "Hola Ana"
+
+
+async def test_wrong_token_is_a_delivery_error_without_retry(fake: FakeGraph) -> None:
+    settings = make_settings(fake.base_url).model_copy(
+        update={"access_token": SecretStr("EAAGwrong")}
+    )
+    chan = WhatsAppChannel(settings, backoff=0.001)
+    try:
+        with pytest.raises(DeliveryError, match="190"):
+            await chan.send(Outbound(key(), "hola"))
+    finally:
+        await chan.aclose()
+    assert fake.messages == []
+
+
+async def test_long_text_is_split_into_pieces_of_4096(
+    fake: FakeGraph, channel: WhatsAppChannel
+) -> None:
+    words = " ".join(f"palabra{i}" for i in range(1500))  # ~18,000 characters
+    await channel.send(Outbound(key(), words))
+    bodies = [m["text"]["body"] for m in fake.messages_to(ANA)]
+    assert len(bodies) == 5
+    assert all(4000 < len(b) <= 4096 for b in bodies[:-1])
+    assert " ".join(bodies).split() == words.split()  # cut between words, nothing lost
+
+
+def test_split_text_hard_cuts_a_single_huge_word() -> None:
+    pieces = split_text("x" * 9000)
+    assert [len(p) for p in pieces] == [4096, 4096, 808]
+
+
+async def test_up_to_three_options_are_reply_buttons(
+    fake: FakeGraph, channel: WhatsAppChannel
+) -> None:
+    opts = (
+        Option("a", "Estado de cuenta y facturas pendientes"),
+        Option("b", "Estado de cuenta y facturas pagadas"),
+        Option("c", "Salir"),
+    )
+    await channel.send(Outbound(key(), "¿Qué necesitas?", opts))
+    [message] = fake.messages_to(ANA)
+    interactive = message["interactive"]
+    assert interactive["type"] == "button"
+    assert interactive["body"]["text"] == "¿Qué necesitas?"
+    replies = [b["reply"] for b in interactive["action"]["buttons"]]
+    assert [r["id"] for r in replies] == ["a", "b", "c"]
+    titles = [r["title"] for r in replies]
+    assert all(len(t) <= 20 for t in titles)
+    assert len(set(titles)) == 3  # the two long labels share their first 20 characters
+    assert titles[2] == "Salir"
+
+
+async def test_four_to_ten_options_are_a_list(fake: FakeGraph, channel: WhatsAppChannel) -> None:
+    opts = (*options(6), Option("long", "Internet intermitente desde hace varios días en la casa"))
+    await channel.send(Outbound(key(), "Elige una opción", opts))
+    [message] = fake.messages_to(ANA)
+    interactive = message["interactive"]
+    assert interactive["type"] == "list"
+    assert interactive["action"]["button"] == "Elegir"
+    rows = interactive["action"]["sections"][0]["rows"]
+    assert [r["id"] for r in rows] == [o.id for o in opts]
+    assert all(len(r["title"]) <= 24 for r in rows)
+    long_row = rows[-1]
+    assert long_row["title"] == "Internet intermitente"
+    assert long_row["description"] == "desde hace varios días en la casa"
+
+
+async def test_more_than_ten_options_are_paged_with_a_more_row(fake: FakeGraph) -> None:
+    received: list[Inbound] = []
+    chan = WhatsAppChannel(make_settings(fake.base_url), list_button="Elegir", more_label="Ver más")
+    webhook, _ = hook_with(received, channel=chan)
+    opts = options(23)
+    try:
+        async with serve(webhook) as client:
+            await chan.send(Outbound(key(), "Elige tu plan", opts))
+            [first] = await fake.wait_for_messages(ANA, 1)
+            rows = first["interactive"]["action"]["sections"][0]["rows"]
+            assert len(rows) == 10
+            assert rows[-1] == {"id": "__more:1", "title": "Ver más"}
+
+            seen = [r["id"] for r in rows[:-1]]
+            for page in (1, 2):
+                body, headers = signed_request(
+                    graph_api.inbound_list(ANA, f"__more:{page}", "Ver más"), SECRET
+                )
+                response = await client.post("/webhooks/whatsapp", data=body, headers=headers)
+                assert response.status == 200
+                sent = await fake.wait_for_messages(ANA, page + 1)
+                rows = sent[-1]["interactive"]["action"]["sections"][0]["rows"]
+                seen += [r["id"] for r in rows if not r["id"].startswith("__more:")]
+            assert rows[-1]["id"] != "__more:3"  # the last page has no "more" row
+            assert seen == [o.id for o in opts]
+
+            # A real choice goes to the engine as usual.
+            body, headers = signed_request(graph_api.inbound_list(ANA, "opt20", "x"), SECRET)
+            await client.post("/webhooks/whatsapp", data=body, headers=headers)
+            await webhook.drain()
+    finally:
+        await chan.aclose()
+    assert [i.payload for i in received] == ["opt20"]
+
+
+async def test_long_question_with_options_keeps_the_body_within_1024(
+    fake: FakeGraph, channel: WhatsAppChannel
+) -> None:
+    text = "Detalle de la factura. " * 150 + "\n¿Confirmas?"
+    await channel.send(Outbound(key(), text, options(2)))
+    sent = fake.messages_to(ANA)
+    assert [m["type"] for m in sent] == ["text", "interactive"]
+    body = sent[-1]["interactive"]["body"]["text"]
+    assert len(body) <= 1024
+    assert body.endswith("¿Confirmas?")
+
+
+async def test_options_without_text_still_have_a_body(
+    fake: FakeGraph, channel: WhatsAppChannel
+) -> None:
+    await channel.send(Outbound(key(), "", options(2)))
+    [message] = fake.messages_to(ANA)
+    assert message["interactive"]["body"]["text"] == "Elegir"
+
+
+async def test_media_reply_is_sent_by_link_or_id(fake: FakeGraph, channel: WhatsAppChannel) -> None:
+    await channel.send(Outbound(key(), "", media=Media("photo", "https://x.test/a.jpg", "mira")))
+    await channel.send(Outbound(key(), "", media=Media("document", "55501")))
+    first, second = fake.messages_to(ANA)
+    assert first["image"] == {"link": "https://x.test/a.jpg", "caption": "mira"}
+    assert second["document"] == {"id": "55501"}
+
+
+# --------------------------------------------------------------------------- retries and errors
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"code": 130429},
+        {"code": 131056},
+        {"status": 429},
+        {"status": 503},
+        {"code": 131000, "status": 500},
+    ],
+    ids=["throughput", "pair-rate", "http-429", "http-503", "graph-500"],
+)
+async def test_transient_errors_are_retried_and_delivered_once(
+    fake: FakeGraph, channel: WhatsAppChannel, fault: dict[str, Any]
+) -> None:
+    fake.fail(count=2, **fault)
+    await channel.send(Outbound(key(), "hola"))
+    assert [m["text"]["body"] for m in fake.messages_to(ANA)] == ["hola"]
+    assert fake.attempts == 3
+
+
+async def test_retry_after_is_honoured(fake: FakeGraph, channel: WhatsAppChannel) -> None:
+    fake.fail(status=429, retry_after=0.01)
+    await channel.send(Outbound(key(), "hola"))
+    assert len(fake.messages_to(ANA)) == 1
+
+
+async def test_transport_errors_are_retried() -> None:
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise httpx.ConnectError("refused", request=request)
+        return httpx.Response(200, json={"messages": [{"id": "wamid.Z"}]})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        chan = WhatsAppChannel(make_settings(), http, backoff=0.001)
+        await chan.send(Outbound(key(), "hola"))
+    assert calls == 2
+
+
+async def test_persistent_failure_gives_up_with_delivery_error(fake: FakeGraph) -> None:
+    chan = WhatsAppChannel(make_settings(fake.base_url), max_retries=2, backoff=0.001)
+    fake.fail(status=503, count=10)
+    try:
+        with pytest.raises(DeliveryError, match="3 attempts"):
+            await chan.send(Outbound(key(), "hola"))
+    finally:
+        await chan.aclose()
+    assert fake.attempts == 3
+    assert fake.messages == []
+
+
+async def test_closed_window_raises_window_closed_without_retry(
+    fake: FakeGraph, channel: WhatsAppChannel
+) -> None:
+    fake.close_window(ANA)
+    with pytest.raises(WindowClosed, match="131047"):
+        await channel.send(Outbound(key(), "¿Sigues ahí?"))
+    assert fake.attempts == 1
+    await channel.send(Outbound(key(LUIS), "hola"))  # other customers are not affected
+    assert len(fake.messages_to(LUIS)) == 1
+
+
+async def test_other_4xx_is_a_delivery_error_without_retry(
+    fake: FakeGraph, channel: WhatsAppChannel
+) -> None:
+    fake.fail(code=100, status=400)
+    with pytest.raises(DeliveryError) as caught:
+        await channel.send(Outbound(key(), "hola"))
+    assert not isinstance(caught.value, WindowClosed)
+    assert fake.attempts == 1
+    assert fake.messages == []
+
+
+async def test_per_chat_order_is_kept_while_one_reply_is_retried(
+    fake: FakeGraph, channel: WhatsAppChannel
+) -> None:
+    fake.fail(code=130429, count=3, to=ANA)
+    await asyncio.gather(
+        *(channel.send(Outbound(key(), f"msg {n}")) for n in range(5)),
+        channel.send(Outbound(key(LUIS), "otro chat")),
+    )
+    assert [m["text"]["body"] for m in fake.messages_to(ANA)] == [f"msg {n}" for n in range(5)]
+    assert len(fake.messages_to(LUIS)) == 1
+
+
+# --------------------------------------------------------------------------- read, media, window
+
+
+async def test_mark_read(fake: FakeGraph, channel: WhatsAppChannel) -> None:
+    await channel.mark_read("wamid.IN1")
+    assert fake.reads == ["wamid.IN1"]
+
+
+async def test_mark_read_failure_is_logged_not_raised(
+    fake: FakeGraph, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings(fake.base_url).model_copy(update={"access_token": SecretStr("bad")})
+    chan = WhatsAppChannel(settings, backoff=0.001)
+    await chan.mark_read("wamid.IN1")
+    await chan.aclose()
+    assert fake.reads == []
+    assert "mark-read failed" in caplog.text
+
+
+async def test_fetch_media_downloads_bytes_and_mime(
+    fake: FakeGraph, channel: WhatsAppChannel
+) -> None:
+    fake.add_media("77001", b"\x89PNG fake image", "image/png")
+    assert await channel.fetch_media("77001") == (b"\x89PNG fake image", "image/png")
+    with pytest.raises(DeliveryError):
+        await channel.fetch_media("missing")
+
+
+async def test_upload_media_returns_a_sendable_id(
+    fake: FakeGraph, channel: WhatsAppChannel
+) -> None:
+    media_id = await channel.upload_media(b"%PDF-1.4", "application/pdf", "factura.pdf")
+    assert fake.uploads[media_id] == (b"%PDF-1.4", "application/pdf")
+    await channel.send(Outbound(key(), "", media=Media("document", media_id, "Tu factura")))
+    assert fake.messages_to(ANA)[0]["document"]["id"] == media_id
+
+
+@pytest.mark.parametrize(
+    ("last", "now", "is_open"),
+    [
+        (None, 1000.0, False),
+        (1000.0, 1000.0, True),
+        (1000.0, 1000.0 + WINDOW_SECONDS - 1, True),
+        (1000.0, 1000.0 + WINDOW_SECONDS, False),
+        (1000.0, 1000.0 + WINDOW_SECONDS + 1, False),
+        (1000.0, 900.0, True),  # the clock a little behind the message's timestamp
+    ],
+)
+def test_window_open_at(last: float | None, now: float, is_open: bool) -> None:
+    assert window_open_at(last, now) is is_open
+
+
+async def test_webhook_opens_the_window_from_the_message_timestamp() -> None:
+    now = [10_000.0]
+    chan = WhatsAppChannel(make_settings(), clock=lambda: now[0])
+    received: list[Inbound] = []
+    webhook, _ = hook_with(received, channel=chan)
+    assert not chan.window_open(ANA)
+    async with serve(webhook) as client:
+        body, headers = signed_request(graph_api.inbound_text(ANA, "hola", at=9_000.0), SECRET)
+        await client.post("/webhooks/whatsapp", data=body, headers=headers)
+        await webhook.drain()
+    await chan.aclose()
+    assert chan.window_open(ANA)
+    now[0] = 9_000.0 + WINDOW_SECONDS
+    assert not chan.window_open(ANA)
+    assert not chan.window_open(LUIS)
+
+
+@pytest.mark.parametrize(
+    ("wa_id", "code", "national"),
+    [
+        ("573001112233", "57", "3001112233"),
+        ("+57 300 111 2233", "57", "3001112233"),
+        ("5215512345678", "57", "5215512345678"),  # another country: left whole
+        ("57", "57", "57"),
+        ("14155550100", "1", "4155550100"),
+    ],
+)
+def test_national_number(wa_id: str, code: str, national: str) -> None:
+    assert national_number(wa_id, code) == national
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+async def test_the_access_token_never_appears_in_logs_or_errors(
+    fake: FakeGraph, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    chan = WhatsAppChannel(make_settings(fake.base_url), max_retries=1, backoff=0.001)
+    errors: list[str] = []
+    fake.fail(code=130429)
+    await chan.send(Outbound(key(), "retried"))
+    fake.fail(code=100)
+    fake.close_window(LUIS)
+    for target in (ANA, LUIS):
+        with pytest.raises(DeliveryError) as caught:
+            await chan.send(Outbound(key(target), "fails"))
+        errors.append(str(caught.value))
+    await chan.aclose()
+    assert "retrying" in caplog.text  # the failures were logged...
+    assert "refused" in caplog.text
+    assert TOKEN not in caplog.text
+    assert all(TOKEN not in e for e in errors)
+    assert TOKEN not in repr(chan)
+    assert TOKEN not in repr(make_settings())
+
+
+async def test_a_graph_message_echoing_the_token_is_scrubbed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        error = {"message": f"bad token {TOKEN}", "code": 190, "type": "OAuthException"}
+        return httpx.Response(401, json={"error": error})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        chan = WhatsAppChannel(make_settings(), http)
+        with pytest.raises(DeliveryError) as caught:
+            await chan.send(Outbound(key(), "hola"))
+    assert TOKEN not in str(caught.value)
+    assert "bad token ***" in str(caught.value)
+    assert TOKEN not in caplog.text
+
+
+def test_channel_needs_token_and_phone_number_id() -> None:
+    with pytest.raises(ValueError, match="WHATSAPP_ACCESS_TOKEN"):
+        WhatsAppChannel(make_settings().model_copy(update={"access_token": None}))
