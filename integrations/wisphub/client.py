@@ -129,9 +129,17 @@ class RequestStats:
 class _Transient(WispHubUnavailable):
     """A ``WispHubUnavailable`` that says whether the request reached WispHub and may be retried."""
 
-    def __init__(self, msg: str, *, sent: bool, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        msg: str,
+        *,
+        sent: bool,
+        answered: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(msg)
         self.sent = sent
+        self.answered = answered  # WispHub finished with the request (it replied)
         self.retry_after = retry_after
 
 
@@ -296,6 +304,8 @@ class WispHubClient:
     backoff_cap = 2.0
     call_budget = 10.0  # no retry starts after this many seconds into a call
     call_timeout = 13.0  # a call is cut off here, so the customer hears back within 15 s
+    reconcile_checks = 3  # looks for a ticket whose POST timed out
+    reconcile_interval = 1.0
     ping_poll_interval = 0.3
     ping_poll_cap = 1.0
 
@@ -509,7 +519,13 @@ class WispHubClient:
     async def create_ticket(self, req: TicketRequest) -> Ticket:
         """File one ticket with ONE multipart POST; an unknown outcome is reconciled, not resent."""
         deadline = self._deadline()
-        fields = self._ticket_fields(req)
+        technician = req.technician_id or self._settings.technician_id
+        if technician is None:
+            # WispHub requires a technician: the one assigned to the client's record.
+            record = await self.find_by_service(req.service_id)
+            if record is not None and record.technician is not None:
+                technician = record.technician.id
+        fields = self._ticket_fields(req, technician)
         # Every field as a nameless file part: httpx then sends multipart/form-data even with no
         # attachment (WispHub answers JSON with an opaque 500 and urlencoded with 415).
         files = {name: (None, value.encode()) for name, value in fields.items()}
@@ -524,7 +540,9 @@ class WispHubClient:
             return await self._reconcile(req, deadline, err)
         except ValidationError as err:
             # WispHub said yes but the answer is unreadable: the ticket probably exists.
-            unreadable = _Transient("WispHub's answer to the ticket is unreadable", sent=True)
+            unreadable = _Transient(
+                "WispHub's answer to the ticket is unreadable", sent=True, answered=True
+            )
             unreadable.__cause__ = err
             return await self._reconcile(req, deadline, unreadable)
         finally:
@@ -539,7 +557,7 @@ class WispHubClient:
         )
         return ticket
 
-    def _ticket_fields(self, req: TicketRequest) -> dict[str, str]:
+    def _ticket_fields(self, req: TicketRequest, technician: int | None) -> dict[str, str]:
         start = self._aware(req.requested_at) or self._clock()
         start = start.astimezone(self._tz)
         end = start + timedelta(hours=SLA_HOURS.get(req.priority, 24))
@@ -556,7 +574,6 @@ class WispHubClient:
             "fecha_inicio": start.strftime(_WISPHUB_DATETIME),
             "fecha_final": end.strftime(_WISPHUB_DATETIME),
         }
-        technician = req.technician_id or self._settings.technician_id
         if technician is not None:
             fields["tecnico"] = str(technician)
         return fields
@@ -566,29 +583,37 @@ class WispHubClient:
             "ticket POST outcome unknown; looking for the ticket instead of resending",
             extra={"endpoint": "POST /tickets/", "service_id": req.service_id},
         )
-        self._open.cache_clear()
         since = (self._aware(req.requested_at) or self._clock()) - RECONCILE_SKEW
-        try:
-            tickets = await self._fetch_open_tickets_within(deadline)
-        except WispHubError as lookup_err:
-            msg = "WispHub did not confirm the ticket and could not be checked; try again later"
-            raise WispHubUnavailable(msg) from lookup_err
         subject = req.subject.strip().casefold()
-        candidates = [
-            t
-            for t in tickets
-            if t.service_id == req.service_id
-            and t.subject.strip().casefold() == subject
-            and (created := self._aware(t.created_at)) is not None
-            and created >= since
-        ]
-        if candidates:
-            found = max(candidates, key=lambda t: (self._aware(t.created_at), t.id))
-            logger.info(
-                "ticket found after an unknown POST outcome",
-                extra={"ticket_id": found.id, "service_id": req.service_id},
-            )
-            return found
+        # A server that replied is done with the request: one look settles it. After a timeout
+        # it may still be writing the ticket, so look again while the call's time allows.
+        checks = 1 if err.answered else self.reconcile_checks
+        for check in range(checks):
+            self._open.cache_clear()
+            try:
+                tickets = await self._fetch_open_tickets_within(deadline)
+            except WispHubError as lookup_err:
+                msg = "WispHub did not confirm the ticket and could not be checked; try later"
+                raise WispHubUnavailable(msg) from lookup_err
+            candidates = [
+                t
+                for t in tickets
+                if t.service_id == req.service_id
+                and t.subject.strip().casefold() == subject
+                and (created := self._aware(t.created_at)) is not None
+                and created >= since
+            ]
+            if candidates:
+                found = max(candidates, key=lambda t: (self._aware(t.created_at), t.id))
+                logger.info(
+                    "ticket found after an unknown POST outcome",
+                    extra={"ticket_id": found.id, "service_id": req.service_id},
+                )
+                return found
+            if check + 1 < checks and deadline.remaining > self.reconcile_interval + 1.0:
+                await asyncio.sleep(self.reconcile_interval)
+            else:
+                break
         msg = "WispHub did not confirm the ticket and it was not found; try again later"
         raise WispHubUnavailable(msg) from err
 
@@ -842,12 +867,12 @@ class WispHubClient:
         status = response.status_code
         if status >= 500:
             msg = f"WispHub failed ({name}): HTTP {status}"
-            raise _Transient(msg, sent=True)
+            raise _Transient(msg, sent=True, answered=True)
         if status == 429:
             after = response.headers.get("retry-after", "")
             retry_after = float(after) if after.replace(".", "", 1).isdigit() else None
             msg = f"WispHub is rate limiting ({name})"
-            raise _Transient(msg, sent=True, retry_after=retry_after)
+            raise _Transient(msg, sent=True, answered=True, retry_after=retry_after)
         if _looks_html(response):
             msg = (
                 f"WispHub answered {name} with an HTML page (HTTP {status}): "
@@ -882,7 +907,7 @@ class WispHubClient:
                 # An error answer without JSON: its text is still the best detail we have.
                 return response.text[:_DETAIL_MAX]
             msg = f"WispHub answered {name} with undecodable JSON"
-            raise _Transient(msg, sent=True) from err
+            raise _Transient(msg, sent=True, answered=True) from err
 
 
 __all__ = ["RequestStats", "WispHubClient", "classify_ping", "mask", "national_number"]

@@ -114,6 +114,7 @@ async def make() -> AsyncIterator[Callable[..., WispHubClient]]:
             c = WispHubClient(http, settings(**over), tz=TZ)
             c.backoff_base = 0.001
             c.ping_poll_interval = 0.001
+            c.reconcile_interval = 0.001
             c.ping_poll_cap = 0.005
             made.append(c)
             return c
@@ -376,6 +377,41 @@ async def test_create_ticket_timeout_reconciles_with_the_ticket_that_was_made(
 
     assert ticket.id == 4712
     assert post.call_count == 1
+
+
+async def test_create_ticket_timeout_looks_again_while_the_server_finishes_writing(
+    router: respx.MockRouter, wh: WispHubClient
+) -> None:
+    post = router.post("tickets/").mock(side_effect=httpx.ReadTimeout("slow"))
+    mine = ticket_json(4712, 10, "No Tiene Internet", "2026-03-02T09:30:03-05:00")
+    looks: list[str] = []
+
+    def tickets(request: httpx.Request) -> httpx.Response:
+        looks.append(request.url.params["estado"])
+        # The ticket shows up only on the second look (estado=1 twice, estado=2 twice).
+        return page(request, [mine] if looks.count("1") >= 2 else [])
+
+    router.get("tickets/").mock(side_effect=tickets)
+
+    assert (await wh.create_ticket(TICKET_REQ)).id == 4712
+    assert post.call_count == 1
+    assert sorted(looks) == ["1", "1", "2", "2"]
+
+
+async def test_create_ticket_takes_the_technician_from_the_client_record(
+    router: respx.MockRouter, wh: WispHubClient
+) -> None:
+    with_tech = [record(10, "1020304050", "Ana", tecnico={"id": 5, "nombre": "Luis"})]
+    router.get("clientes/").mock(side_effect=ignoring_filters(with_tech))
+    post = router.post("tickets/").mock(
+        return_value=httpx.Response(
+            201, json=ticket_json(4711, 10, "No Tiene Internet", "2026-03-02T09:30:05-05:00")
+        )
+    )
+
+    await wh.create_ticket(TICKET_REQ.model_copy(update={"technician_id": None}))
+
+    assert multipart_fields(post.calls[0].request)["tecnico"] == "5"
 
 
 async def test_create_ticket_timeout_without_a_ticket_raises_unavailable(
