@@ -133,6 +133,9 @@ class _Body:
     json_error: str | None = None
 
 
+_BODY = web.RequestKey("wisphub_sandbox_body", _Body)
+
+
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, ensure_ascii=False))
 
@@ -209,7 +212,7 @@ class Sandbox:
                 msg = f"unknown sandbox data kind {kind!r} (expected one of {', '.join(KINDS)})"
                 raise ValueError(msg)
             base[kind] = copy.deepcopy(records)
-        self._initial: Data = copy.deepcopy(base)
+        self._initial: Data = base  # already a private copy; _load copies it again
         self.clients: list[Record] = []
         self.tickets: list[Record] = []
         self.invoices: list[Record] = []
@@ -379,7 +382,7 @@ class Sandbox:
                 continue
             if not self._authorized(request):
                 return _json(FORBIDDEN, 403)
-            request["body"] = body
+            request[_BODY] = body
             return await handler(request, match)
         if allowed:
             if not self._authorized(request):
@@ -477,7 +480,7 @@ class Sandbox:
         client = self._client(m["id"])
         if client is None:
             return _json(NOT_FOUND, 404)
-        body: _Body = request["body"]
+        body = request[_BODY]
         raw = body.fields.get("pings", "4")
         if not raw.isdigit() or not 1 <= int(raw) <= 20:
             return _json(
@@ -535,7 +538,7 @@ class Sandbox:
         if ctype != "multipart/form-data":
             detail = f'Tipo de medio "{ctype}" incompatible en la solicitud.'
             return _json({"detail": detail}, 415)
-        form: dict[str, str] = request["body"].fields
+        form = request[_BODY].fields
         errors: dict[str, list[str]] = {}
         required = (
             "servicio",
@@ -616,7 +619,7 @@ class Sandbox:
         return self._page(request, self.payment_methods)
 
     async def _promise(self, request: web.Request, _: re.Match[str]) -> web.StreamResponse:
-        body: _Body = request["body"]
+        body = request[_BODY]
         if body.json_error is not None:
             return _json({"detail": f"JSON parse error - {body.json_error}"}, 400)
         form = body.fields
