@@ -1,0 +1,116 @@
+"""The console channel: a readable terminal chat (``python -m bot chat``, ``make chat``).
+
+Uses the demo WispHub sandbox unless ``WISPHUB_API_URL`` is set, and in-memory sessions unless
+``REDIS_URL`` is set. Works with piped stdin: one message a line; ``#1``, ``#2``... or the
+label choose an option. Lines starting with ``!`` play the agent in the agents' topic
+(``!hola`` writes to the customer, ``!/cerrar`` ends the handoff), so handoff can be tried too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import sys
+from typing import TextIO
+
+from bot.channels.base import AgentMessage
+from bot.handoff import LocalAgents
+from bot.runtime import open_runtime
+from bot.settings import load_settings
+from bot.types import ConvKey, Inbound, Kind, Outbound
+
+KEY = ConvKey("console", "local")
+DEMO_ISP = "FibraNet Demo"  # the sandbox's tenant
+_BOLD, _DIM, _RESET = "\x1b[1m", "\x1b[2m", "\x1b[0m"
+
+
+def render(out: Outbound, *, color: bool) -> str:
+    """One reply as terminal text with numbered options."""
+    bot = f"{_BOLD}bot>{_RESET}" if color else "bot>"
+    lines = [
+        f"{bot} {line}" if i == 0 else f"     {line}"
+        for i, line in enumerate(out.text.splitlines() or [""])
+    ]
+    for n, option in enumerate(out.options, 1):
+        lines.append(f"     {_DIM if color else ''}[{n}]{_RESET if color else ''} {option.label}")
+    return "\n".join(lines)
+
+
+async def _read_lines(stream: TextIO) -> asyncio.Queue[str | None]:
+    queue: asyncio.Queue[str | None] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+
+    def pump() -> None:
+        for line in stream:
+            loop.call_soon_threadsafe(queue.put_nowait, line.rstrip("\n"))
+        loop.call_soon_threadsafe(queue.put_nowait, None)
+
+    loop.run_in_executor(None, pump)
+    return queue
+
+
+async def run_console(
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+) -> int:
+    """Chat in the terminal until end of input or /salir."""
+    stdin = stdin or sys.stdin
+    stdout = stdout or sys.stdout
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    use_sandbox = "WISPHUB_API_URL" not in os.environ
+    # The demo tenant has a name of its own; a real ISP sets ISP_NAME.
+    settings = load_settings(
+        bot={"isp_name": DEMO_ISP} if use_sandbox and "ISP_NAME" not in os.environ else {}
+    )
+    agents = LocalAgents()
+    color = stdout.isatty()
+    interactive = stdin.isatty()
+    events = itertools.count(1)
+    prompt = "tú> " if settings.bot.bot_language == "es" else "you> "
+    async with open_runtime(settings, agents, use_sandbox=use_sandbox) as rt:
+
+        def show(replies: list[Outbound]) -> None:
+            for reply in replies:
+                print(render(reply, color=color), file=stdout, flush=True)
+
+        if rt.sandbox is not None:
+            print(
+                f"(demo WispHub sandbox at {rt.sandbox.url}; try document 1020304050, "
+                "holder Ana María Ruiz Gómez; lines starting with ! play the agent)",
+                file=stdout,
+                flush=True,
+            )
+        show(await rt.engine.handle(Inbound(KEY, f"c{next(events)}", text="/start")))
+        queue = await _read_lines(stdin)
+        while True:
+            if interactive:
+                print(
+                    prompt,
+                    end="",
+                    file=stdout,
+                    flush=True,
+                )
+            line = await queue.get()
+            if line is None:
+                break
+            text = line.strip()
+            if not text:
+                continue
+            if not interactive:
+                print(f"you> {text}", file=stdout, flush=True)
+            if text.startswith("!"):
+                topic = agents.topic_of(KEY)
+                if topic is None:
+                    print("(no agents' topic yet: ask for an agent first)", file=stdout)
+                    continue
+                message = AgentMessage(topic.thread_id, next(events), text[1:].strip(), "agent")
+                show(await rt.engine.from_agent(message))
+                continue
+            before = {t: len(t.posts) for t in agents.topics.values()}
+            show(await rt.engine.handle(Inbound(KEY, f"c{next(events)}", Kind.TEXT, text=text)))
+            for topic in agents.topics.values():
+                for post in topic.posts[before.get(topic, 0) :]:
+                    print(f"     (agents' topic {topic.thread_id}) {post}", file=stdout, flush=True)
+    return 0

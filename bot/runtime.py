@@ -1,0 +1,66 @@
+"""Wiring: settings → WispHub client, session store, handoff, engine. Built once per process."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+from pydantic import SecretStr
+
+from bot.engine import Engine, wall_clock
+from bot.handoff import HandoffPort
+from bot.sessions import SessionStore, make_store
+from bot.settings import Settings, require
+from flows.base import FlowContext
+from integrations.wisphub.client import WispHubClient
+from integrations.wisphub.sandbox import SANDBOX_API_KEY, Sandbox, running_sandbox
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """The pieces one process runs with."""
+
+    settings: Settings
+    engine: Engine
+    wisphub: WispHubClient
+    store: SessionStore
+    handoff: HandoffPort
+    sandbox: Sandbox | None = None
+
+
+@asynccontextmanager
+async def open_runtime(
+    settings: Settings,
+    handoff: HandoffPort,
+    *,
+    sandbox: Sandbox | None = None,
+    use_sandbox: bool = False,
+    store: SessionStore | None = None,
+    clock: Callable[[], float] = wall_clock,
+) -> AsyncIterator[Runtime]:
+    """Start what the engine needs (the demo sandbox when asked) and close it all at the end."""
+    async with AsyncExitStack() as stack:
+        wisphub_settings = settings.wisphub
+        if use_sandbox or sandbox is not None:
+            served = await stack.enter_async_context(running_sandbox(sandbox))
+            wisphub_settings = wisphub_settings.model_copy(
+                update={"api_url": served.url, "api_key": SecretStr(SANDBOX_API_KEY)}
+            )
+            sandbox = served
+        else:
+            require(wisphub_settings.api_key, "WISPHUB_API_KEY")
+        wisphub = WispHubClient.build(
+            wisphub_settings, tz=settings.bot.tz, country_code=settings.bot.default_country_code
+        )
+        stack.push_async_callback(wisphub.aclose)
+        if store is None:
+            store = make_store(settings.bot.redis_url, clock=clock)
+            stack.push_async_callback(store.aclose)
+        ctx = FlowContext(
+            wisphub=wisphub, store=store, settings=settings, handoff=handoff, clock=clock
+        )
+        yield Runtime(settings, Engine(ctx), wisphub, store, handoff, sandbox)

@@ -1,0 +1,242 @@
+"""Reportar falla: outage check, open-ticket check, category, connection check, self-help,
+description, confirmation, and exactly one ticket."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from transitions.extensions.asyncio import AsyncEventData
+
+from flows.base import Flow, model
+from integrations.wisphub.models import TicketRequest
+
+CATEGORIES = ("no_internet", "slow", "intermittent", "other")
+MIN_DESCRIPTION = 3  # characters, after trimming
+MAX_DESCRIPTION = 1000
+
+
+class FaultFlow(Flow):
+    """The fault report, in the order design.md section 5 gives."""
+
+    name = "fault"
+    needs_verification = True
+    text_states = frozenset({"describe"})
+
+    def states(self) -> list[dict[str, Any]]:
+        """Where the fault report waits for the customer."""
+        return [
+            {"name": "idle"},
+            {"name": "category"},
+            {"name": "selfhelp"},
+            {"name": "describe"},
+            {"name": "confirm"},
+        ]
+
+    def transitions(self) -> list[dict[str, Any]]:
+        """The fault table."""
+        back = self.back_to_menu
+        table: list[dict[str, Any]] = [
+            {
+                "trigger": "begin",
+                "source": "*",
+                "dest": "idle",
+                "conditions": self.outage,
+                "after": [self.say_outage, back],
+            },
+            {
+                "trigger": "begin",
+                "source": "*",
+                "dest": "idle",
+                "conditions": self.open_ticket,
+                "after": [self.say_open_ticket, back],
+            },
+            {"trigger": "begin", "source": "*", "dest": "category", "after": self.ask_category},
+            # An agent-less request for help lands here with the category "other".
+            {
+                "trigger": "describe_only",
+                "source": "*",
+                "dest": "describe",
+                "conditions": self.no_open_ticket_for_other,
+                "after": self.ask_description,
+            },
+            {
+                "trigger": "describe_only",
+                "source": "*",
+                "dest": "idle",
+                "after": [self.say_open_ticket, back],
+            },
+            {
+                "trigger": "fixed",
+                "source": "selfhelp",
+                "dest": "idle",
+                "after": [self.say_glad, back],
+            },
+            {
+                "trigger": "still",
+                "source": "selfhelp",
+                "dest": "describe",
+                "after": self.ask_description,
+            },
+            {
+                "trigger": "text",
+                "source": "describe",
+                "dest": None,
+                "unless": self.description_ok,
+                "after": self.say_too_short,
+            },
+            {"trigger": "text", "source": "describe", "dest": "confirm", "after": self.ask_confirm},
+            {
+                "trigger": "confirm",
+                "source": "confirm",
+                "dest": "idle",
+                "before": self.create_ticket,
+                "after": back,
+            },
+            {
+                "trigger": "cancel",
+                "source": "confirm",
+                "dest": "idle",
+                "after": [self.say_cancelled, back],
+            },
+        ]
+        table += [
+            {
+                "trigger": c,
+                "source": "category",
+                "dest": "selfhelp",
+                "before": self.check_connection,
+            }
+            for c in CATEGORIES
+        ]
+        return table
+
+    # -- conditions ------------------------------------------------------------------------
+    async def outage(self, ev: AsyncEventData) -> bool:
+        """The client's zone has a known mass outage."""
+        conv = model(ev)
+        client = await conv.client()
+        if client.has_outage and client.router is not None:
+            conv.data["outage"] = client.router.outage_description
+            return True
+        return False
+
+    async def open_ticket(self, ev: AsyncEventData) -> bool:
+        """An open ticket exists for the service: remember it instead of filing another."""
+        conv = model(ev)
+        tickets = await conv.ctx.wisphub.open_tickets(conv.data["service_id"])
+        if not tickets:
+            return False
+        newest = max(tickets, key=lambda t: t.id)
+        conv.data["open_ticket"] = [newest.id, newest.subject, newest.status]
+        return True
+
+    async def no_open_ticket_for_other(self, ev: AsyncEventData) -> bool:
+        """Before filing a general ticket, make sure none is open already."""
+        if await self.open_ticket(ev):
+            return False
+        model(ev).data["category"] = "other"
+        return True
+
+    async def description_ok(self, ev: AsyncEventData) -> bool:
+        """A description of a few characters at least; kept (cut to a sane length)."""
+        text = " ".join(ev.kwargs.get("text", "").split())
+        if len(text) < MIN_DESCRIPTION:
+            return False
+        model(ev).data["description"] = text[:MAX_DESCRIPTION]
+        return True
+
+    # -- actions ---------------------------------------------------------------------------
+    async def check_connection(self, ev: AsyncEventData) -> None:
+        """Run the ping task, say what it found, give one tip, ask whether it works now."""
+        conv = model(ev)
+        category = ev.event.name
+        conv.data["category"] = category
+        result = await conv.ctx.wisphub.ping(conv.data["service_id"])
+        rtt = conv.t("rtt", ms=round(result.avg_rtt_ms)) if result.avg_rtt_ms is not None else ""
+        found = conv.t(f"ping.{result.status}", rtt=rtt, received=result.received, sent=result.sent)
+        conv.say(found + "\n" + conv.t(f"tip.{category}"))
+        conv.say(conv.t("ask_fixed"), conv.opts("fixed", "still"))
+
+    async def create_ticket(self, ev: AsyncEventData) -> None:
+        """One multipart POST; WispHub errors leave the conversation in the confirmation."""
+        conv = model(ev)
+        settings = conv.ctx.settings.wisphub
+        client = await conv.client()
+        subject, priority = settings.subject_for(conv.data.get("category", "other"))
+        technician = client.technician.id if client.technician else None
+        request = TicketRequest(
+            service_id=client.service_id,
+            subject=subject,
+            description=conv.data.get("description", ""),
+            priority=priority,
+            technician_id=technician or settings.technician_id,
+            department=settings.department,
+            origin=settings.report_origin,
+            requested_at=datetime.fromtimestamp(conv.now, tz=UTC),
+        )
+        ticket = await conv.ctx.wisphub.create_ticket(request)
+        for name in ("description", "category"):
+            conv.data.pop(name, None)
+        conv.say(conv.t("ticket_created", id=ticket.id))
+
+    # -- replies ---------------------------------------------------------------------------
+    async def back_to_menu(self, ev: AsyncEventData) -> None:
+        """After each answer the client menu is offered again."""
+        model(ev).jump("client", "again")
+
+    async def say_outage(self, ev: AsyncEventData) -> None:
+        """Announce the known outage; no ticket."""
+        conv = model(ev)
+        description = conv.data.pop("outage", "") or conv.t("outage_no_description")
+        conv.say(conv.t("outage", description=description))
+
+    async def say_open_ticket(self, ev: AsyncEventData) -> None:
+        """Tell the open ticket's number and status instead of opening another."""
+        conv = model(ev)
+        number, subject, status = conv.data.pop("open_ticket")
+        conv.say(
+            conv.t("open_ticket_exists", id=number, subject=subject, status=conv.t.status(status))
+        )
+
+    async def ask_category(self, ev: AsyncEventData) -> None:
+        """Which problem."""
+        conv = model(ev)
+        conv.say(conv.t("ask_category"), conv.opts(*CATEGORIES))
+
+    async def say_glad(self, ev: AsyncEventData) -> None:
+        """It works now."""
+        conv = model(ev)
+        conv.data.pop("category", None)
+        conv.say(conv.t("glad_fixed"))
+
+    async def ask_description(self, ev: AsyncEventData) -> None:
+        """A short description."""
+        conv = model(ev)
+        conv.say(conv.t("ask_description"))
+
+    async def say_too_short(self, ev: AsyncEventData) -> None:
+        """The description is too short."""
+        conv = model(ev)
+        conv.say(conv.t("description_too_short"))
+
+    async def ask_confirm(self, ev: AsyncEventData) -> None:
+        """The summary with Confirmar · Cancelar."""
+        conv = model(ev)
+        category = conv.t(f"opt.{conv.data.get('category', 'other')}")
+        conv.say(
+            conv.t(
+                "confirm_ticket",
+                service_id=conv.data["service_id"],
+                category=category,
+                description=conv.data["description"],
+            ),
+            conv.opts("confirm", "cancel"),
+        )
+
+    async def say_cancelled(self, ev: AsyncEventData) -> None:
+        """No ticket."""
+        conv = model(ev)
+        for name in ("description", "category"):
+            conv.data.pop(name, None)
+        conv.say(conv.t("ticket_cancelled"))

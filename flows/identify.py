@@ -1,0 +1,312 @@
+"""Identification (document, or the WhatsApp sender's phone) and verification by holder name.
+
+Nothing of the record is revealed before the name check passes: not the name, the address or
+the plan. Failures count per document and per chat; reaching the limit locks both.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from transitions.extensions.asyncio import AsyncEventData
+
+from bot.types import Option
+from flows.base import Conversation, Flow, model
+from flows.names import mask, name_matches, normalise_document
+from integrations.wisphub.errors import WispHubError
+from integrations.wisphub.models import Client
+
+log = logging.getLogger(__name__)
+
+
+def _scopes(conv: Conversation) -> list[str]:
+    scopes = [f"chat:{conv.key}"]
+    if "doc" in conv.data:
+        scopes.append(f"doc:{conv.data['doc']}")
+    return scopes
+
+
+class IdentifyFlow(Flow):
+    """Soy cliente → document (or phone) → holder name → service choice → client menu."""
+
+    name = "identify"
+    text_states = frozenset({"ask_document", "ask_name"})
+
+    def states(self) -> list[dict[str, Any]]:
+        """Where identification can wait for the customer."""
+        return [
+            {"name": "idle"},
+            {"name": "ask_document"},
+            {"name": "not_found"},
+            {"name": "ask_name"},
+            {"name": "blocked"},
+            {"name": "choose_service"},
+        ]
+
+    def transitions(self) -> list[dict[str, Any]]:
+        """The identification table; conditions run in order, the first that holds wins."""
+        return [
+            {
+                "trigger": "begin",
+                "source": "*",
+                "dest": "blocked",
+                "conditions": self.chat_locked,
+                "after": self.say_locked,
+            },
+            {
+                "trigger": "begin",
+                "source": "*",
+                "dest": "ask_name",
+                "conditions": self.phone_known,
+                "after": self.ask_name_by_phone,
+            },
+            {"trigger": "begin", "source": "*", "dest": "ask_document", "after": self.ask_document},
+            {
+                "trigger": "retry",
+                "source": ["not_found", "blocked"],
+                "dest": "ask_document",
+                "unless": self.chat_locked,
+                "after": self.ask_document,
+            },
+            {
+                "trigger": "text",
+                "source": "ask_document",
+                "dest": None,
+                "unless": self.valid_document,
+                "after": self.say_invalid,
+            },
+            {
+                "trigger": "text",
+                "source": "ask_document",
+                "dest": "blocked",
+                "conditions": self.locked,
+                "after": self.say_locked,
+            },
+            {
+                "trigger": "text",
+                "source": "ask_document",
+                "dest": "ask_name",
+                "conditions": self.found,
+                "after": self.ask_name,
+            },
+            {
+                "trigger": "text",
+                "source": "ask_document",
+                "dest": "not_found",
+                "after": self.say_not_found,
+            },
+            {
+                "trigger": "contact",
+                "source": "ask_document",
+                "dest": "ask_name",
+                "conditions": self.phone_known,
+                "after": self.ask_name_by_phone,
+            },
+            {
+                "trigger": "contact",
+                "source": "ask_document",
+                "dest": None,
+                "after": self.ask_document,
+            },
+            {
+                "trigger": "text",
+                "source": "ask_name",
+                "dest": "blocked",
+                "conditions": self.locked,
+                "after": self.say_locked,
+            },
+            {
+                "trigger": "text",
+                "source": "ask_name",
+                "dest": "choose_service",
+                "conditions": [self.name_ok, self.several],
+                "after": self.ask_service,
+            },
+            {
+                "trigger": "text",
+                "source": "ask_name",
+                "dest": "idle",
+                "conditions": self.name_ok,
+                "after": self.welcome,
+            },
+            {
+                "trigger": "text",
+                "source": "ask_name",
+                "dest": "blocked",
+                "conditions": self.failure_locks,
+                "after": self.say_locked,
+            },
+            {"trigger": "text", "source": "ask_name", "dest": None, "after": self.say_name_wrong},
+            {
+                "trigger": "pick",
+                "source": "choose_service",
+                "dest": "idle",
+                "conditions": self.service_picked,
+                "after": self.welcome,
+            },
+        ]
+
+    # -- conditions ------------------------------------------------------------------------
+    async def valid_document(self, ev: AsyncEventData) -> bool:
+        """The text is a plausible document number; remember it."""
+        conv = model(ev)
+        doc = normalise_document(ev.kwargs.get("text", ""))
+        if doc is None:
+            return False
+        conv.data["doc"] = doc
+        return True
+
+    async def chat_locked(self, ev: AsyncEventData) -> bool:
+        """This chat failed verification too often."""
+        conv = model(ev)
+        limit = conv.ctx.settings.bot.lockout_attempts
+        return await conv.ctx.store.failures(f"chat:{conv.key}") >= limit
+
+    async def locked(self, ev: AsyncEventData) -> bool:
+        """This chat or this document failed verification too often."""
+        conv = model(ev)
+        limit = conv.ctx.settings.bot.lockout_attempts
+        for scope in _scopes(conv):
+            if await conv.ctx.store.failures(scope) >= limit:
+                return True
+        return False
+
+    async def found(self, ev: AsyncEventData) -> bool:
+        """The document belongs to at least one service (exact matches only)."""
+        conv = model(ev)
+        records = await conv.ctx.wisphub.find_by_document(conv.data["doc"])
+        return self._remember(conv, records)
+
+    async def phone_known(self, ev: AsyncEventData) -> bool:
+        """WhatsApp sender (or a shared contact) matches a client's phone."""
+        conv = model(ev)
+        inbound = conv.inbound
+        phone = inbound.phone if inbound else None
+        if not phone:
+            return False
+        try:
+            records = await conv.ctx.wisphub.find_by_phone(phone)
+        except WispHubError:
+            log.warning(
+                "phone look-up failed; asking for the document", extra={"conv": str(conv.key)}
+            )
+            return False
+        holders = {r.document for r in records if r.document}
+        if len(holders) != 1:  # nobody, or a number shared by several holders: ask the document
+            return False
+        conv.data["doc"] = holders.pop()
+        return self._remember(conv, records)
+
+    @staticmethod
+    def _remember(conv: Conversation, records: list[Client]) -> bool:
+        if not records:
+            return False
+        conv.data["services"] = [r.service_id for r in records]
+        conv.data["name_tries"] = 0
+        return True
+
+    async def name_ok(self, ev: AsyncEventData) -> bool:
+        """The typed name matches the holder's (design.md section 5 rule)."""
+        conv = model(ev)
+        if "ok_name" in ev.kwargs:
+            return bool(ev.kwargs["ok_name"])
+        records = await conv.ctx.wisphub.find_by_document(conv.data["doc"])
+        holder = next((r for r in records if r.service_id in conv.data["services"]), None)
+        ok = holder is not None and name_matches(ev.kwargs.get("text", ""), holder.name)
+        ev.kwargs["ok_name"] = ok
+        if ok and holder is not None:
+            conv.data["first_name"] = holder.first_name
+        return ok
+
+    async def several(self, ev: AsyncEventData) -> bool:
+        """The holder has more than one service."""
+        return len(model(ev).data.get("services", [])) > 1
+
+    async def failure_locks(self, ev: AsyncEventData) -> bool:
+        """Count a failed name; True when the limit is reached."""
+        conv = model(ev)
+        settings = conv.ctx.settings.bot
+        counts = [
+            await conv.ctx.store.register_failure(scope, settings.lockout_seconds)
+            for scope in _scopes(conv)
+        ]
+        log.info(
+            "verification failed", extra={"conv": str(conv.key), "doc": mask(conv.data["doc"])}
+        )
+        conv.data["name_tries"] = max(counts)
+        return max(counts) >= settings.lockout_attempts
+
+    async def service_picked(self, ev: AsyncEventData) -> bool:
+        """The chosen service is one of the holder's."""
+        conv = model(ev)
+        try:
+            service_id = int(ev.kwargs.get("arg", ""))
+        except ValueError:
+            return False
+        if service_id not in conv.data.get("services", []):
+            return False
+        conv.data["service_id"] = service_id
+        return True
+
+    # -- replies ---------------------------------------------------------------------------
+    async def ask_document(self, ev: AsyncEventData) -> None:
+        """Ask for the document number."""
+        conv = model(ev)
+        conv.say(conv.t("ask_document"))
+
+    async def say_invalid(self, ev: AsyncEventData) -> None:
+        """Not a document number."""
+        conv = model(ev)
+        conv.say(conv.t("document_invalid"))
+
+    async def say_not_found(self, ev: AsyncEventData) -> None:
+        """No service with that document."""
+        conv = model(ev)
+        conv.data.pop("doc", None)
+        conv.say(conv.t("not_found"), conv.opts("retry", "agent"))
+
+    async def say_locked(self, ev: AsyncEventData) -> None:
+        """Too many failures: locked for a while, an agent offered."""
+        conv = model(ev)
+        minutes = conv.ctx.settings.bot.lockout_seconds // 60
+        conv.end_verification()
+        conv.say(conv.t("locked", minutes=minutes), conv.opts("agent", "menu"))
+
+    async def ask_name(self, ev: AsyncEventData) -> None:
+        """Ask for the holder's full name."""
+        conv = model(ev)
+        conv.say(conv.t("ask_name"))
+
+    async def ask_name_by_phone(self, ev: AsyncEventData) -> None:
+        """The phone matched: skip the document, ask for the name."""
+        conv = model(ev)
+        conv.say(conv.t("phone_match") + " " + conv.t("ask_name"))
+
+    async def say_name_wrong(self, ev: AsyncEventData) -> None:
+        """Wrong name, attempts left."""
+        conv = model(ev)
+        left = conv.ctx.settings.bot.lockout_attempts - conv.data.get("name_tries", 0)
+        conv.say(conv.t("name_wrong", left=left))
+
+    async def ask_service(self, ev: AsyncEventData) -> None:
+        """Several services: choose one by address (the customer is verified now)."""
+        conv = model(ev)
+        conv.session.verified_until = conv.now + conv.ctx.settings.bot.verified_ttl
+        records = await conv.ctx.wisphub.find_by_document(conv.data["doc"])
+        mine = [r for r in records if r.service_id in conv.data["services"]]
+        options = [Option(f"pick:{r.service_id}", r.address or str(r.service_id)) for r in mine]
+        conv.say(conv.t("verified", first_name=conv.data["first_name"]))
+        conv.say(conv.t("choose_service", count=len(options)), options)
+
+    async def welcome(self, ev: AsyncEventData) -> None:
+        """Verified: into the client menu."""
+        conv = model(ev)
+        conv.data.setdefault("service_id", conv.data["services"][0])
+        conv.data.pop("name_tries", None)
+        conv.session.verified_until = conv.now + conv.ctx.settings.bot.verified_ttl
+        for scope in _scopes(conv):
+            await conv.ctx.store.clear_failures(scope)
+        if ev.event.name == "text":
+            conv.say(conv.t("verified", first_name=conv.data["first_name"]))
+        conv.jump("client", "menu")
