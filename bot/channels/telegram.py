@@ -1,0 +1,691 @@
+"""The Telegram channel: aiogram updates in, Outbound replies out, and the agents' forum topics.
+
+Sending, in one picture::
+
+    send(out) ──> per-chat lane (FIFO lock: one reply at a time, in call order)
+                     └─> for each part: chat bucket ─> global bucket ─> Bot API call
+                                             429: sleep retry_after, try again
+                                             network / 5xx: jittered backoff, try again
+                                             403, 400, 404 ...: DeliveryError at once
+                                             after max_retries: DeliveryError
+
+Pacing uses token buckets rather than a fixed gap: Telegram's documented limits (about one message
+a second per private chat, 20 a minute per group, 30 a second overall) are averages, and a fixed
+one-second gap would make a three-message reply take three seconds. A bucket of three lets a
+normal reply go out at once and only slows a chat that keeps sending; a 429 that still happens is
+honoured with its ``retry_after``.
+
+Messages are plain text (parse mode None), so customer or WispHub text is never parsed as HTML.
+Button callback data is ``<token>.<option id>``: a 4-character token per message, then the
+option id; it is checked to fit Telegram's 64 bytes and to carry no long digit run (a document
+or phone number must never travel in callback data).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import random
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from aiogram import Bot
+from aiogram.client.default import DefaultBotProperties
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.exceptions import (
+    ClientDecodeError,
+    TelegramAPIError,
+    TelegramBadRequest,
+    TelegramEntityTooLarge,
+    TelegramNetworkError,
+    TelegramRetryAfter,
+    TelegramServerError,
+    TelegramUnauthorizedError,
+)
+from aiogram.types import (
+    CallbackQuery,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+    Update,
+    User,
+)
+from pydantic import SecretStr, ValidationError
+
+from bot.channels.base import AgentMessage, AgentSink, DeliveryError, InboundSink
+from bot.types import Channel, ConvKey, Inbound, Kind, Media, Option, Outbound
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MAX_TEXT = 4096
+MAX_CALLBACK_DATA = 64
+MAX_TOPIC_NAME = 128
+_TOKEN_LEN = 4
+_SEP = "."
+_LONG_DIGITS = re.compile(r"\d{7,}")
+_SHORT_LABEL = 16  # labels up to this long sit two to a row
+_BURST = 3.0  # messages a chat may send at once before pacing starts
+_MEDIA_TYPES = (
+    "photo",
+    "sticker",
+    "voice",
+    "audio",
+    "video",
+    "video_note",
+    "animation",  # before document: an animation message carries a document too
+    "document",
+    "location",
+)
+ALLOWED_UPDATES = ("message", "callback_query")
+
+
+class BadUpdate(ValueError):
+    """An update body that is not a Telegram Update (the webhook answers 400)."""
+
+
+def make_bot(token: SecretStr, api_url: str) -> Bot:
+    """An aiogram Bot speaking plain text to the Bot API at ``api_url``."""
+    session = AiohttpSession(api=TelegramAPIServer.from_base(api_url))
+    return Bot(
+        token.get_secret_value(),
+        session=session,
+        default=DefaultBotProperties(parse_mode=None),
+    )
+
+
+# ---- updates in -------------------------------------------------------------------------------
+
+
+def _full_name(user: User | None) -> str | None:
+    if user is None:
+        return None
+    name = " ".join(part for part in (user.first_name, user.last_name) if part)
+    return name or None
+
+
+def encode_callback_data(token: str, option_id: str) -> str:
+    """``token.option_id``, refused (DeliveryError) when too long or carrying a number."""
+    data = f"{token}{_SEP}{option_id}"
+    if not option_id or len(data.encode()) > MAX_CALLBACK_DATA:
+        msg = f"option id {option_id[:20]!r}… does not fit Telegram's 64-byte callback data"
+        raise DeliveryError(msg)
+    if _LONG_DIGITS.search(option_id):
+        # The check exists to keep personal numbers out of Telegram; so never echo the id.
+        msg = "option id carries a run of 7+ digits (personal data must not be callback data)"
+        raise DeliveryError(msg)
+    return data
+
+
+def decode_callback_data(data: str | None) -> str | None:
+    """The option id inside callback data made by ``encode_callback_data``, else None."""
+    if not data:
+        return None
+    token, sep, option_id = data.partition(_SEP)
+    if not sep or len(token) != _TOKEN_LEN or not option_id:
+        return None
+    return option_id
+
+
+def _callback_to_inbound(update_id: int, query: CallbackQuery) -> Inbound | None:
+    message = query.message
+    if message is not None and message.chat.type != "private":
+        return None
+    # In a private chat the chat id is the user's id, even when the message is inaccessible.
+    chat_id = message.chat.id if message is not None else query.from_user.id
+    option_id = decode_callback_data(query.data)
+    return Inbound(
+        key=ConvKey("telegram", str(chat_id)),
+        event_id=str(update_id),
+        kind=Kind.BUTTON if option_id is not None else Kind.OTHER,
+        payload=option_id,
+        user_id=str(query.from_user.id),
+        display_name=_full_name(query.from_user),
+    )
+
+
+def _media_of(message: Message) -> Media | None:
+    for kind in _MEDIA_TYPES:
+        if getattr(message, kind, None) is not None:
+            return Media(type=kind, ref=str(message.message_id), caption=message.caption or "")
+    return None
+
+
+def update_to_inbound(update: Update) -> Inbound | None:
+    """A customer's event in a private chat as an Inbound; None for anything else."""
+    if update.callback_query is not None:
+        return _callback_to_inbound(update.update_id, update.callback_query)
+    message = update.message
+    if message is None or message.chat.type != "private":
+        return None  # edited messages, channel posts, groups: not a customer conversation
+    user = message.from_user
+    common: dict[str, Any] = {
+        "key": ConvKey("telegram", str(message.chat.id)),
+        "event_id": str(update.update_id),
+        "user_id": str(user.id) if user is not None else None,
+        "display_name": _full_name(user),
+    }
+    if message.text is not None:
+        return Inbound(kind=Kind.TEXT, text=message.text, **common)
+    contact = message.contact
+    if contact is not None:
+        if user is not None and contact.user_id == user.id:
+            return Inbound(kind=Kind.CONTACT, phone=contact.phone_number, **common)
+        # Someone else's card proves nothing about the sender: treat it as an unreadable
+        # attachment (forwarded to agents during a handoff), never as the customer's phone.
+        card = Media(type="contact", ref=str(message.message_id))
+        return Inbound(kind=Kind.MEDIA, media=card, **common)
+    media = _media_of(message)
+    if media is not None:
+        return Inbound(kind=Kind.MEDIA, media=media, text=media.caption, **common)
+    if any(getattr(message, f, None) is not None for f in ("dice", "poll", "venue", "game")):
+        return Inbound(kind=Kind.OTHER, **common)
+    return None  # service messages (pins, write access, ...) need no answer
+
+
+def update_to_agent_message(update: Update, agents_chat_id: int) -> AgentMessage | None:
+    """An agent's message in a forum topic of the agents' supergroup, else None."""
+    message = update.message
+    if message is None or message.chat.id != agents_chat_id:
+        return None
+    if not message.is_topic_message or not message.message_thread_id:
+        return None  # the General topic and replies outside topics belong to no customer
+    user = message.from_user
+    anonymous_admin = message.sender_chat is not None and message.sender_chat.id == agents_chat_id
+    if anonymous_admin:
+        # An admin posting as the group shows up as a bot user; it is still a person.
+        agent_name = message.author_signature or "Agente"
+    elif user is None or user.is_bot:
+        return None  # never relay bots, ourselves included (our cards and copies)
+    else:
+        agent_name = _full_name(user) or "Agente"
+    media = _media_of(message)
+    text = message.text or message.caption or ""
+    if not text and media is None:
+        return None  # topic service messages (closed, reopened, renamed)
+    return AgentMessage(
+        thread_id=message.message_thread_id,
+        message_id=message.message_id,
+        text=text,
+        agent_name=agent_name,
+        media=media,
+    )
+
+
+# ---- replies out ------------------------------------------------------------------------------
+
+
+def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
+    """Cut text into parts of at most ``limit`` characters, at a line or space when possible."""
+    parts: list[str] = []
+    rest = text
+    while len(rest) > limit:
+        window = rest[:limit]
+        cut = window.rfind("\n")
+        if cut < limit // 2:
+            cut = max(cut, window.rfind(" "))
+        if cut < limit // 2:
+            cut = limit  # one long word: cut it hard rather than send tiny parts
+        parts.append(rest[:cut].rstrip())
+        rest = rest[cut:].lstrip("\n ")
+    if rest.strip() or not parts:
+        parts.append(rest)
+    return [p for p in parts if p.strip()] or [text[:limit]]
+
+
+def build_keyboard(options: Iterable[Option], token: str) -> InlineKeyboardMarkup:
+    """One button a row, two when every label is short; callback data is ``token.option_id``."""
+    opts = list(options)
+    for opt in opts:
+        if not opt.label.strip():
+            msg = f"option {opt.id!r} has an empty label"
+            raise DeliveryError(msg)
+    buttons = [
+        InlineKeyboardButton(text=o.label, callback_data=encode_callback_data(token, o.id))
+        for o in opts
+    ]
+    width = 2 if all(len(o.label) <= _SHORT_LABEL for o in opts) else 1
+    rows = [buttons[i : i + width] for i in range(0, len(buttons), width)]
+    return InlineKeyboardMarkup(inline_keyboard=rows)
+
+
+class TokenBucket:
+    """Up to ``burst`` calls at once, then ``rate`` a second; rate <= 0 means unlimited."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = max(1.0, burst)
+        self._tokens = self.burst
+        self._stamp = time.monotonic()
+        self._lock = asyncio.Lock()  # waiters take their turn in order
+
+    async def take(self) -> None:
+        """Wait until one call may go out."""
+        if self.rate <= 0:
+            return
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+                self._stamp = now
+                if self._tokens >= 1:
+                    self._tokens -= 1
+                    return
+                await asyncio.sleep((1 - self._tokens) / self.rate)
+
+    @property
+    def idle(self) -> bool:
+        """True when the bucket is full again (it can be forgotten)."""
+        elapsed = time.monotonic() - self._stamp
+        return self.rate <= 0 or self._tokens + elapsed * self.rate >= self.burst
+
+
+@dataclass
+class _Lane:
+    """One chat's FIFO lock and pacing bucket; dropped when nobody uses it and it is full."""
+
+    lock: asyncio.Lock
+    bucket: TokenBucket
+    users: int = 0
+
+
+def _chat_id(value: str | int) -> int | str:
+    if isinstance(value, int):
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        return value  # @channel usernames
+
+
+async def _unless_unchanged(call: Awaitable[bool]) -> bool:
+    """A topic already in the wanted state is success, not an error."""
+    try:
+        return await call
+    except TelegramBadRequest as err:
+        if "TOPIC_NOT_MODIFIED" in err.message:
+            return True
+        raise
+
+
+class TelegramChannel:
+    """Telegram replies and the agents' forum, with order, pacing and retries (ChannelAdapter)."""
+
+    name: Channel = "telegram"
+
+    def __init__(
+        self,
+        bot: Bot,
+        *,
+        agents_chat_id: int | None = None,
+        per_chat_interval: float = 1.0,
+        global_rate: float = 30.0,
+        group_per_minute: int = 20,
+        max_retries: int = 5,
+        retry_backoff: float = 0.5,
+    ) -> None:
+        self.bot = bot
+        self.agents_chat_id = agents_chat_id
+        self.per_chat_interval = per_chat_interval
+        self.group_per_minute = group_per_minute
+        self.max_retries = max_retries
+        self.retry_backoff = retry_backoff
+        self.failed_deliveries = 0
+        self._global = TokenBucket(global_rate, global_rate / 2)
+        self._lanes: dict[int | str, _Lane] = {}
+
+    # ---- ChannelAdapter ---------------------------------------------------------------------
+
+    async def send(self, out: Outbound) -> None:
+        """Deliver one reply (text parts, keyboard on the last, then any media copy) in order."""
+        if out.key.channel != "telegram":
+            msg = f"not a Telegram conversation: {out.key}"
+            raise DeliveryError(msg)
+        chat = _chat_id(out.key.chat_id)
+        # Render before sending anything: a bad option must not leave half a reply behind.
+        markup = build_keyboard(out.options, secrets.token_urlsafe(3)) if out.options else None
+        if out.media is not None and out.source_key is None:
+            self.failed_deliveries += 1
+            msg = f"media for {out.key} has no source chat to copy from"
+            raise DeliveryError(msg)
+        parts = split_text(out.text) if out.text.strip() else []
+        if markup is not None and not parts:
+            parts = ["…"]  # Telegram needs some text to hang a keyboard on
+        async with self._lane(chat):
+            for i, part in enumerate(parts):
+                last = i == len(parts) - 1
+                send = functools.partial(
+                    self.bot.send_message,
+                    chat_id=chat,
+                    text=part,
+                    reply_markup=markup if last else None,
+                )
+                await self._call(chat, send)
+            if out.media is not None and out.source_key is not None:
+                source = _chat_id(out.source_key.chat_id)
+                ref = int(out.media.ref)
+                await self._call(
+                    chat,
+                    lambda: self.bot.copy_message(
+                        chat_id=chat, from_chat_id=source, message_id=ref
+                    ),
+                )
+
+    async def answer_callback(self, callback_query_id: str) -> None:
+        """Stop the button's spinner; a stale or failed answer is only logged."""
+        try:
+            await self.bot.answer_callback_query(callback_query_id)
+        except TelegramAPIError as err:
+            # "query is too old" and friends: the customer's press is still handled.
+            log.info("callback answer failed: %s", self._scrub(str(err)))
+
+    # ---- the agents' forum ------------------------------------------------------------------
+
+    def _agents(self) -> int:
+        if self.agents_chat_id is None:
+            msg = "no agents chat configured (TELEGRAM_AGENTS_CHAT_ID)"
+            raise DeliveryError(msg)
+        return self.agents_chat_id
+
+    async def create_topic(self, name: str) -> int:
+        """Open a forum topic named ``name`` (cut to 128 characters); return its thread id."""
+        chat = self._agents()
+        title = " ".join(name.split())[:MAX_TOPIC_NAME] or "?"
+        async with self._lane(chat):
+            topic = await self._call(
+                chat, lambda: self.bot.create_forum_topic(chat_id=chat, name=title)
+            )
+        return topic.message_thread_id
+
+    async def close_topic(self, thread_id: int) -> None:
+        """Close a topic; closing a closed one is fine."""
+        chat = self._agents()
+        async with self._lane(chat):
+            await self._call(
+                chat,
+                lambda: _unless_unchanged(
+                    self.bot.close_forum_topic(chat_id=chat, message_thread_id=thread_id)
+                ),
+            )
+
+    async def reopen_topic(self, thread_id: int) -> None:
+        """Reopen a topic; reopening an open one is fine."""
+        chat = self._agents()
+        async with self._lane(chat):
+            await self._call(
+                chat,
+                lambda: _unless_unchanged(
+                    self.bot.reopen_forum_topic(chat_id=chat, message_thread_id=thread_id)
+                ),
+            )
+
+    async def post_to_topic(self, thread_id: int, text: str) -> int:
+        """Post text in a topic (split when long); return the first part's message id."""
+        chat = self._agents()
+        first: int | None = None
+        async with self._lane(chat):
+            for part in split_text(text):
+                send = functools.partial(
+                    self.bot.send_message, chat_id=chat, text=part, message_thread_id=thread_id
+                )
+                sent = await self._call(chat, send)
+                first = sent.message_id if first is None else first
+        assert first is not None  # split_text always yields a part
+        return first
+
+    async def copy_to_topic(self, thread_id: int, from_chat_id: int | str, message_id: int) -> None:
+        """Copy a customer's message (an attachment) into their topic."""
+        chat = self._agents()
+        source = _chat_id(from_chat_id)
+        async with self._lane(chat):
+            await self._call(
+                chat,
+                lambda: self.bot.copy_message(
+                    chat_id=chat,
+                    from_chat_id=source,
+                    message_id=message_id,
+                    message_thread_id=thread_id,
+                ),
+            )
+
+    async def copy_from_topic(self, chat_id: str, message_id: int) -> None:
+        """Copy an agent's message (an attachment) from the agents' group to a customer."""
+        source = self._agents()
+        chat = _chat_id(chat_id)
+        async with self._lane(chat):
+            await self._call(
+                chat,
+                lambda: self.bot.copy_message(
+                    chat_id=chat, from_chat_id=source, message_id=message_id
+                ),
+            )
+
+    # ---- order, pacing, retries -------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _lane(self, chat: int | str) -> AsyncIterator[_Lane]:
+        lane = self._lanes.get(chat)
+        if lane is None:
+            group = isinstance(chat, str) or chat < 0
+            if group:
+                bucket = TokenBucket(self.group_per_minute / 60, _BURST)
+            else:
+                rate = 1 / self.per_chat_interval if self.per_chat_interval > 0 else 0.0
+                bucket = TokenBucket(rate, _BURST)
+            lane = self._lanes[chat] = _Lane(asyncio.Lock(), bucket)
+        lane.users += 1
+        try:
+            # asyncio.Lock wakes waiters first-come first-served: replies keep their call order.
+            async with lane.lock:
+                yield lane
+        finally:
+            lane.users -= 1
+            if lane.users == 0 and lane.bucket.idle:
+                self._lanes.pop(chat, None)
+
+    async def _call(
+        self,
+        chat: int | str,
+        make: Callable[[], Awaitable[T]],
+    ) -> T:
+        """One Bot API call with pacing and retries; DeliveryError when it cannot succeed."""
+        lane = self._lanes[chat]
+        attempt = 0
+        while True:
+            await lane.bucket.take()
+            await self._global.take()
+            try:
+                return await make()
+            except TelegramRetryAfter as err:
+                delay = float(err.retry_after)
+                reason = "flood control"
+            except TelegramEntityTooLarge as err:
+                raise self._failed(chat, err, attempt) from err
+            except (TelegramNetworkError, TelegramServerError, ClientDecodeError) as err:
+                # Telegram may have delivered before the error reached us; a rare duplicate
+                # beats a reply lost for good.
+                delay = min(self.retry_backoff * 2**attempt, 30.0) * random.uniform(0.8, 1.2)
+                reason = type(err).__name__
+            except TelegramAPIError as err:
+                raise self._failed(chat, err, attempt) from err
+            attempt += 1
+            if attempt > self.max_retries:
+                msg = f"gave up after {attempt} attempts ({reason})"
+                raise self._failed(chat, DeliveryError(msg), attempt - 1)
+            log.warning(
+                "telegram send retry",
+                extra={"chat": str(chat), "attempt": attempt, "reason": reason, "delay": delay},
+            )
+            await asyncio.sleep(delay)
+
+    def _failed(self, chat: int | str, err: Exception, attempt: int) -> DeliveryError:
+        self.failed_deliveries += 1
+        text = self._scrub(str(err))
+        log.error(
+            "telegram delivery failed",
+            extra={"conv": f"telegram:{chat}", "error": type(err).__name__, "detail": text},
+        )
+        msg = f"telegram:{chat}: {type(err).__name__} after {attempt} retries: {text}"
+        return DeliveryError(msg)
+
+    def _scrub(self, text: str) -> str:
+        # aiohttp errors can quote the request URL, which carries the token.
+        return text.replace(self.bot.token, "<token>")
+
+
+# ---- dispatch: shared by long polling and the webhook -----------------------------------------
+
+CallbackSink = Callable[[str], Awaitable[None]]
+
+
+async def dispatch_update(
+    update: Update,
+    channel: TelegramChannel,
+    on_inbound: InboundSink,
+    on_agent: AgentSink | None,
+    on_callback: CallbackSink | None = None,
+) -> None:
+    """Route one parsed update: answer a button press, then hand the event to its sink."""
+    answering: asyncio.Future[None] | None = None
+    if update.callback_query is not None:
+        # Answered alongside, not before: awaiting the answer first would let a later update of
+        # the same customer reach the sink ahead of this press.
+        answer = on_callback or channel.answer_callback
+        answering = asyncio.ensure_future(answer(update.callback_query.id))
+    try:
+        inbound = update_to_inbound(update)
+        if inbound is not None:
+            await on_inbound(inbound)
+        elif on_agent is not None and channel.agents_chat_id is not None:
+            agent = update_to_agent_message(update, channel.agents_chat_id)
+            if agent is not None:
+                await on_agent(agent)
+    finally:
+        if answering is not None:
+            await answering
+
+
+async def handle_update(
+    update_json: dict[str, Any],
+    channel: TelegramChannel,
+    on_inbound: InboundSink,
+    on_agent: AgentSink | None,
+) -> None:
+    """Parse a webhook body into an Update and dispatch it; BadUpdate when it is not one."""
+    try:
+        update = Update.model_validate(update_json, context={"bot": channel.bot})
+    except ValidationError as err:
+        msg = f"not a Telegram update ({err.error_count()} problems)"
+        raise BadUpdate(msg) from err
+    await dispatch_update(update, channel, on_inbound, on_agent)
+
+
+class TelegramPolling:
+    """Long polling with aiogram's Bot: each update is handled as its own task, in order."""
+
+    def __init__(
+        self,
+        channel: TelegramChannel,
+        *,
+        on_inbound: InboundSink,
+        on_agent: AgentSink | None = None,
+        on_callback: CallbackSink | None = None,
+        timeout: int = 30,
+        max_in_flight: int = 256,
+        drain_timeout: float = 10.0,
+        retry_backoff: float = 1.0,
+    ) -> None:
+        self.channel = channel
+        self.on_inbound = on_inbound
+        self.on_agent = on_agent
+        self.on_callback = on_callback
+        self.timeout = timeout
+        self.drain_timeout = drain_timeout
+        self.retry_backoff = retry_backoff
+        self.offset: int | None = None
+        self.handler_errors = 0
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    async def start(self) -> None:
+        """Start polling in the background (returns at once)."""
+        if self._loop_task is not None:
+            return
+        self._stopping = False
+        self._loop_task = asyncio.create_task(self._run(), name="telegram-polling")
+
+    async def stop(self) -> None:
+        """Stop fetching, let in-flight updates finish (up to drain_timeout), confirm the offset."""
+        self._stopping = True
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+            self._loop_task = None
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=self.drain_timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.warning("telegram updates cancelled at stop", extra={"count": len(pending)})
+        if self.offset is not None:
+            # Confirm what was handled so a restart does not fetch it again.
+            with contextlib.suppress(TelegramAPIError, ClientDecodeError, TimeoutError):
+                async with asyncio.timeout(5):
+                    await self.channel.bot.get_updates(offset=self.offset, limit=1, timeout=0)
+
+    async def _run(self) -> None:
+        bot = self.channel.bot
+        failures = 0
+        request_timeout = int(bot.session.timeout + self.timeout)
+        while not self._stopping:
+            try:
+                updates = await bot.get_updates(
+                    offset=self.offset,
+                    timeout=self.timeout,
+                    allowed_updates=list(ALLOWED_UPDATES),
+                    request_timeout=request_timeout,
+                )
+            except TelegramUnauthorizedError:
+                log.critical("telegram rejected the bot token; polling stopped")
+                return
+            except (TelegramAPIError, ClientDecodeError) as err:
+                failures += 1
+                delay = min(self.retry_backoff * 2 ** min(failures, 6), 60.0)
+                log.warning(
+                    "telegram getUpdates failed",
+                    extra={"error": type(err).__name__, "delay": delay},
+                )
+                await asyncio.sleep(delay)
+                continue
+            failures = 0
+            for update in updates:
+                self.offset = update.update_id + 1
+                await self._slots.acquire()
+                # Tasks start in creation order, so each sink call begins in update order; the
+                # engine's per-conversation queue keeps that order from there on.
+                task = asyncio.create_task(self._handle(update))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, update: Update) -> None:
+        try:
+            await dispatch_update(
+                update, self.channel, self.on_inbound, self.on_agent, self.on_callback
+            )
+        except Exception:
+            # One bad update must not stop the others; it is logged with its id, not its text.
+            self.handler_errors += 1
+            log.exception("telegram update failed", extra={"update_id": update.update_id})
+        finally:
+            self._slots.release()

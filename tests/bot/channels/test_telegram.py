@@ -1,0 +1,477 @@
+"""The Telegram channel against the fake Bot API, through aiogram's real HTTP client."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import Any
+
+import pytest
+from aiogram import Bot
+from aiogram.types import Update
+from telegram_api import FakeTelegram
+
+from bot.channels.base import AgentMessage, DeliveryError
+from bot.channels.telegram import (
+    BadUpdate,
+    TelegramChannel,
+    TelegramPolling,
+    handle_update,
+    split_text,
+    update_to_agent_message,
+    update_to_inbound,
+)
+from bot.types import ConvKey, Inbound, Kind, Media, Option, Outbound
+
+CHAT = 1001
+KEY = ConvKey("telegram", str(CHAT))
+
+
+def as_update(raw: dict[str, Any]) -> Update:
+    """The fake's update dict as aiogram parses it off the wire."""
+    return Update.model_validate(raw)
+
+
+def private_message(**fields: Any) -> dict[str, Any]:
+    message = {
+        "message_id": 7,
+        "date": 1_700_000_000,
+        "chat": {"id": CHAT, "type": "private", "first_name": "Ana"},
+        "from": {"id": CHAT, "is_bot": False, "first_name": "Ana"},
+    }
+    message.update(fields)
+    return message
+
+
+# ---- updates in -------------------------------------------------------------------------------
+
+
+def test_text_becomes_text_inbound(fake: FakeTelegram) -> None:
+    raw = fake.user_text(CHAT, "hola, no tengo internet")
+    inbound = update_to_inbound(as_update(raw))
+    assert inbound == Inbound(
+        key=KEY,
+        event_id=str(raw["update_id"]),
+        kind=Kind.TEXT,
+        text="hola, no tengo internet",
+        user_id=str(CHAT),
+        display_name="Ana Ruiz",
+    )
+
+
+def test_command_keeps_its_slash(fake: FakeTelegram) -> None:
+    inbound = update_to_inbound(as_update(fake.user_text(CHAT, "/start")))
+    assert inbound is not None
+    assert (inbound.kind, inbound.text) == (Kind.TEXT, "/start")
+
+
+def test_own_contact_gives_the_phone(fake: FakeTelegram) -> None:
+    inbound = update_to_inbound(as_update(fake.user_contact(CHAT, "+573001112233")))
+    assert inbound is not None
+    assert (inbound.kind, inbound.phone) == (Kind.CONTACT, "+573001112233")
+
+
+def test_someone_elses_contact_is_not_taken_as_the_senders_phone(fake: FakeTelegram) -> None:
+    raw = fake.user_contact(CHAT, "+573009998877", user_id=4242)
+    inbound = update_to_inbound(as_update(raw))
+    assert inbound is not None
+    assert inbound.kind is Kind.MEDIA
+    assert inbound.phone is None
+
+
+def test_sticker_and_photo_are_media_with_their_message_id(fake: FakeTelegram) -> None:
+    sticker = fake.user_sticker(CHAT)
+    photo = fake.user_photo(CHAT, caption="mi router")
+    got_sticker = update_to_inbound(as_update(sticker))
+    got_photo = update_to_inbound(as_update(photo))
+    assert got_sticker is not None
+    assert got_photo is not None
+    assert got_sticker.kind is Kind.MEDIA
+    assert got_sticker.media == Media("sticker", str(sticker["message"]["message_id"]))
+    assert got_photo.media == Media("photo", str(photo["message"]["message_id"]), "mi router")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param({"update_id": 5, "edited_message": private_message(text="x")}, id="edited"),
+        pytest.param(
+            {
+                "update_id": 6,
+                "message": private_message(
+                    text="hola grupo",
+                    chat={"id": -100555, "type": "supergroup", "title": "Vecinos"},
+                ),
+            },
+            id="group",
+        ),
+        pytest.param(
+            {
+                "update_id": 7,
+                "channel_post": {
+                    "message_id": 1,
+                    "date": 1_700_000_000,
+                    "chat": {"id": -100666, "type": "channel", "title": "Noticias"},
+                    "text": "promo",
+                },
+            },
+            id="channel-post",
+        ),
+    ],
+)
+def test_events_outside_private_chats_are_ignored(raw: dict[str, Any]) -> None:
+    assert update_to_inbound(as_update(raw)) is None
+
+
+def test_agent_topic_message_is_accepted_from_the_agents_chat(fake: FakeTelegram) -> None:
+    raw = fake.agent_text(101, "Hola, soy Luis", from_id=5001)
+    message = update_to_agent_message(as_update(raw), fake.agents_chat_id)
+    assert message == AgentMessage(
+        thread_id=101,
+        message_id=raw["message"]["message_id"],
+        text="Hola, soy Luis",
+        agent_name="Luis",
+    )
+    # The same update is no customer event.
+    assert update_to_inbound(as_update(raw)) is None
+
+
+def test_agent_message_from_another_chat_or_a_bot_is_refused(fake: FakeTelegram) -> None:
+    other_chat = fake.agent_text(101, "hola", chat_id=-100999)
+    from_bot = fake.agent_text(101, "tarjeta", from_id=fake.bot_id, is_bot=True)
+    assert update_to_agent_message(as_update(other_chat), fake.agents_chat_id) is None
+    assert update_to_agent_message(as_update(from_bot), fake.agents_chat_id) is None
+
+
+def test_agents_chat_message_outside_a_topic_is_refused(fake: FakeTelegram) -> None:
+    raw = fake.agent_text(101, "hola a todos")
+    del raw["message"]["message_thread_id"]
+    del raw["message"]["is_topic_message"]
+    assert update_to_agent_message(as_update(raw), fake.agents_chat_id) is None
+
+
+def test_anonymous_admin_in_a_topic_counts_as_an_agent(fake: FakeTelegram) -> None:
+    raw = fake.agent_text(101, "Le ayudo", from_id=1087968824, is_bot=True)
+    raw["message"]["sender_chat"] = {"id": fake.agents_chat_id, "type": "supergroup"}
+    raw["message"]["author_signature"] = "Marta"
+    message = update_to_agent_message(as_update(raw), fake.agents_chat_id)
+    assert message is not None
+    assert (message.agent_name, message.text) == ("Marta", "Le ayudo")
+
+
+# ---- replies out ------------------------------------------------------------------------------
+
+
+async def test_plain_text_is_sent_without_parse_mode(
+    channel: TelegramChannel, fake: FakeTelegram
+) -> None:
+    await channel.send(Outbound(KEY, "<b>Saldo</b> & más"))
+    [sent] = fake.sent(CHAT)
+    assert sent.text == "<b>Saldo</b> & más"
+    assert sent.parse_mode is None
+
+
+async def test_options_round_trip_through_callback_data(
+    channel: TelegramChannel, fake: FakeTelegram
+) -> None:
+    options = (
+        Option("svc:1", "Soy cliente"),
+        Option("plans", "Planes y precios"),
+        Option("agent", "Hablar con un asesor"),
+    )
+    await channel.send(Outbound(KEY, "¿Qué desea hacer?", options))
+    [sent] = fake.sent(CHAT)
+    assert [b["text"] for b in sent.buttons] == [o.label for o in options]
+    pressed = []
+    for button in sent.buttons:
+        raw = fake.user_press(CHAT, button["callback_data"], sent.message_id)
+        inbound = update_to_inbound(as_update(raw))
+        assert inbound is not None
+        assert inbound.kind is Kind.BUTTON
+        assert inbound.event_id == str(raw["update_id"])
+        pressed.append(inbound.payload)
+    assert pressed == ["svc:1", "plans", "agent"]
+
+
+async def test_short_labels_sit_two_to_a_row_long_ones_alone(
+    channel: TelegramChannel, fake: FakeTelegram
+) -> None:
+    short = (Option("ok", "Ya funciona"), Option("ko", "Sigue igual"), Option("x", "Salir"))
+    await channel.send(Outbound(KEY, "¿Resuelto?", short))
+    long = (Option("a", "Hablar con un asesor"), Option("b", "Planes y precios"))
+    await channel.send(Outbound(KEY, "Menú", long))
+    rows = [[len(r) for r in (m.reply_markup or {})["inline_keyboard"]] for m in fake.sent(CHAT)]
+    assert rows == [[2, 1], [1, 1]]
+
+
+async def test_callback_data_refuses_personal_numbers_and_oversize(
+    channel: TelegramChannel, fake: FakeTelegram
+) -> None:
+    with pytest.raises(DeliveryError, match="7\\+ digits"):
+        await channel.send(Outbound(KEY, "x", (Option("doc:1023456789", "Ana"),)))
+    with pytest.raises(DeliveryError, match="64-byte"):
+        await channel.send(Outbound(KEY, "x", (Option("o" * 60, "Largo"),)))
+    assert fake.sent(CHAT) == []  # nothing half-sent
+
+
+async def test_callback_data_never_carries_a_long_digit_run(
+    channel: TelegramChannel, fake: FakeTelegram
+) -> None:
+    options = tuple(Option(f"svc:{n}", f"Servicio {n}") for n in (1, 22, 333333))
+    for _ in range(20):  # fresh random tokens each time
+        await channel.send(Outbound(KEY, "Elija el servicio", options))
+    data = [b["callback_data"] for m in fake.sent(CHAT) for b in m.buttons]
+    assert len(data) == 60
+    assert not [d for d in data if re.search(r"\d{7,}", d) or len(d.encode()) > 64]
+
+
+async def test_long_text_arrives_split_in_order(
+    channel: TelegramChannel, fake: FakeTelegram
+) -> None:
+    lines = [f"línea {i:04d} " + "x" * 40 for i in range(200)]
+    text = "\n".join(lines)
+    assert 10_000 <= len(text) <= 12_000
+    await channel.send(Outbound(KEY, text, (Option("menu", "Menú"),)))
+    sent = await fake.wait_for_messages(CHAT, 3)
+    assert len(sent) == 3
+    assert all(len(m.text or "") <= 4096 for m in sent)
+    assert "\n".join(m.text or "" for m in sent) == text  # cut at line ends, nothing lost
+    assert [bool(m.reply_markup) for m in sent] == [False, False, True]
+
+
+def test_split_without_spaces_cuts_hard() -> None:
+    parts = split_text("a" * 10_000)
+    assert [len(p) for p in parts] == [4096, 4096, 1808]
+
+
+async def test_429_retry_after_is_honoured(channel: TelegramChannel, fake: FakeTelegram) -> None:
+    fake.fail("sendMessage", error_code=429, retry_after=1)
+    await channel.send(Outbound(KEY, "Su saldo es $ 89.900"))
+    assert [m.text for m in fake.sent(CHAT)] == ["Su saldo es $ 89.900"]
+    first, second = fake.calls_to("sendMessage")
+    assert first.error_code == 429
+    assert second.error_code is None
+    assert second.at - first.at >= 1.0
+
+
+async def test_server_error_then_success_delivers_once(
+    channel: TelegramChannel, fake: FakeTelegram
+) -> None:
+    fake.fail("sendMessage", error_code=500)
+    await channel.send(Outbound(KEY, "hola"))
+    assert [m.text for m in fake.sent(CHAT)] == ["hola"]
+    assert [c.error_code for c in fake.calls_to("sendMessage")] == [500, None]
+    assert channel.failed_deliveries == 0
+
+
+async def test_persistent_server_errors_give_up_after_max_retries(
+    bot: Bot, fake: FakeTelegram
+) -> None:
+    channel = TelegramChannel(bot, per_chat_interval=0, global_rate=0, max_retries=2)
+    channel.retry_backoff = 0.01
+    fake.fail("sendMessage", error_code=502, count=None)
+    with pytest.raises(DeliveryError, match="gave up after 3 attempts"):
+        await channel.send(Outbound(KEY, "hola"))
+    assert len(fake.calls_to("sendMessage")) == 3
+    assert channel.failed_deliveries == 1
+
+
+async def test_blocked_bot_fails_at_once_without_leaking_the_token(
+    channel: TelegramChannel, fake: FakeTelegram, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.block(CHAT)
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(DeliveryError, match="Forbidden") as info:
+        await channel.send(Outbound(KEY, "hola"))
+    assert len(fake.calls_to("sendMessage")) == 1
+    assert channel.failed_deliveries == 1
+    assert fake.token not in str(info.value)
+    assert fake.token.split(":")[1] not in caplog.text
+    assert any(getattr(r, "conv", None) == "telegram:1001" for r in caplog.records)
+
+
+async def test_concurrent_sends_to_one_chat_keep_their_order(
+    channel: TelegramChannel, fake: FakeTelegram
+) -> None:
+    # The first message meets two transient errors: without the per-chat lane the other nine
+    # would overtake it while it backs off.
+    fake.fail("sendMessage", error_code=500, count=2, chat_id=CHAT)
+    other = ConvKey("telegram", "2002")
+    sends = [channel.send(Outbound(KEY, f"m{i}")) for i in range(10)]
+    sends.append(channel.send(Outbound(other, "otro cliente")))
+    await asyncio.gather(*sends)
+    assert [m.text for m in fake.sent(CHAT)] == [f"m{i}" for i in range(10)]
+    assert [m.text for m in fake.sent(2002)] == ["otro cliente"]
+    # The other customer was not held up behind the first one's retries.
+    assert fake.sent(2002)[0].at < fake.sent(CHAT)[0].at
+
+
+async def test_private_chat_pacing_allows_a_burst_then_slows(bot: Bot, fake: FakeTelegram) -> None:
+    channel = TelegramChannel(bot, per_chat_interval=0.2, global_rate=0)
+    for i in range(5):
+        await channel.send(Outbound(KEY, f"m{i}"))
+    at = fake.timestamps(CHAT)
+    assert at[2] - at[0] < 0.2  # a three-message reply goes out at once
+    assert at[3] - at[0] >= 0.18  # the fourth waits for the bucket to refill
+    assert at[4] - at[3] >= 0.18
+
+
+async def test_media_with_a_source_is_copied_after_the_text(
+    channel: TelegramChannel, fake: FakeTelegram
+) -> None:
+    agents = ConvKey("telegram", str(fake.agents_chat_id))
+    out = Outbound(KEY, "Luis le envió:", media=Media("photo", "55"), source_key=agents)
+    await channel.send(out)
+    text, copy = fake.sent(CHAT)
+    assert text.text == "Luis le envió:"
+    assert (copy.method, copy.from_chat_id, copy.source_message_id) == (
+        "copyMessage",
+        fake.agents_chat_id,
+        55,
+    )
+
+
+async def test_answer_callback_stops_the_spinner_and_tolerates_errors(
+    channel: TelegramChannel, fake: FakeTelegram
+) -> None:
+    await channel.answer_callback("777")
+    fake.fail("answerCallbackQuery", 400, description="Bad Request: query is too old")
+    await channel.answer_callback("778")
+    assert [a["callback_query_id"] for a in fake.answered_callbacks] == ["777"]
+
+
+# ---- the agents' forum ------------------------------------------------------------------------
+
+
+async def test_topic_lifecycle(channel: TelegramChannel, fake: FakeTelegram) -> None:
+    first = await channel.create_topic("Ana Ruiz · telegram")
+    second = await channel.create_topic("x" * 300)
+    assert second > first
+    assert len(fake.topics[second].name) == 128
+    await channel.close_topic(first)
+    await channel.close_topic(first)  # TOPIC_NOT_MODIFIED tolerated
+    assert fake.topics[first].closed
+    await channel.reopen_topic(first)
+    await channel.reopen_topic(first)
+    assert not fake.topics[first].closed
+
+
+async def test_unknown_topic_is_a_delivery_error(channel: TelegramChannel) -> None:
+    with pytest.raises(DeliveryError, match="TOPIC_ID_INVALID"):
+        await channel.close_topic(9999)
+
+
+async def test_post_and_copy_between_topic_and_customer(
+    channel: TelegramChannel, fake: FakeTelegram
+) -> None:
+    thread = await channel.create_topic("Ana Ruiz")
+    card_id = await channel.post_to_topic(thread, "Cliente: Ana\n" + "historial " * 900)
+    await channel.copy_to_topic(thread, CHAT, 12)
+    await channel.copy_from_topic(str(CHAT), 34)
+    posted = fake.sent(fake.agents_chat_id)
+    assert posted[0].message_id == card_id
+    assert [m.method for m in posted] == ["sendMessage"] * 3 + ["copyMessage"]
+    assert all(m.message_thread_id == thread for m in posted)
+    assert (posted[3].from_chat_id, posted[3].source_message_id) == (CHAT, 12)
+    [copy_out] = fake.sent(CHAT)
+    assert (copy_out.from_chat_id, copy_out.source_message_id) == (fake.agents_chat_id, 34)
+
+
+async def test_forum_needs_an_agents_chat(bot: Bot) -> None:
+    channel = TelegramChannel(bot)
+    with pytest.raises(DeliveryError, match="TELEGRAM_AGENTS_CHAT_ID"):
+        await channel.create_topic("Ana")
+
+
+# ---- polling and webhook dispatch -------------------------------------------------------------
+
+
+class Sinks:
+    """Records what the channel hands to the runtime."""
+
+    def __init__(self, want: int) -> None:
+        self.want = want
+        self.events: list[Inbound | AgentMessage] = []
+        self.done = asyncio.Event()
+
+    async def inbound(self, event: Inbound) -> None:
+        self._add(event)
+
+    async def agent(self, event: AgentMessage) -> None:
+        self._add(event)
+
+    def _add(self, event: Inbound | AgentMessage) -> None:
+        self.events.append(event)
+        if len(self.events) >= self.want:
+            self.done.set()
+
+
+async def test_polling_delivers_updates_in_order_and_stops_cleanly(
+    channel: TelegramChannel, fake: FakeTelegram
+) -> None:
+    sinks = Sinks(want=4)
+    polling = TelegramPolling(channel, on_inbound=sinks.inbound, on_agent=sinks.agent, timeout=5)
+    fake.user_text(CHAT, "/start")
+    fake.user_text(CHAT, "1")
+    group_chat = {"id": -5, "type": "group", "title": "g"}
+    fake.push_update({"message": private_message(text="x", chat=group_chat)})
+    press = fake.user_press(CHAT, "abcd.svc:1", 3)
+    await polling.start()
+    fake.agent_text(101, "Hola, soy Luis")  # arrives while a long poll is parked
+    async with asyncio.timeout(5):
+        await sinks.done.wait()
+    await polling.stop()
+    texts = [e.text if isinstance(e, Inbound) and e.kind is Kind.TEXT else e for e in sinks.events]
+    assert texts[:2] == ["/start", "1"]
+    button = sinks.events[2]
+    assert isinstance(button, Inbound)
+    assert button.payload == "svc:1"
+    agent = sinks.events[3]
+    assert isinstance(agent, AgentMessage)
+    assert agent.text == "Hola, soy Luis"
+    # The press was answered so the customer's spinner stops.
+    assert [a["callback_query_id"] for a in fake.answered_callbacks] == [
+        press["callback_query"]["id"]
+    ]
+    assert fake.pending_updates == 0  # everything handled was confirmed
+    assert fake.calls_to("getUpdates")[0].params["allowed_updates"] == [
+        "message",
+        "callback_query",
+    ]
+
+
+async def test_polling_survives_a_failing_handler_and_a_server_error(
+    channel: TelegramChannel, fake: FakeTelegram
+) -> None:
+    seen: list[str] = []
+    done = asyncio.Event()
+
+    async def sink(event: Inbound) -> None:
+        seen.append(event.text)
+        if event.text == "boom":
+            raise RuntimeError("handler bug")
+        done.set()
+
+    fake.fail("getUpdates", error_code=500)
+    polling = TelegramPolling(channel, on_inbound=sink, timeout=5, retry_backoff=0.01)
+    fake.user_text(CHAT, "boom")
+    fake.user_text(CHAT, "sigo aquí")
+    await polling.start()
+    async with asyncio.timeout(5):
+        await done.wait()
+    await polling.stop()
+    assert seen == ["boom", "sigo aquí"]
+    assert polling.handler_errors == 1
+
+
+async def test_webhook_body_is_dispatched_and_garbage_refused(
+    channel: TelegramChannel, fake: FakeTelegram
+) -> None:
+    sinks = Sinks(want=1)
+    await handle_update(fake.user_text(CHAT, "hola"), channel, sinks.inbound, sinks.agent)
+    [event] = sinks.events
+    assert isinstance(event, Inbound)
+    assert event.text == "hola"
+    with pytest.raises(BadUpdate):
+        await handle_update({"message": "nope"}, channel, sinks.inbound, sinks.agent)
