@@ -820,7 +820,8 @@ async def running_sandbox(
 ) -> AsyncIterator[Sandbox]:
     """Serve ``sandbox`` (the demo if None) over real HTTP; ``sb.url`` is its API base URL."""
     sb = sandbox if sandbox is not None else Sandbox()
-    runner = web.AppRunner(sb.make_app(), access_log=None)
+    # shutdown_timeout: a request held by a delay fault must not keep a test waiting a minute.
+    runner = web.AppRunner(sb.make_app(), access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
