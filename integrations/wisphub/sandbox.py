@@ -11,7 +11,18 @@ included, so that a client which works here has met the real traps:
   idempotency; ping checks are asynchronous tasks to poll.
 
 Faults (status, delay, count) can be injected in process (``Sandbox.add_fault``) or, for a bot
-running as a subprocess, through the control endpoints under ``/_sandbox/`` (no auth).
+running as a subprocess, through the control endpoints (no auth, never recorded)::
+
+    POST   /_sandbox/faults     {path, status, delay, count, method, body} (or a list of them)
+    DELETE /_sandbox/faults     remove every fault
+    GET    /_sandbox/requests   the recorded API requests, as JSON
+    POST   /_sandbox/reset      the starting data and faults back, request log cleared
+    POST   /_sandbox/clients    {id_servicio, ...fields}: deep-merge a patch into that client
+    GET    /_sandbox/state      record counts and the payment promises received
+
+A ping task's outcome follows the client: a router with ``falla_general`` or a suspended or
+cancelled service → every ping times out; else the sandbox-only key ``_ping`` ("ok", "timeout",
+"partial", "error") decides, "ok" by default. Keys starting with ``_`` are never served.
 """
 
 from __future__ import annotations
@@ -156,6 +167,8 @@ def _public(value: Any) -> Any:
 def _as_text(value: Any) -> str:
     if isinstance(value, str):
         return value
+    if value is None:
+        return ""
     return json.dumps(value, ensure_ascii=False)
 
 
