@@ -27,7 +27,7 @@ class ConvKey:
         if channel not in CHANNELS or not chat_id:
             msg = f"not a conversation key: {text!r}"
             raise ValueError(msg)
-        return cls(channel, chat_id)  # type: ignore[arg-type]
+        return cls(channel, chat_id)
 
 
 class Kind(StrEnum):
