@@ -195,7 +195,8 @@ class Runner:
         self.last_move = move
 
     async def _send(self, rt: Any, inbound: Inbound, agents: LocalAgents | None) -> None:
-        before = len(agents.topic_of(self.key).posts) if agents and agents.topic_of(self.key) else 0
+        topic = agents.topic_of(self.key) if agents else None
+        before = len(topic.posts) if topic else 0
         self.agents_seen = before
         self.show(await rt.engine.handle(inbound))
         self._log_topic(agents, before)
