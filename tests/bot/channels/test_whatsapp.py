@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
-from bot.channels.base import DeliveryError, WindowClosed
+from bot.channels.base import ChannelAdapter, DeliveryError, WindowClosed
 from bot.channels.whatsapp import (
     WINDOW_SECONDS,
     WhatsAppChannel,
@@ -756,3 +756,8 @@ async def test_a_graph_message_echoing_the_token_is_scrubbed(
 def test_channel_needs_token_and_phone_number_id() -> None:
     with pytest.raises(ValueError, match="WHATSAPP_ACCESS_TOKEN"):
         WhatsAppChannel(make_settings().model_copy(update={"access_token": None}))
+
+
+async def test_channel_is_a_channel_adapter(channel: WhatsAppChannel) -> None:
+    adapter: ChannelAdapter = channel  # mypy checks the protocol here
+    assert adapter.name == "whatsapp"
