@@ -589,7 +589,6 @@ class WispHubClient:
         # it may still be writing the ticket, so look again while the call's time allows.
         checks = 1 if err.answered else self.reconcile_checks
         for check in range(checks):
-            self._open.cache_clear()
             try:
                 tickets = await self._fetch_open_tickets_within(deadline)
             except WispHubError as lookup_err:

@@ -732,13 +732,40 @@ async def test_invalidate_drops_lookups_by_key_by_service_and_all(
 async def test_cache_ttl_comes_from_settings(
     router: respx.MockRouter, make: Callable[..., WispHubClient]
 ) -> None:
-    wh = make(catalog_cache_ttl=3600)
-    route = router.get("formas-de-pago/").mock(return_value=httpx.Response(200, json=[]))
+    wh = make(client_cache_ttl=0)
+    route = router.get("clientes/").mock(side_effect=lambda r: page(r, CLIENTS[:1]))
 
-    await wh.payment_methods()
-    await wh.payment_methods()
+    await wh.find_by_document("1020304050")
+    await asyncio.sleep(0.01)  # let the zero TTL expire the entry
+    await wh.find_by_document("1020304050")
 
-    assert route.call_count == 1
+    assert route.call_count == 2
+
+
+async def test_concurrency_toward_wisphub_is_bounded(
+    router: respx.MockRouter, make: Callable[..., WispHubClient]
+) -> None:
+    wh = make(max_concurrency=2)
+    in_flight = peak = 0
+    release = asyncio.Event()
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await release.wait()
+        in_flight -= 1
+        return page(request, [])
+
+    route = router.get("clientes/").mock(side_effect=slow)
+    tasks = [asyncio.create_task(wh.find_by_document(str(10_000_000 + n))) for n in range(8)]
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert peak == 2
+    release.set()
+    await asyncio.gather(*tasks)
+    assert route.call_count == 8
+    assert peak == 2
 
 
 # --------------------------------------------------------------------------- catalogue, money
