@@ -74,6 +74,7 @@ _SEP = "."
 _LONG_DIGITS = re.compile(r"\d{7,}")
 _SHORT_LABEL = 16  # labels up to this long sit two to a row
 _BURST = 3.0  # messages a chat may send at once before pacing starts
+_MAX_IDLE_LANES = 1024
 _MEDIA_TYPES = (
     "photo",
     "sticker",
@@ -351,11 +352,12 @@ class TelegramChannel:
             raise DeliveryError(msg)
         chat = _chat_id(out.key.chat_id)
         # Render before sending anything: a bad option must not leave half a reply behind.
-        markup = build_keyboard(out.options, secrets.token_urlsafe(3)) if out.options else None
+        try:
+            markup = build_keyboard(out.options, secrets.token_urlsafe(3)) if out.options else None
+        except DeliveryError as err:
+            raise self._failed(chat, err, 0) from err
         if out.media is not None and out.source_key is None:
-            self.failed_deliveries += 1
-            msg = f"media for {out.key} has no source chat to copy from"
-            raise DeliveryError(msg)
+            raise self._failed(chat, DeliveryError("media has no source chat to copy from"), 0)
         parts = split_text(out.text) if out.text.strip() else []
         if markup is not None and not parts:
             parts = ["…"]  # Telegram needs some text to hang a keyboard on
@@ -474,6 +476,8 @@ class TelegramChannel:
     async def _lane(self, chat: int | str) -> AsyncIterator[_Lane]:
         lane = self._lanes.get(chat)
         if lane is None:
+            if len(self._lanes) >= _MAX_IDLE_LANES:
+                self._sweep()
             group = isinstance(chat, str) or chat < 0
             if group:
                 bucket = TokenBucket(self.group_per_minute / 60, _BURST)
@@ -490,6 +494,12 @@ class TelegramChannel:
             lane.users -= 1
             if lane.users == 0 and lane.bucket.idle:
                 self._lanes.pop(chat, None)
+
+    def _sweep(self) -> None:
+        # Lanes left behind with a not-yet-full bucket are forgotten once they are full again.
+        for chat, lane in list(self._lanes.items()):
+            if lane.users == 0 and lane.bucket.idle:
+                del self._lanes[chat]
 
     async def _call(
         self,
@@ -659,7 +669,9 @@ class TelegramPolling:
             except TelegramUnauthorizedError:
                 log.critical("telegram rejected the bot token; polling stopped")
                 return
-            except (TelegramAPIError, ClientDecodeError) as err:
+            except Exception as err:
+                # Whatever went wrong (network, 5xx, 409 while a webhook is set, a bad body),
+                # polling must outlive it; the backoff keeps a persistent fault from spinning.
                 failures += 1
                 delay = min(self.retry_backoff * 2 ** min(failures, 6), 60.0)
                 log.warning(

@@ -16,7 +16,9 @@ Tests drive it in process::
 
 A subprocess drives it through the control routes ``POST /_fake/{helper}`` (JSON body = the
 helper's keyword arguments, e.g. ``/_fake/user_text`` ``{"chat_id": 1001, "text": "hola"}``) and
-``GET /_fake/sent/{chat_id}``, ``GET /_fake/calls``.
+``GET /_fake/sent/{chat_id}``, ``GET /_fake/wait/{chat_id}?n=3&timeout=5`` (blocks until that
+many messages arrived; 408 otherwise), ``GET /_fake/calls``. When serving it prints one line,
+``fake telegram api on http://HOST:PORT``, so a parent process knows it is ready.
 
 What it models: update ids and offsets, long polling with a timeout, per-chat message ids shared by
 users and the bot, forum topics (ids increase; closing a closed topic is ``TOPIC_NOT_MODIFIED``),
@@ -168,6 +170,7 @@ class FakeTelegram:
         self.app.router.add_post("/_fake/{helper}", self._control)
         self.app.router.add_get("/_fake/sent/{chat_id}", self._control_sent)
         self.app.router.add_get("/_fake/calls", self._control_calls)
+        self.app.router.add_get("/_fake/wait/{chat_id}", self._control_wait)
         self.app.on_shutdown.append(self._on_shutdown)
 
     # ---- what tests read ------------------------------------------------------------------
@@ -454,6 +457,7 @@ class FakeTelegram:
             return _error(400, "Bad Request: can't parse request")
         call = Call(method=method, params=params, at=time.monotonic())
         self.calls.append(call)
+        self._notify()  # wakes wait_for_calls even while this call parks (long polling)
         try:
             if request.match_info["token"] != self.token:
                 raise _ApiError(401, "Unauthorized")
@@ -696,6 +700,19 @@ class FakeTelegram:
             raise web.HTTPBadRequest(text=str(err)) from err
         return web.json_response({"ok": True, "result": result})
 
+    async def _control_wait(self, request: web.Request) -> web.Response:
+        """``GET /_fake/wait/{chat_id}?n=3&timeout=5``: block until n messages, then list them."""
+        try:
+            n = int(request.query.get("n", "1"))
+            seconds = float(request.query.get("timeout", "5"))
+        except ValueError as err:
+            raise web.HTTPBadRequest(text=str(err)) from err
+        try:
+            await self.wait_for_messages(request.match_info["chat_id"], n, seconds)
+        except TimeoutError as err:
+            raise web.HTTPRequestTimeout(text=f"fewer than {n} messages") from err
+        return await self._control_sent(request)
+
     async def _control_sent(self, request: web.Request) -> web.Response:
         sent = self.sent(request.match_info["chat_id"])
         rows = [
@@ -766,7 +783,7 @@ def main(argv: list[str] | None = None) -> None:
         fake.app,
         host=args.host,
         port=args.port,
-        print=None,
+        print=lambda _: print(f"fake telegram api on {fake.base_url}", flush=True),
         shutdown_timeout=1.0,
         access_log=None,  # request paths carry the bot token
     )

@@ -7,6 +7,7 @@ import logging
 import re
 from typing import Any
 
+import aiohttp
 import pytest
 from aiogram import Bot
 from aiogram.types import Update
@@ -475,3 +476,41 @@ async def test_webhook_body_is_dispatched_and_garbage_refused(
     assert event.text == "hola"
     with pytest.raises(BadUpdate):
         await handle_update({"message": "nope"}, channel, sinks.inbound, sinks.agent)
+
+
+async def test_polling_stops_promptly_while_a_long_poll_is_parked(
+    channel: TelegramChannel, fake: FakeTelegram
+) -> None:
+    sinks = Sinks(want=1)
+    polling = TelegramPolling(channel, on_inbound=sinks.inbound, timeout=30)
+    await polling.start()
+    await fake.wait_for_calls("getUpdates", 1)
+    async with asyncio.timeout(3):  # far below the 30 s long-poll timeout
+        await polling.stop()
+    assert sinks.events == []
+
+
+async def test_refused_reply_is_counted(channel: TelegramChannel) -> None:
+    with pytest.raises(DeliveryError):
+        await channel.send(Outbound(KEY, "x", (Option("doc:10234567", "Ana"),)))
+    assert channel.failed_deliveries == 1
+
+
+# ---- the fake's control routes (used by the end-to-end suite) --------------------------------
+
+
+async def test_fake_control_routes_drive_a_subprocess_fake(
+    channel: TelegramChannel, fake: FakeTelegram
+) -> None:
+    await channel.send(Outbound(KEY, "hola"))
+    async with aiohttp.ClientSession(fake.base_url) as http:
+        pushed = await http.post("/_fake/user_text", json={"chat_id": CHAT, "text": "menu"})
+        assert pushed.status == 200
+        sent = await (await http.get(f"/_fake/sent/{CHAT}")).json()
+        waited = await http.get(f"/_fake/wait/{CHAT}", params={"n": "2", "timeout": "0.05"})
+        assert waited.status == 408
+        unknown = await http.post("/_fake/__init__", json={})
+        assert unknown.status == 404
+    assert [m["text"] for m in sent] == ["hola"]
+    updates = await channel.bot.get_updates(timeout=0)
+    assert [u.message.text for u in updates if u.message] == ["menu"]
