@@ -347,17 +347,20 @@ class TelegramChannel:
 
     async def send(self, out: Outbound) -> None:
         """Deliver one reply (text parts, keyboard on the last, then any media copy) in order."""
-        if out.key.channel != "telegram":
-            msg = f"not a Telegram conversation: {out.key}"
-            raise DeliveryError(msg)
         chat = _chat_id(out.key.chat_id)
+        if out.key.channel != "telegram":
+            raise self._failed(chat, DeliveryError(f"not a Telegram conversation: {out.key}"), 0)
         # Render before sending anything: a bad option must not leave half a reply behind.
         try:
             markup = build_keyboard(out.options, secrets.token_urlsafe(3)) if out.options else None
         except DeliveryError as err:
             raise self._failed(chat, err, 0) from err
-        if out.media is not None and out.source_key is None:
-            raise self._failed(chat, DeliveryError("media has no source chat to copy from"), 0)
+        copy: tuple[int | str, int] | None = None
+        if out.media is not None:
+            if out.source_key is None or not out.media.ref.isdigit():
+                problem = DeliveryError("media needs a source chat and a message id to copy")
+                raise self._failed(chat, problem, 0)
+            copy = (_chat_id(out.source_key.chat_id), int(out.media.ref))
         parts = split_text(out.text) if out.text.strip() else []
         if markup is not None and not parts:
             parts = ["…"]  # Telegram needs some text to hang a keyboard on
@@ -371,9 +374,8 @@ class TelegramChannel:
                     reply_markup=markup if last else None,
                 )
                 await self._call(chat, send)
-            if out.media is not None and out.source_key is not None:
-                source = _chat_id(out.source_key.chat_id)
-                ref = int(out.media.ref)
+            if copy is not None:
+                source, ref = copy
                 await self._call(
                     chat,
                     lambda: self.bot.copy_message(

@@ -514,3 +514,22 @@ async def test_fake_control_routes_drive_a_subprocess_fake(
     assert [m["text"] for m in sent] == ["hola"]
     updates = await channel.bot.get_updates(timeout=0)
     assert [u.message.text for u in updates if u.message] == ["menu"]
+
+
+@pytest.mark.parametrize(
+    "out",
+    [
+        pytest.param(Outbound(KEY, "", media=Media("photo", "55")), id="no-source"),
+        pytest.param(
+            Outbound(KEY, "", media=Media("photo", "wamid.X"), source_key=KEY), id="bad-ref"
+        ),
+        pytest.param(Outbound(ConvKey("whatsapp", "573001112233"), "hola"), id="other-channel"),
+    ],
+)
+async def test_undeliverable_replies_are_refused_and_counted(
+    channel: TelegramChannel, fake: FakeTelegram, out: Outbound
+) -> None:
+    with pytest.raises(DeliveryError):
+        await channel.send(out)
+    assert channel.failed_deliveries == 1
+    assert fake.messages == []
