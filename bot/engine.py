@@ -12,11 +12,12 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from bot import metrics
 from bot.channels.base import AgentMessage
 from bot.handoff import HandoffError
 from bot.sessions import Session
@@ -34,6 +35,10 @@ log = logging.getLogger(__name__)
 MAX_TEXT = 4000  # characters kept of one customer message
 HISTORY = 8  # messages kept for the agents' card
 MAX_JUMPS = 5
+LOCK_SECONDS = 60.0  # a turn includes delivery, which may wait out Telegram's retry_after
+
+# Sends replies in order; returns those that could not be delivered (kept in the outbox).
+Deliver = Callable[[list[Outbound]], Awaitable[list[Outbound]]]
 _LONG_DIGITS = re.compile(r"\d{6,}")
 _COMMANDS = {
     "start": "start",
@@ -81,12 +86,15 @@ class Engine:
 
     # -- ordering ------------------------------------------------------------------------------
     @asynccontextmanager
-    async def _conversation(self, key: ConvKey) -> AsyncIterator[None]:
-        """In-process FIFO (asyncio.Lock wakes waiters in order), then the store's lock."""
+    async def _fifo_turn(self, key: ConvKey) -> AsyncIterator[None]:
+        """In-process arrival order: asyncio.Lock wakes waiters first come, first served.
+
+        It is taken before any other await, so events handed in in order keep that order.
+        """
         lock, users = self._fifo.get(key, (asyncio.Lock(), 0))
         self._fifo[key] = (lock, users + 1)
         try:
-            async with lock, self.ctx.store.lock(key):
+            async with lock:
                 yield
         finally:
             lock, users = self._fifo[key]
@@ -95,16 +103,55 @@ class Engine:
             else:
                 self._fifo[key] = (lock, users - 1)
 
+    @asynccontextmanager
+    async def _conversation(self, key: ConvKey) -> AsyncIterator[None]:
+        """The in-process FIFO, then the store's lock (one message at a time across processes)."""
+        async with self._fifo_turn(key), self.ctx.store.lock(key, timeout=LOCK_SECONDS):
+            yield
+
     # -- customer events -----------------------------------------------------------------------
-    async def handle(self, inbound: Inbound) -> list[Outbound]:
-        """Handle one customer event; return the replies (already saved with the session)."""
-        if not await self.ctx.store.claim_event(inbound.key.channel, inbound.event_id):
-            log.info("duplicate event dropped", extra={"conv": str(inbound.key)})
+    async def handle(self, inbound: Inbound, deliver: Deliver | None = None) -> list[Outbound]:
+        """Handle one customer event.
+
+        Without ``deliver`` the replies are returned (console, scenarios). With it, the session
+        and its replies are saved first (the outbox), then delivered in order while the
+        conversation is still locked, then the outbox is cleared of what was delivered: a
+        process killed in between leaves the replies to be sent by the next one.
+        """
+        async with self._fifo_turn(inbound.key):
+            if not await self.ctx.store.claim_event(inbound.key.channel, inbound.event_id):
+                log.info("duplicate event dropped", extra={"conv": str(inbound.key)})
+                metrics.DUPLICATES.labels(inbound.key.channel).inc()
+                return []
+            metrics.MESSAGES_IN.labels(inbound.key.channel).inc()
+            async with self.ctx.store.lock(inbound.key, timeout=LOCK_SECONDS):
+                loaded = await self.ctx.store.load(inbound.key)
+                pending = self._pending(loaded)
+                session, replies = await self._process(inbound, loaded)
+                return await self._commit(inbound.key, session, pending + replies, deliver)
+
+    @staticmethod
+    def _pending(session: Session | None) -> list[Outbound]:
+        """Replies a previous turn saved but could not send (crash, channel down)."""
+        if session is None or not session.outbox:
             return []
-        async with self._conversation(inbound.key):
-            loaded = await self.ctx.store.load(inbound.key)
-            session, replies = await self._process(inbound, loaded)
-            await self.ctx.store.save(inbound.key, session, self.settings.session_ttl)
+        pending = [Outbound.from_dict(raw) for raw in session.outbox]
+        session.outbox = []
+        return pending
+
+    async def _commit(
+        self, key: ConvKey, session: Session, replies: list[Outbound], deliver: Deliver | None
+    ) -> list[Outbound]:
+        ttl = self.settings.session_ttl
+        if deliver is None or not replies:
+            session.outbox = []
+            await self.ctx.store.save(key, session, ttl)
+            return replies
+        session.outbox = [r.to_dict() for r in replies]
+        await self.ctx.store.save(key, session, ttl)
+        undelivered = await deliver(replies)
+        session.outbox = [r.to_dict() for r in undelivered]
+        await self.ctx.store.save(key, session, ttl)
         return replies
 
     def _new_session(self, lang: str | None = None, keep: dict[str, Any] | None = None) -> Session:
@@ -284,7 +331,7 @@ class Engine:
         return bool(done)
 
     # -- agents --------------------------------------------------------------------------------
-    async def from_agent(self, msg: AgentMessage) -> list[Outbound]:
+    async def from_agent(self, msg: AgentMessage, deliver: Deliver | None = None) -> list[Outbound]:
         """An agent wrote in a topic: relay it, or run /cerrar or /ticket."""
         key = await self.ctx.store.get_topic(msg.thread_id)
         if key is None:
@@ -292,8 +339,11 @@ class Engine:
             return []
         notes = Texts(self.settings.bot_language)
         async with self._conversation(key):
-            session = await self.ctx.store.load(key) or self._new_session()
+            loaded = await self.ctx.store.load(key)
+            pending = self._pending(loaded)
+            session = loaded or self._new_session()
             conv = Conversation(key, session, None, self.ctx)
+            conv.replies.extend(pending)
             text = msg.text.strip()
             word = text.split()[0].split("@")[0].lower() if text.startswith("/") else ""
             if word == "/cerrar":
@@ -313,8 +363,7 @@ class Engine:
                 elif text:
                     conv.replies.append(Outbound(key, text))
             session.updated_at = self.ctx.clock()
-            await self.ctx.store.save(key, session, self.settings.session_ttl)
-        return conv.replies
+            return await self._commit(key, session, conv.replies, deliver)
 
     async def _agent_ticket(
         self, conv: Conversation, msg: AgentMessage, description: str, notes: Texts
@@ -350,28 +399,33 @@ class Engine:
         )
 
     # -- time ----------------------------------------------------------------------------------
-    async def sweep(self) -> list[Outbound]:
-        """Offer a ticket to customers whose handoff no agent answered within HANDOFF_TIMEOUT."""
+    async def sweep(self, deliver: Deliver | None = None) -> list[Outbound]:
+        """Periodic care: offer a ticket where no agent answered within HANDOFF_TIMEOUT, and
+        send replies left in an outbox (a crash between saving and sending, a channel down)."""
         due: list[ConvKey] = []
         now = self.ctx.clock()
+        waiting = 0
         async for key, found in self.ctx.store.scan_conversations():
-            if self._timed_out(found, now):
+            waiting += found.state == WAITING
+            if self._timed_out(found, now) or (deliver is not None and found.outbox):
                 due.append(key)
+        metrics.HANDOFFS_OPEN.set(waiting)
         replies: list[Outbound] = []
         for key in due:
             async with self._conversation(key):
                 session = await self.ctx.store.load(key)
-                if session is None or not self._timed_out(session, self.ctx.clock()):
+                if session is None:
                     continue
+                pending = self._pending(session)
                 conv = Conversation(key, session, None, self.ctx)
-                try:
-                    await self._run(conv, "agent", "timeout", {}, state="waiting")
-                except (HandoffError, WispHubError):
-                    log.warning("handoff timeout step failed", extra={"conv": str(key)})
-                    continue
-                session.updated_at = self.ctx.clock()
-                await self.ctx.store.save(key, session, self.settings.session_ttl)
-                replies.extend(conv.replies)
+                conv.replies.extend(pending)
+                if self._timed_out(session, self.ctx.clock()):
+                    try:
+                        await self._run(conv, "agent", "timeout", {}, state="waiting")
+                    except (HandoffError, WispHubError):
+                        log.warning("handoff timeout step failed", extra={"conv": str(key)})
+                    session.updated_at = self.ctx.clock()
+                replies.extend(await self._commit(key, session, conv.replies, deliver))
         return replies
 
     def _timed_out(self, session: Session, now: float) -> bool:

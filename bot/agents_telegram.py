@@ -1,0 +1,96 @@
+"""Handoff on Telegram: one forum topic per customer conversation in the agents' supergroup."""
+
+from __future__ import annotations
+
+import logging
+
+from bot.channels.base import DeliveryError
+from bot.channels.telegram import TelegramChannel
+from bot.handoff import AgentRequest, HandoffError
+from bot.types import Inbound
+from flows.texts import Texts
+
+log = logging.getLogger(__name__)
+
+CHANNEL_NAMES = {"telegram": "Telegram", "whatsapp": "WhatsApp", "console": "Console"}
+
+
+def card_text(request: AgentRequest, t: Texts) -> str:
+    """The card posted when a customer asks for a human: verified details only when verified."""
+    channel = CHANNEL_NAMES.get(request.key.channel, request.key.channel)
+    if request.verified_name and request.service_id is not None:
+        who = t("agents.verified", name=request.verified_name, service_id=request.service_id)
+        details = t(
+            "agents.details",
+            plan=request.plan or "-",
+            balance=request.balance or "-",
+            tickets="; ".join(request.open_tickets) or "0",
+        )
+    else:
+        who = t("agents.unverified", display=request.display_name)
+        details = t("agents.no_details")
+    lines = [
+        t("agents.history_customer" if who_ == "c" else "agents.history_bot", text=text)
+        for who_, text in request.history
+    ]
+    history = "\n".join(lines) or t("agents.no_history")
+    return t("agents.card", channel=channel, who=who, details=details, history=history)
+
+
+def topic_name(request: AgentRequest, t: Texts) -> str:
+    """``Name · Channel``; unverified customers by profile name and a short id."""
+    channel = CHANNEL_NAMES.get(request.key.channel, request.key.channel)
+    name = request.verified_name or f"{request.display_name} #{request.key.chat_id[-4:]}"
+    return t("agents.topic_name", name=name, channel=channel)
+
+
+class TelegramAgents:
+    """HandoffPort on a Telegram forum supergroup."""
+
+    configured = True
+
+    def __init__(self, channel: TelegramChannel, lang: str) -> None:
+        self.channel = channel
+        self.t = Texts(lang)
+
+    async def open(self, request: AgentRequest, thread_id: int | None) -> int:
+        """Reopen the customer's topic when there is one, else create it; post the card."""
+        try:
+            if thread_id is not None:
+                try:
+                    await self.channel.reopen_topic(thread_id)
+                except DeliveryError:
+                    log.info("topic could not be reopened, creating a new one")
+                    thread_id = None
+            if thread_id is None:
+                thread_id = await self.channel.create_topic(topic_name(request, self.t))
+            await self.channel.post_to_topic(thread_id, card_text(request, self.t))
+        except DeliveryError as err:
+            raise HandoffError(str(err)) from err
+        return thread_id
+
+    async def forward(self, thread_id: int, inbound: Inbound, label: str) -> None:
+        """Customer text as a post; Telegram media copied; other channels' media described."""
+        try:
+            if inbound.media is not None and inbound.key.channel == "telegram":
+                await self.channel.copy_to_topic(
+                    thread_id, inbound.key.chat_id, int(inbound.media.ref)
+                )
+            else:
+                await self.channel.post_to_topic(thread_id, label)
+        except DeliveryError as err:
+            raise HandoffError(str(err)) from err
+
+    async def notify(self, thread_id: int, text: str) -> None:
+        """A note of the bot's in the topic."""
+        try:
+            await self.channel.post_to_topic(thread_id, text)
+        except DeliveryError as err:
+            raise HandoffError(str(err)) from err
+
+    async def close(self, thread_id: int) -> None:
+        """Close the topic; a failure is logged (the conversation already went back to the bot)."""
+        try:
+            await self.channel.close_topic(thread_id)
+        except DeliveryError:
+            log.warning("topic could not be closed", extra={"thread": thread_id})

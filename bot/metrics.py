@@ -1,0 +1,55 @@
+"""Prometheus metrics, in one registry per process (served at ``/metrics``)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+MESSAGES_IN = Counter(
+    "wispbot_messages_in_total", "Customer events received", ["channel"], registry=REGISTRY
+)
+MESSAGES_OUT = Counter(
+    "wispbot_messages_out_total", "Replies delivered", ["channel"], registry=REGISTRY
+)
+DELIVERY_FAILURES = Counter(
+    "wispbot_delivery_failures_total",
+    "Replies that could not be delivered",
+    ["channel"],
+    registry=REGISTRY,
+)
+DUPLICATES = Counter(
+    "wispbot_duplicate_events_total",
+    "Events dropped as re-deliveries",
+    ["channel"],
+    registry=REGISTRY,
+)
+REPLY_LATENCY = Histogram(
+    "wispbot_reply_seconds",
+    "From receiving a customer event to its replies being sent",
+    ["channel"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 30),
+    registry=REGISTRY,
+)
+WISPHUB_CALLS = Histogram(
+    "wispbot_wisphub_seconds",
+    "WispHub call latency by endpoint and outcome",
+    ["endpoint", "outcome"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
+    registry=REGISTRY,
+)
+HANDOFFS_OPEN = Gauge(
+    "wispbot_handoffs_open", "Conversations currently with a human agent", registry=REGISTRY
+)
+TICKETS_CREATED = Counter(
+    "wispbot_tickets_created_total", "Tickets filed in WispHub", ["origin"], registry=REGISTRY
+)
+CIRCUIT_OPEN = Gauge(
+    "wispbot_wisphub_circuit_open", "1 while the WispHub circuit breaker is open", registry=REGISTRY
+)
+FLOW_ERRORS = Counter(
+    "wispbot_flow_errors_total",
+    "Flow steps that failed and were rolled back",
+    ["kind"],
+    registry=REGISTRY,
+)

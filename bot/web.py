@@ -1,0 +1,328 @@
+"""The service (``python -m bot run``): the aiohttp app, the channels, and their lifecycle.
+
+Routes: ``GET /healthz`` (the process serves), ``GET /readyz`` (Redis and WispHub answer),
+``GET /metrics`` (Prometheus), ``POST /webhooks/telegram`` (secret token checked),
+``GET|POST /webhooks/whatsapp`` (verify token; signature checked on the raw body).
+Telegram runs by long polling when ``TELEGRAM_WEBHOOK_URL`` is empty, else by webhook.
+Webhook calls are answered at once and handled in the background; per-conversation order comes
+from the engine's FIFO, taken before anything else is awaited. SIGTERM drains in-flight
+messages, saves, and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Coroutine
+from contextlib import AsyncExitStack
+from typing import Any
+
+from aiogram.exceptions import TelegramUnauthorizedError
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from bot import metrics
+from bot.agents_telegram import TelegramAgents
+from bot.channels.base import AgentMessage, ChannelAdapter, DeliveryError, WindowClosed
+from bot.channels.telegram import (
+    BadUpdate,
+    TelegramChannel,
+    TelegramPolling,
+    handle_update,
+    make_bot,
+)
+from bot.channels.whatsapp import WhatsAppChannel, WhatsAppWebhook
+from bot.engine import Engine
+from bot.handoff import HandoffError, HandoffPort, NoAgents
+from bot.logs import setup_logging
+from bot.runtime import Runtime, open_runtime
+from bot.settings import Settings, SettingsError, load_settings, require
+from bot.types import Channel, Inbound, Outbound
+from flows.texts import Texts
+from integrations.wisphub.errors import WispHubError
+
+log = logging.getLogger(__name__)
+
+SWEEP_SECONDS = 15.0
+DRAIN_SECONDS = 25.0
+READY_CACHE_SECONDS = 5.0
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 (a header name)
+
+
+class Service:
+    """One process of wispbot: channels in, engine, replies out."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.channels: dict[Channel, ChannelAdapter] = {}
+        self.telegram: TelegramChannel | None = None
+        self.whatsapp: WhatsAppChannel | None = None
+        self.whatsapp_hook: WhatsAppWebhook | None = None
+        self.polling: TelegramPolling | None = None
+        self.runtime: Runtime | None = None
+        self.handoff: HandoffPort = NoAgents()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._ready: tuple[float, bool, dict[str, bool]] = (0.0, False, {})
+        self._stack = AsyncExitStack()
+        self.notes = Texts(settings.bot.bot_language)
+
+    @property
+    def engine(self) -> Engine:
+        """The engine (after start)."""
+        assert self.runtime is not None
+        return self.runtime.engine
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def start(self) -> web.AppRunner:
+        """Build everything, serve HTTP, start the Telegram channel; return the app runner."""
+        tg = self.settings.telegram
+        if tg.webhook_url is not None:
+            require(tg.bot_token, "TELEGRAM_BOT_TOKEN")
+            require(tg.webhook_secret, "TELEGRAM_WEBHOOK_SECRET")
+        if tg.bot_token is not None:
+            bot = make_bot(tg.bot_token, str(tg.api_url))
+            self._stack.push_async_callback(bot.session.close)
+            self.telegram = TelegramChannel(bot, agents_chat_id=tg.agents_chat_id)
+            self.channels["telegram"] = self.telegram
+            if tg.agents_chat_id is not None:
+                self.handoff = TelegramAgents(self.telegram, self.settings.bot.bot_language)
+        wa = self.settings.whatsapp
+        if wa.enabled:
+            self.whatsapp = WhatsAppChannel(
+                wa, list_button=self.notes("opt.choose"), more_label=self.notes("opt.more")
+            )
+            self._stack.push_async_callback(self.whatsapp.aclose)
+            self.channels["whatsapp"] = self.whatsapp
+            self.whatsapp_hook = WhatsAppWebhook(
+                wa, self.on_inbound, on_mark_read=self.whatsapp.mark_read, channel=self.whatsapp
+            )
+        if not self.channels:
+            log.warning(
+                "no channel configured: set TELEGRAM_BOT_TOKEN and/or the WHATSAPP_* settings"
+            )
+        self.runtime = await self._stack.enter_async_context(
+            open_runtime(self.settings, self.handoff)
+        )
+
+        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self.settings.bot.http_host, self.settings.bot.http_port)
+        await site.start()
+        log.info("http serving", extra={"addresses": str(runner.addresses)})
+
+        if self.telegram is not None:
+            if tg.webhook_url is None:
+                await self.telegram.bot.delete_webhook(drop_pending_updates=False)
+                self.polling = TelegramPolling(
+                    self.telegram, on_inbound=self.on_inbound, on_agent=self.on_agent
+                )
+                await self.polling.start()
+                log.info("telegram long polling started")
+            else:
+                assert tg.webhook_secret is not None
+                await self.telegram.bot.set_webhook(
+                    str(tg.webhook_url),
+                    secret_token=tg.webhook_secret.get_secret_value(),
+                    allowed_updates=["message", "callback_query"],
+                )
+                log.info("telegram webhook registered")
+        self._spawn(self._sweeper(), name="sweeper")
+        return runner
+
+    async def stop(self, runner: web.AppRunner) -> None:
+        """Drain: no new updates, in-flight ones finish and are saved, then close everything."""
+        if self.polling is not None:
+            await self.polling.stop()
+        for task in [t for t in self._tasks if t.get_name() == "sweeper"]:
+            task.cancel()
+        await runner.shutdown()
+        if self.whatsapp_hook is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(DRAIN_SECONDS):
+                    await self.whatsapp_hook.drain()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=DRAIN_SECONDS)
+        await runner.cleanup()
+        await self.close()
+
+    async def close(self) -> None:
+        """Close clients and pools (also after a failed start)."""
+        await self._stack.aclose()
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str = "update") -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            err = task.exception()
+            log.error("background task failed", extra={"task": task.get_name(), "error": repr(err)})
+
+    async def _sweeper(self) -> None:
+        interval = min(SWEEP_SECONDS, self.settings.bot.handoff_timeout / 4)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.engine.sweep(self.deliver)
+            except Exception:
+                log.exception("sweep failed")
+
+    # -- events -----------------------------------------------------------------------------
+    async def on_inbound(self, inbound: Inbound) -> None:
+        """A customer event from any channel."""
+        started = time.perf_counter()
+        await self.engine.handle(inbound, self.deliver)
+        metrics.REPLY_LATENCY.labels(inbound.key.channel).observe(time.perf_counter() - started)
+
+    async def on_agent(self, msg: AgentMessage) -> None:
+        """An agent's message in a topic."""
+
+        async def deliver(replies: list[Outbound]) -> list[Outbound]:
+            undelivered = await self.deliver(replies)
+            if undelivered:
+                reason = self.notes("agents.window_closed") if self._window_closed else "?"
+                with contextlib.suppress(HandoffError):
+                    await self.handoff.notify(
+                        msg.thread_id, self.notes("agents.not_delivered", reason=reason)
+                    )
+            # An agent's relay that failed is reported in the topic, not retried later.
+            return []
+
+        await self.engine.from_agent(msg, deliver)
+
+    _window_closed = False
+
+    async def deliver(self, replies: list[Outbound]) -> list[Outbound]:
+        """Send in order; return what could not be sent (it stays in the outbox)."""
+        self._window_closed = False
+        for index, reply in enumerate(replies):
+            channel = self.channels.get(reply.key.channel)
+            if channel is None:
+                log.error("no channel to deliver to", extra={"conv": str(reply.key)})
+                metrics.DELIVERY_FAILURES.labels(reply.key.channel).inc()
+                continue
+            try:
+                await channel.send(reply)
+            except WindowClosed:
+                self._window_closed = True
+                metrics.DELIVERY_FAILURES.labels(reply.key.channel).inc()
+                return replies[index:]
+            except DeliveryError:
+                metrics.DELIVERY_FAILURES.labels(reply.key.channel).inc()
+                log.exception(
+                    "reply not delivered, kept in the outbox", extra={"conv": str(reply.key)}
+                )
+                return replies[index:]
+            metrics.MESSAGES_OUT.labels(reply.key.channel).inc()
+        return []
+
+    # -- HTTP -------------------------------------------------------------------------------
+    def app(self) -> web.Application:
+        """The aiohttp application."""
+        app = web.Application(client_max_size=1024 * 1024)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_post("/webhooks/telegram", self.telegram_webhook)
+        if self.whatsapp_hook is not None:
+            app.router.add_get("/webhooks/whatsapp", self.whatsapp_hook.get)
+            app.router.add_post("/webhooks/whatsapp", self.whatsapp_hook.post)
+        return app
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        """200 while the process serves."""
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        """200 only when Redis (if used) and WispHub answer; cached for a few seconds."""
+        at, ok, checks = self._ready
+        if time.monotonic() - at > READY_CACHE_SECONDS:
+            checks = {
+                "store": await self._check(self._store_ok()),
+                "wisphub": await self._check(self._wisphub_ok()),
+            }
+            ok = all(checks.values())
+            self._ready = (time.monotonic(), ok, checks)
+        return web.json_response({"ready": ok, **checks}, status=200 if ok else 503)
+
+    async def _check(self, probe: Awaitable[bool]) -> bool:
+        try:
+            async with asyncio.timeout(3):
+                return await probe
+        except (TimeoutError, WispHubError):
+            return False
+
+    async def _store_ok(self) -> bool:
+        assert self.runtime is not None
+        return await self.runtime.store.ping()
+
+    async def _wisphub_ok(self) -> bool:
+        assert self.runtime is not None
+        await self.runtime.wisphub.ping_server()
+        return True
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """Prometheus text format."""
+        body = generate_latest(metrics.REGISTRY)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def telegram_webhook(self, request: web.Request) -> web.Response:
+        """Check the secret token, answer at once, handle in the background."""
+        secret = self.settings.telegram.webhook_secret
+        given = request.headers.get(SECRET_HEADER, "")
+        if (
+            self.telegram is None
+            or secret is None
+            or not hmac.compare_digest(given.encode(), secret.get_secret_value().encode())
+        ):
+            log.warning("telegram webhook call with a missing or wrong secret token")
+            return web.Response(status=403, text="forbidden")
+        try:
+            body = json.loads(await request.read())
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return web.Response(status=400, text="malformed JSON")
+        if not isinstance(body, dict):
+            return web.Response(status=400, text="expected a JSON object")
+        self._spawn(self._telegram_update(body))
+        return web.Response(text="ok")
+
+    async def _telegram_update(self, body: dict[str, Any]) -> None:
+        assert self.telegram is not None
+        try:
+            await handle_update(body, self.telegram, self.on_inbound, self.on_agent)
+        except BadUpdate as err:
+            log.warning("telegram webhook body is not an update", extra={"error": str(err)})
+
+
+async def run_service() -> int:
+    """``python -m bot run``: serve until SIGTERM/SIGINT, then drain and exit 0."""
+    settings = load_settings()
+    setup_logging(settings.bot.log_level)
+    require(settings.wisphub.api_key, "WISPHUB_API_KEY")
+    service = Service(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        runner = await service.start()
+    except TelegramUnauthorizedError:
+        await service.close()
+        msg = "invalid setting TELEGRAM_BOT_TOKEN: Telegram rejected it"
+        raise SettingsError(msg) from None
+    except BaseException:
+        await service.close()
+        raise
+    log.info("wispbot running")
+    await stop.wait()
+    log.info("stopping: draining in-flight messages")
+    await service.stop(runner)
+    log.info("stopped")
+    return 0
