@@ -1,0 +1,165 @@
+"""The engine's own promises: dedupe, arrival order, rollback on failure, the outbox."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bot.engine import Engine, command_of
+from bot.handoff import LocalAgents
+from bot.runtime import Runtime, open_runtime
+from bot.sessions import MemoryStore
+from bot.settings import load_settings
+from bot.types import ConvKey, Inbound, Kind, Outbound
+from integrations.wisphub.sandbox import Sandbox
+
+KEY = ConvKey("telegram", "5001")
+
+
+class Clock:
+    """A clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1_795_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def rt() -> AsyncIterator[Runtime]:
+    clock = Clock()
+    async with open_runtime(
+        load_settings(),
+        LocalAgents(),
+        sandbox=Sandbox(),
+        store=MemoryStore(clock=clock),
+        clock=clock,
+    ) as runtime:
+        yield runtime
+
+
+_ids = iter(range(1, 1_000_000))
+
+
+def say(text: str, key: ConvKey = KEY) -> Inbound:
+    return Inbound(key, f"ev{next(_ids)}", Kind.TEXT, text=text)
+
+
+def texts(replies: list[Outbound]) -> str:
+    return "\n".join(r.text for r in replies)
+
+
+async def verify_ana(engine: Engine) -> None:
+    for line in ("/start", "Soy cliente", "1020304050", "Ana Ruiz"):
+        await engine.handle(say(line))
+
+
+@pytest.mark.parametrize(
+    ("text", "command"),
+    [
+        ("/start", "start"),
+        ("/menu@wispbot", "menu"),
+        ("/cancelar", "cancel"),
+        ("/agente", "agent"),
+        ("ASESOR", "agent"),
+        ("Menú", "menu"),
+        ("quiero un asesor para mi caso", None),
+        ("/unknown", None),
+        ("1020304050", None),
+    ],
+)
+def test_global_commands_are_recognised_only_as_whole_words(text: str, command: str | None) -> None:
+    assert command_of(text) == command
+
+
+async def test_a_redelivered_event_is_answered_once(rt: Runtime) -> None:
+    event = say("/start")
+    first = await rt.engine.handle(event)
+    again = await rt.engine.handle(event)
+    assert "Soy cliente" in str([o.label for r in first for o in r.options])
+    assert again == []
+
+
+async def test_a_burst_is_handled_one_at_a_time_in_arrival_order(rt: Runtime) -> None:
+    await rt.engine.handle(say("/start"))
+    burst = ["Soy cliente", "1020304050", "Ana Ruiz", "Estado de cuenta", "Mis tickets"]
+    tasks = [asyncio.create_task(rt.engine.handle(say(text))) for text in burst]
+    results = await asyncio.gather(*tasks)
+    assert "documento" in texts(results[0])
+    assert "nombre completo" in texts(results[1])
+    assert "Gracias, Ana" in texts(results[2])
+    assert "$ 89.900" in texts(results[3])
+    assert "tickets" in texts(results[4]).lower()
+
+
+async def test_wisphub_failure_keeps_the_step_and_offers_a_way_forward(rt: Runtime) -> None:
+    assert rt.sandbox is not None
+    await verify_ana(rt.engine)
+    for line in ("Reportar falla", "Sin internet", "Sigue igual", "Se cae el internet"):
+        await rt.engine.handle(say(line))
+    rt.sandbox.add_fault("^/tickets/$", status=500, count=1, method="POST")
+    replies = await rt.engine.handle(say("Confirmar"))
+    assert "no responde" in texts(replies)
+    labels = [o.label for o in replies[-1].options]
+    assert labels == ["Confirmar", "Cancelar", "Hablar con un asesor"]
+    session = await rt.store.load(KEY)
+    assert session is not None
+    assert session.state == "fault.confirm"
+    posts = [r for r in rt.sandbox.requests if r.method == "POST" and r.path == "/tickets/"]
+    assert len(posts) == 1  # never retried blindly
+    # Once WispHub answers, the same step goes through.
+    replies = await rt.engine.handle(say("Confirmar"))
+    assert "abrí el ticket #" in texts(replies)
+
+
+async def test_replies_are_kept_until_delivered_and_sent_before_newer_ones(rt: Runtime) -> None:
+    sent: list[str] = []
+    broken = True
+
+    async def deliver(replies: list[Outbound]) -> list[Outbound]:
+        if broken:
+            return replies  # the channel is down: nothing went out
+        sent.extend(r.text for r in replies)
+        return []
+
+    await rt.engine.handle(say("/start"), deliver)
+    session = await rt.store.load(KEY)
+    assert session is not None
+    assert len(session.outbox) == 2
+    broken = False
+    await rt.engine.handle(say("Planes y precios"), deliver)
+    assert sent[0].startswith("¡Hola!")  # the greeting first, then the plans
+    assert any("Hogar 50" in text for text in sent[2:])
+    session = await rt.store.load(KEY)
+    assert session is not None
+    assert session.outbox == []
+
+
+async def test_a_crash_between_saving_and_sending_is_recovered_by_the_sweep(rt: Runtime) -> None:
+    async def crash(replies: list[Outbound]) -> list[Outbound]:
+        raise SystemExit  # the process dies after the save, before anything is sent
+
+    with pytest.raises(SystemExit):
+        await rt.engine.handle(say("/start"), crash)
+    sent: list[Outbound] = []
+
+    async def deliver(replies: list[Outbound]) -> list[Outbound]:
+        sent.extend(replies)
+        return []
+
+    await rt.engine.sweep(deliver)
+    assert [r.text for r in sent][:1] == [
+        "¡Hola! Soy el asistente virtual de Tu proveedor de internet. ¿En qué te puedo ayudar?"
+    ]
+    await rt.engine.sweep(deliver)
+    assert len(sent) == 2  # sent once, not again
+
+
+async def test_conversations_do_not_share_state(rt: Runtime) -> None:
+    other = ConvKey("whatsapp", "573000000000")
+    await verify_ana(rt.engine)
+    replies = await rt.engine.handle(say("Estado de cuenta", other))
+    assert "89.900" not in texts(replies)
