@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from pydantic import SecretStr
 
+from bot import metrics
 from bot.engine import Engine, wall_clock
 from bot.handoff import HandoffPort
 from bot.sessions import SessionStore, make_store
@@ -18,6 +19,14 @@ from integrations.wisphub.client import WispHubClient
 from integrations.wisphub.sandbox import SANDBOX_API_KEY, Sandbox, running_sandbox
 
 log = logging.getLogger(__name__)
+
+
+def _observe_wisphub(endpoint: str, outcome: str, seconds: float) -> None:
+    metrics.WISPHUB_CALLS.labels(endpoint, outcome).observe(seconds)
+
+
+def _circuit_changed(state: str) -> None:
+    metrics.CIRCUIT_OPEN.set(1 if state == "open" else 0)
 
 
 @dataclass
@@ -57,6 +66,8 @@ async def open_runtime(
             wisphub_settings, tz=settings.bot.tz, country_code=settings.bot.default_country_code
         )
         stack.push_async_callback(wisphub.aclose)
+        wisphub.observer = _observe_wisphub
+        wisphub.breaker.on_change = _circuit_changed
         if store is None:
             store = make_store(settings.bot.redis_url, clock=clock)
             stack.push_async_callback(store.aclose)

@@ -47,6 +47,8 @@ class WispHubSettings(BaseSettings):
     client_cache_ttl: float = Field(default=60.0, ge=0)
     catalog_cache_ttl: float = Field(default=3600.0, ge=0)
     ping_deadline: float = Field(default=12.0, gt=0)
+    breaker_failures: int = Field(default=5, ge=1)  # failed calls in a row that open the circuit
+    breaker_reset: float = Field(default=30.0, gt=0)  # seconds before a probe call is let through
     # Ticket filing: the ISP's subject catalogue differs per tenant, so the mapping is a setting.
     subject_no_internet: str = "No Tiene Internet"
     subject_slow: str = "Internet Lento"

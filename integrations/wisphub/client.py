@@ -40,6 +40,7 @@ from async_lru import alru_cache
 from pydantic import ValidationError
 
 from bot.settings import WispHubSettings
+from integrations.wisphub.breaker import CircuitBreaker
 from integrations.wisphub.errors import (
     WispHubConfigError,
     WispHubError,
@@ -328,6 +329,9 @@ class WispHubClient:
         self._timeout = httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout)
         self._sem = asyncio.Semaphore(settings.max_concurrency)
         self.stats = RequestStats()
+        self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_reset)
+        # Called after every HTTP attempt with (endpoint, outcome, seconds): metrics hook.
+        self.observer: Callable[[str, str, float], None] | None = None
         # Which cached document/phone look-ups returned a service, so a write to that service
         # can drop them too.
         self._keys_by_service: dict[int, set[tuple[str, str]]] = {}
@@ -776,7 +780,34 @@ class WispHubClient:
         retry: bool = True,
         deadline: _Deadline | None = None,
     ) -> Any:
-        """One call: retried (GET only) with jittered backoff inside the call's deadline."""
+        """One call: retried (GET only) with jittered backoff inside the call's deadline.
+
+        The circuit breaker sees the call's outcome after its retries: an outage counts as a
+        failure, any real answer (even a 4xx) as a success.
+        """
+        self.breaker.before()
+        try:
+            result = await self._attempts(method, label, path, params, json, files, retry, deadline)
+        except WispHubUnavailable:
+            self.breaker.failure()
+            raise
+        except WispHubError:
+            self.breaker.success()
+            raise
+        self.breaker.success()
+        return result
+
+    async def _attempts(
+        self,
+        method: Kind,
+        label: str,
+        path: str,
+        params: Mapping[str, Any] | None,
+        json: Any,
+        files: Mapping[str, tuple[None, bytes]] | None,
+        retry: bool,
+        deadline: _Deadline | None,
+    ) -> Any:
         deadline = deadline or self._deadline()
         retries = self._settings.retries if retry and method == "GET" else 0
         attempt = 0
@@ -842,16 +873,19 @@ class WispHubClient:
                         timeout=self._timeout,
                     )
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as err:
+            self._observe(name, "unreachable", started)
             self.stats.errors[name] += 1
             msg = f"cannot reach WispHub ({name}): {type(err).__name__}"
             raise _Transient(msg, sent=False) from err
         except (httpx.RequestError, TimeoutError) as err:
+            self._observe(name, "timeout", started)
             self.stats.errors[name] += 1
             msg = f"WispHub did not answer in time ({name}): {type(err).__name__}"
             # A timeout while waiting for the semaphore never reached WispHub.
             raise _Transient(msg, sent=sent) from err
         duration_ms = round((time.monotonic() - started) * 1000, 1)
         status = response.status_code
+        self._observe(name, str(status), started)
         log_extra = {"endpoint": name, "status": status, "duration_ms": duration_ms}
         logger.debug("WispHub answered", extra=log_extra)
         try:
@@ -860,6 +894,10 @@ class WispHubClient:
             self.stats.errors[name] += 1
             logger.warning("WispHub request failed", extra=log_extra)
             raise
+
+    def _observe(self, name: str, outcome: str, started: float) -> None:
+        if self.observer is not None:
+            self.observer(name, outcome, time.monotonic() - started)
 
     def _check(self, name: str, response: httpx.Response) -> Any:
         """Decode a response or raise the matching ``WispHubError``."""
