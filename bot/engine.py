@@ -124,11 +124,40 @@ class Engine:
                 metrics.DUPLICATES.labels(inbound.key.channel).inc()
                 return []
             metrics.MESSAGES_IN.labels(inbound.key.channel).inc()
+            flood = await self._flooding(inbound.key)
+            if flood is not None:
+                return await self._answer_flood(inbound, flood, deliver)
             async with self.ctx.store.lock(inbound.key, timeout=LOCK_SECONDS):
                 loaded = await self.ctx.store.load(inbound.key)
                 pending = self._pending(loaded)
                 session, replies = await self._process(inbound, loaded)
                 return await self._commit(inbound.key, session, pending + replies, deliver)
+
+    async def _flooding(self, key: ConvKey) -> bool | None:
+        """None within the per-conversation rate; True on the first message over it (the
+        customer is told once), False after that (dropped quietly)."""
+        limit = self.settings.rate_limit_per_minute
+        count = await self.ctx.store.hit_rate(f"rate:{key}", 60)
+        if count <= limit:
+            return None
+        log.warning("conversation over its rate limit", extra={"conv": str(key), "count": count})
+        return count == limit + 1
+
+    async def _answer_flood(
+        self, inbound: Inbound, tell: bool, deliver: Deliver | None
+    ) -> list[Outbound]:
+        if not tell:
+            return []
+        loaded = await self.ctx.store.load(inbound.key)
+        reply = [
+            Outbound(
+                inbound.key,
+                Texts(loaded.lang if loaded else self.settings.bot_language)("rate_limited"),
+            )
+        ]
+        if deliver is not None:
+            await deliver(reply)
+        return reply
 
     @staticmethod
     def _pending(session: Session | None) -> list[Outbound]:

@@ -163,3 +163,21 @@ async def test_conversations_do_not_share_state(rt: Runtime) -> None:
     await verify_ana(rt.engine)
     replies = await rt.engine.handle(say("Estado de cuenta", other))
     assert "89.900" not in texts(replies)
+
+
+async def test_a_flood_is_told_once_then_dropped_without_touching_the_session() -> None:
+    clock = Clock()
+    settings = load_settings(bot={"rate_limit_per_minute": 5})
+    async with open_runtime(
+        settings, LocalAgents(), sandbox=Sandbox(), store=MemoryStore(clock=clock), clock=clock
+    ) as rt:
+        answers = [await rt.engine.handle(say("hola")) for _ in range(5)]
+        before = await rt.store.load(KEY)
+        answers += [await rt.engine.handle(say("hola")) for _ in range(3)]
+        assert all(answers[:5])
+        assert "muchos mensajes" in texts(answers[5])
+        assert answers[6] == []
+        assert answers[7] == []
+        assert await rt.store.load(KEY) == before
+        clock.now += 61  # a minute later the customer is heard again
+        assert await rt.engine.handle(say("hola"))
