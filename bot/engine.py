@@ -13,14 +13,14 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from bot import metrics
 from bot.channels.base import AgentMessage
 from bot.handoff import HandoffError
-from bot.sessions import Session
+from bot.sessions import Session, StoreUnavailable
 from bot.types import ConvKey, Inbound, Kind, Option, Outbound
 from flows.agent import WAITING
 from flows.base import Conversation, FlowContext
@@ -35,7 +35,9 @@ log = logging.getLogger(__name__)
 MAX_TEXT = 4000  # characters kept of one customer message
 HISTORY = 8  # messages kept for the agents' card
 MAX_JUMPS = 5
-LOCK_SECONDS = 60.0  # a turn includes delivery, which may wait out Telegram's retry_after
+LOCK_SECONDS = 60.0
+STORE_RETRY_SECONDS = 20.0  # how long a turn waits out a store outage (a Redis restart)
+_T = TypeVar("_T")  # a turn includes delivery, which may wait out Telegram's retry_after
 
 # Sends replies in order; returns those that could not be delivered (kept in the outbox).
 Deliver = Callable[[list[Outbound]], Awaitable[list[Outbound]]]
@@ -106,8 +108,32 @@ class Engine:
     @asynccontextmanager
     async def _conversation(self, key: ConvKey) -> AsyncIterator[None]:
         """The in-process FIFO, then the store's lock (one message at a time across processes)."""
-        async with self._fifo_turn(key), self.ctx.store.lock(key, timeout=LOCK_SECONDS):
+        async with self._fifo_turn(key), self._store_lock(key):
             yield
+
+    @asynccontextmanager
+    async def _store_lock(self, key: ConvKey) -> AsyncIterator[None]:
+        """The store's conversation lock, waiting out a short store outage to take it."""
+        async with AsyncExitStack() as stack:
+            await self._retry(
+                lambda: stack.enter_async_context(self.ctx.store.lock(key, timeout=LOCK_SECONDS)),
+                "lock",
+            )
+            yield
+
+    async def _retry(self, op: Callable[[], Awaitable[_T]], what: str) -> _T:
+        """Run a store operation, retrying while the store is unavailable (a Redis restart)."""
+        delay = 0.1
+        deadline = time.monotonic() + STORE_RETRY_SECONDS
+        while True:
+            try:
+                return await op()
+            except StoreUnavailable:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("session store unavailable, retrying", extra={"op": what})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     # -- customer events -----------------------------------------------------------------------
     async def handle(self, inbound: Inbound, deliver: Deliver | None = None) -> list[Outbound]:
@@ -119,16 +145,18 @@ class Engine:
         process killed in between leaves the replies to be sent by the next one.
         """
         async with self._fifo_turn(inbound.key):
-            if not await self.ctx.store.claim_event(inbound.key.channel, inbound.event_id):
+            store = self.ctx.store
+            claim = lambda: store.claim_event(inbound.key.channel, inbound.event_id)  # noqa: E731
+            if not await self._retry(claim, "claim"):
                 log.info("duplicate event dropped", extra={"conv": str(inbound.key)})
                 metrics.DUPLICATES.labels(inbound.key.channel).inc()
                 return []
             metrics.MESSAGES_IN.labels(inbound.key.channel).inc()
-            flood = await self._flooding(inbound.key)
+            flood = await self._retry(lambda: self._flooding(inbound.key), "rate")
             if flood is not None:
                 return await self._answer_flood(inbound, flood, deliver)
-            async with self.ctx.store.lock(inbound.key, timeout=LOCK_SECONDS):
-                loaded = await self.ctx.store.load(inbound.key)
+            async with self._store_lock(inbound.key):
+                loaded = await self._retry(lambda: store.load(inbound.key), "load")
                 pending = self._pending(loaded)
                 session, replies = await self._process(inbound, loaded)
                 return await self._commit(inbound.key, session, pending + replies, deliver)
@@ -172,15 +200,20 @@ class Engine:
         self, key: ConvKey, session: Session, replies: list[Outbound], deliver: Deliver | None
     ) -> list[Outbound]:
         ttl = self.settings.session_ttl
+
+        async def save() -> None:
+            # The flow ran once (it may have filed a ticket): only the save is retried.
+            await self._retry(lambda: self.ctx.store.save(key, session, ttl), "save")
+
         if deliver is None or not replies:
             session.outbox = []
-            await self.ctx.store.save(key, session, ttl)
+            await save()
             return replies
         session.outbox = [r.to_dict() for r in replies]
-        await self.ctx.store.save(key, session, ttl)
+        await save()
         undelivered = await deliver(replies)
         session.outbox = [r.to_dict() for r in undelivered]
-        await self.ctx.store.save(key, session, ttl)
+        await save()
         return replies
 
     def _new_session(self, lang: str | None = None, keep: dict[str, Any] | None = None) -> Session:

@@ -10,7 +10,7 @@ import pytest
 from bot.engine import Engine, command_of
 from bot.handoff import LocalAgents
 from bot.runtime import Runtime, open_runtime
-from bot.sessions import MemoryStore
+from bot.sessions import MemoryStore, Session, StoreUnavailable
 from bot.settings import load_settings
 from bot.types import ConvKey, Inbound, Kind, Outbound
 from integrations.wisphub.sandbox import Sandbox
@@ -181,3 +181,41 @@ async def test_a_flood_is_told_once_then_dropped_without_touching_the_session() 
         assert await rt.store.load(KEY) == before
         clock.now += 61  # a minute later the customer is heard again
         assert await rt.engine.handle(say("hola"))
+
+
+class FlakyStore(MemoryStore):
+    """A store whose backend is away for the first few calls of each kind (a Redis restart)."""
+
+    def __init__(self, clock: Clock, outages: int) -> None:
+        super().__init__(clock=clock)
+        self.outages = {"claim_event": outages, "load": outages, "save": outages}
+
+    def _maybe_fail(self, what: str) -> None:
+        if self.outages[what] > 0:
+            self.outages[what] -= 1
+            raise StoreUnavailable("redis restarting")
+
+    async def claim_event(self, channel: str, event_id: str, ttl: int = 86400) -> bool:
+        self._maybe_fail("claim_event")
+        return await super().claim_event(channel, event_id, ttl)
+
+    async def load(self, key: ConvKey) -> Session | None:
+        self._maybe_fail("load")
+        return await super().load(key)
+
+    async def save(self, key: ConvKey, session: Session, ttl: int) -> None:
+        self._maybe_fail("save")
+        await super().save(key, session, ttl)
+
+
+async def test_a_short_store_outage_is_waited_out_and_the_message_handled_once() -> None:
+    clock = Clock()
+    store = FlakyStore(clock, outages=2)
+    async with open_runtime(
+        load_settings(), LocalAgents(), sandbox=Sandbox(), store=store, clock=clock
+    ) as rt:
+        replies = await rt.engine.handle(say("/start"))
+        assert "Soy cliente" in [o.label for r in replies for o in r.options]
+        session = await rt.store.load(KEY)
+        assert session is not None
+        assert session.state == "main.menu"
