@@ -23,7 +23,11 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-_ENV = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+# An empty value (``NAME=`` in .env, or passed through by docker compose) means "not set": the
+# copied .env.example leaves optional secrets and ids empty, and those must not fail validation.
+_ENV = SettingsConfigDict(
+    env_file=".env", env_file_encoding="utf-8", extra="ignore", env_ignore_empty=True
+)
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -251,9 +255,12 @@ _PREFIX = {"bot": "", "wisphub": "WISPHUB_", "telegram": "TELEGRAM_", "whatsapp"
 
 def _one_line(prefix: str, err: ValidationError) -> str:
     first = err.errors()[0]
-    field = "_".join(str(p) for p in first["loc"] if isinstance(p, str)) or "?"
+    # The first part of the location is the field; later parts are union or item details.
+    loc = first["loc"]
+    field = str(loc[0]) if loc else "?"
     name = (prefix + field).upper()
-    reason = first["msg"].removeprefix("Value error, ")
+    # One line even if a validator's message spans several.
+    reason = " ".join(first["msg"].removeprefix("Value error, ").split())
     return f"invalid setting {name}: {reason}"
 
 
