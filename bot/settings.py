@@ -93,6 +93,10 @@ class TelegramSettings(BaseSettings):
     agents_chat_id: int | None = None
     webhook_url: AnyHttpUrl | None = None
     webhook_secret: SecretStr | None = None
+    # Outgoing pacing, Telegram's published limits by default; 0 turns a limit off (a local Bot
+    # API server, the benchmark's fake). Seconds between messages to one chat, on average.
+    chat_interval: float = Field(default=1.0, ge=0)
+    global_rate: float = Field(default=30.0, ge=0)  # messages a second over all chats
 
     @field_validator("bot_token")
     @classmethod
@@ -182,6 +186,7 @@ class BotSettings(BaseSettings):
     handoff_timeout: int = Field(default=10 * 60, gt=0)
     promise_max_days: int = Field(default=5, ge=1, le=30)
     lockout_attempts: int = Field(default=3, ge=1)
+    lookup_attempts: int = Field(default=5, ge=1)  # unknown documents per chat before a lockout
     lockout_seconds: int = Field(default=30 * 60, gt=0)
     rate_limit_per_minute: int = Field(default=30, ge=1)
     currency_symbol: str = "$"

@@ -19,20 +19,31 @@ WAITING = "agent.waiting"
 
 
 def hours_text(conv: Conversation) -> str:
-    """The business hours in words, grouped by identical days."""
+    """The business hours in words, consecutive days with the same hours told as one range."""
     hours = conv.ctx.settings.bot.hours
     if hours.always_open:
         return conv.t("agent_always")
     weekdays: list[str] = conv.t.raw("weekdays")
-    parts = []
+    groups: list[tuple[int, int, list[tuple[Any, Any]]]] = []
     for day in range(len(DAYS)):
-        for start, end in hours.spans.get(day, []):
+        spans = hours.spans.get(day, [])
+        if not spans:
+            continue
+        if groups and groups[-1][1] == day - 1 and groups[-1][2] == spans:
+            groups[-1] = (groups[-1][0], day, spans)
+        else:
+            groups.append((day, day, spans))
+    parts = []
+    for first, last, spans in groups:
+        days = (
+            weekdays[first]
+            if first == last
+            else conv.t("hours_days_range", first=weekdays[first], last=weekdays[last])
+        )
+        for start, end in spans:
             parts.append(
                 conv.t(
-                    "hours_day",
-                    days=weekdays[day],
-                    start=start.strftime("%H:%M"),
-                    end=end.strftime("%H:%M"),
+                    "hours_day", days=days, start=start.strftime("%H:%M"), end=end.strftime("%H:%M")
                 )
             )
     return conv.t("hours_join").join(parts)

@@ -20,6 +20,9 @@ from integrations.wisphub.models import Client
 log = logging.getLogger(__name__)
 
 
+DOCUMENT_STATES = ["ask_document", "not_found"]
+
+
 def _scopes(conv: Conversation) -> list[str]:
     scopes = [f"chat:{conv.key}"]
     if "doc" in conv.data:
@@ -31,7 +34,8 @@ class IdentifyFlow(Flow):
     """Soy cliente → document (or phone) → holder name → service choice → client menu."""
 
     name = "identify"
-    text_states = frozenset({"ask_document", "ask_name"})
+    # After "not found" the customer may simply retype the document, as the reply invites.
+    text_states = frozenset({"ask_document", "not_found", "ask_name"})
 
     def states(self) -> list[dict[str, Any]]:
         """Where identification can wait for the customer."""
@@ -71,28 +75,28 @@ class IdentifyFlow(Flow):
             },
             {
                 "trigger": "text",
-                "source": "ask_document",
+                "source": DOCUMENT_STATES,
                 "dest": None,
                 "unless": self.valid_document,
                 "after": self.say_invalid,
             },
             {
                 "trigger": "text",
-                "source": "ask_document",
+                "source": DOCUMENT_STATES,
                 "dest": "blocked",
                 "conditions": self.locked,
                 "after": self.say_locked,
             },
             {
                 "trigger": "text",
-                "source": "ask_document",
+                "source": DOCUMENT_STATES,
                 "dest": "ask_name",
                 "conditions": self.found,
                 "after": self.ask_name,
             },
             {
                 "trigger": "text",
-                "source": "ask_document",
+                "source": DOCUMENT_STATES,
                 "dest": "not_found",
                 "after": self.say_not_found,
             },
@@ -158,10 +162,12 @@ class IdentifyFlow(Flow):
         return True
 
     async def chat_locked(self, ev: AsyncEventData) -> bool:
-        """This chat failed verification too often."""
+        """This chat failed verification, or guessed unknown documents, too often."""
         conv = model(ev)
-        limit = conv.ctx.settings.bot.lockout_attempts
-        return await conv.ctx.store.failures(f"chat:{conv.key}") >= limit
+        settings = conv.ctx.settings.bot
+        if await conv.ctx.store.failures(f"chat:{conv.key}") >= settings.lockout_attempts:
+            return True
+        return await conv.ctx.store.failures(f"lookup:{conv.key}") >= settings.lookup_attempts
 
     async def locked(self, ev: AsyncEventData) -> bool:
         """This chat or this document failed verification too often."""
@@ -170,7 +176,7 @@ class IdentifyFlow(Flow):
         for scope in _scopes(conv):
             if await conv.ctx.store.failures(scope) >= limit:
                 return True
-        return False
+        return await self.chat_locked(ev)
 
     async def found(self, ev: AsyncEventData) -> bool:
         """The document belongs to at least one service (exact matches only)."""
@@ -261,8 +267,10 @@ class IdentifyFlow(Flow):
         conv.say(conv.t("document_invalid"))
 
     async def say_not_found(self, ev: AsyncEventData) -> None:
-        """No service with that document."""
+        """No service with that document (counted: guessing documents gets the chat locked)."""
         conv = model(ev)
+        settings = conv.ctx.settings.bot
+        await conv.ctx.store.register_failure(f"lookup:{conv.key}", settings.lockout_seconds)
         conv.data.pop("doc", None)
         conv.say(conv.t("not_found"), conv.opts("retry", "agent"))
 

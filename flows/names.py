@@ -41,9 +41,14 @@ def name_matches(typed: str, holder: str) -> bool:
 
 
 def normalise_document(text: str) -> str | None:
-    """Digits of a typed document number (dots, spaces, dashes allowed); None when not one."""
-    compact = re.sub(r"[\s.\-]", "", text.strip())
-    return compact if re.fullmatch(r"\d{5,12}", compact) else None
+    """ASCII digits of a typed document number (dots, spaces, dashes allowed; full-width or
+    other scripts' digits read as their values); None when it is not one."""
+    compact = re.sub(r"[\s.\-]", "", unicodedata.normalize("NFKC", text.strip()))
+    ascii_digits = "".join(
+        str(unicodedata.decimal(c)) if unicodedata.decimal(c, None) is not None else c
+        for c in compact
+    )
+    return ascii_digits if re.fullmatch(r"[0-9]{5,12}", ascii_digits) else None
 
 
 def mask(document: str) -> str:
