@@ -13,7 +13,7 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"m
 # Belt and braces: tokens that look like Telegram bot tokens or bearer/api keys are masked even
 # if some library put them in a message.
 _SECRETS = [
-    re.compile(r"\b\d{6,12}:[A-Za-z0-9_-]{30,}\b"),
+    re.compile(r"(?<!\d)\d{6,12}:[A-Za-z0-9_-]{30,}"),
     re.compile(r"(?i)(api-key|bearer)\s+[A-Za-z0-9._-]{8,}"),
     re.compile(r"(?i)(password[a-z_]*)[\"']?\s*[:=]\s*[\"']?[^\s,\"'}]+"),
 ]
