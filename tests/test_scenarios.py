@@ -22,21 +22,7 @@ SCENARIOS = Path(__file__).parent / "scenarios"
 FILES = sorted([*SCENARIOS.glob("*.yaml"), *SCENARIOS.glob("*.yml")])
 
 # Scenarios that state the contract but fail today: each names the bug the lead must fix.
-KNOWN_BUGS: dict[str, str] = {
-    "37_unicode_digits_es": (
-        "flows.names.normalise_document accepts any Unicode digit (re \\d): full-width "
-        "'１０２０３０４０５０' is looked up as typed and answered 'No encontré' instead of being "
-        "read as 1020304050 (NFKC) or refused as invalid"
-    ),
-    "39_not_found_retype_es": (
-        "identify.not_found takes no text: the reply says 'Revisa el número e intenta de "
-        "nuevo' but a retyped document gets 'No entendí' until 'Intentar de nuevo' is pressed"
-    ),
-    "55_hours_grouped_es": (
-        "flows.agent.hours_text lists every weekday separately ('lunes de 08:00 a 18:00; martes "
-        "de 08:00 a 18:00; ...') although its docstring promises grouping by identical days"
-    ),
-}
+KNOWN_BUGS: dict[str, str] = {}
 
 # (method, path) → how many such requests the whole scenario must make.
 REQUEST_COUNTS: dict[str, dict[tuple[str, str], int]] = {
