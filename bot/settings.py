@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import time
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from functools import cached_property
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -150,7 +150,9 @@ class BusinessHours(BaseModel):
             start, end = time.fromisoformat(m[3].zfill(5)), time.fromisoformat(m[4].zfill(5))
             if end <= start:
                 raise ValueError(f"{part!r}: the end comes before the start")
-            for day in range(first, last + 1):
+            # A range may wrap past Sunday ("fri-mon"); it must never silently select no day,
+            # which would read as "always open".
+            for day in ((first + i) % 7 for i in range((last - first) % 7 + 1)):
                 spans.setdefault(day, []).append((start, end))
         return cls(spans=spans)
 
@@ -238,7 +240,9 @@ class BotSettings(BaseSettings):
 
     def money(self, amount: Decimal | float | int) -> str:
         """Format an amount the ISP's way: ``$ 89.900``."""
-        value = Decimal(str(amount)).quantize(Decimal(1).scaleb(-self.currency_decimals))
+        # Half up, as people round money (Decimal's default would show 89900.5 as 89.900).
+        step = Decimal(1).scaleb(-self.currency_decimals)
+        value = Decimal(str(amount)).quantize(step, rounding=ROUND_HALF_UP)
         sign = "-" if value < 0 else ""
         whole, _, frac = f"{abs(value):.{self.currency_decimals}f}".partition(".")
         groups = f"{int(whole):,}".replace(",", self.thousands_separator)

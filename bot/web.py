@@ -87,7 +87,12 @@ class Service:
         if tg.bot_token is not None:
             bot = make_bot(tg.bot_token, str(tg.api_url))
             self._stack.push_async_callback(bot.session.close)
-            self.telegram = TelegramChannel(bot, agents_chat_id=tg.agents_chat_id)
+            self.telegram = TelegramChannel(
+                bot,
+                agents_chat_id=tg.agents_chat_id,
+                per_chat_interval=tg.chat_interval,
+                global_rate=tg.global_rate,
+            )
             self.channels["telegram"] = self.telegram
             if tg.agents_chat_id is not None:
                 self.handoff = TelegramAgents(self.telegram, self.settings.bot.bot_language)
@@ -98,6 +103,9 @@ class Service:
             )
             self._stack.push_async_callback(self.whatsapp.aclose)
             self.channels["whatsapp"] = self.whatsapp
+            if isinstance(self.handoff, TelegramAgents):
+                # A WhatsApp customer's photo or document reaches the topic as a file.
+                self.handoff.media_sources["whatsapp"] = self.whatsapp.fetch_media
             self.whatsapp_hook = WhatsAppWebhook(
                 wa, self.on_inbound, on_mark_read=self.whatsapp.mark_read, channel=self.whatsapp
             )

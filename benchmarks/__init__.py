@@ -1,0 +1,1 @@
+"""Benchmarks: wispbot against an idiomatic aiogram peer (``python -m benchmarks``)."""

@@ -1,0 +1,314 @@
+"""``python -m benchmarks``: wispbot against the idiomatic aiogram peer, then the mass outage.
+
+Both bots run the identify-and-verify conversation (/start → Soy cliente → document → name) as
+subprocesses in webhook mode against the same in-process fake Bot API and WispHub sandbox, with
+the same customers, in the same run. The mass-outage run (wispbot only) has every customer of
+one zone write within a window while WispHub takes 300 ms per call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import os
+import platform
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiogram
+
+from benchmarks.data import customers, sandbox_data
+from benchmarks.driver import (
+    IDENTIFY,
+    OUTAGE,
+    BotProcess,
+    BotSpec,
+    RunResult,
+    peer_spec,
+    run_load,
+    running_peers,
+    scratch_dir,
+    split,
+    wispbot_spec,
+    with_bot,
+)
+from integrations.wisphub.sandbox import Sandbox
+
+WARMUP = 10  # conversations before measuring (connections, imports, first-call caches)
+OUTAGE_DELAY = 0.3  # seconds WispHub takes per call in the outage run
+
+
+@dataclass
+class Options:
+    """What to run."""
+
+    customers: int = 50
+    rounds: int = 8  # conversations per customer (each on a fresh chat)
+    outage_customers: int = 2000
+    outage_window: float = 60.0
+    peer: bool = True
+    outage: bool = True
+    log_level: str = "WARNING"
+    profile: Path | None = None
+
+
+@dataclass
+class BotResults:
+    """One bot's runs."""
+
+    spec: BotSpec
+    distinct: RunResult
+    same: RunResult
+
+
+@dataclass
+class Report:
+    """Everything measured in one ``python -m benchmarks``."""
+
+    options: Options
+    bots: list[BotResults] = field(default_factory=list)
+    outage: RunResult | None = None
+    logs: Path | None = None
+
+
+async def compare_one(spec: BotSpec, opts: Options, workdir: Path) -> BotResults:
+    """Warm up, then the distinct-customer run and the same-customer run, for one bot."""
+    n = opts.customers * opts.rounds
+    sandbox = Sandbox(sandbox_data(WARMUP + n))
+    async with running_peers(sandbox) as (fake, inflight):
+
+        async def body(bot: BotProcess) -> BotResults:
+            warm = customers(WARMUP, offset=n)
+            await run_load(bot, sandbox, inflight, "warm-up", split(warm, WARMUP), IDENTIFY)
+            distinct = await run_load(
+                bot,
+                sandbox,
+                inflight,
+                "distinct customers",
+                split(customers(n), opts.customers),
+                IDENTIFY,
+            )
+            same = await run_load(
+                bot,
+                sandbox,
+                inflight,
+                "same customer",
+                split(customers(n, same=True, offset=n + WARMUP), opts.customers),
+                IDENTIFY,
+            )
+            return BotResults(spec, distinct, same)
+
+        profile = opts.profile if spec.label == "wispbot" else None
+        return await with_bot(
+            spec, fake, sandbox, workdir, body, log_level=opts.log_level, profile=profile
+        )
+
+
+async def outage_run(opts: Options, workdir: Path) -> RunResult:
+    """Every customer of one zone writes within the window; WispHub answers in 300 ms."""
+    n = opts.outage_customers
+    sandbox = Sandbox(sandbox_data(n, outage=True))
+    sandbox.add_fault("^/", status=0, delay=OUTAGE_DELAY, count=None)
+    async with running_peers(sandbox) as (fake, inflight):
+
+        async def body(bot: BotProcess) -> RunResult:
+            plan = [[c] for c in customers(n)]
+            return await run_load(
+                bot,
+                sandbox,
+                inflight,
+                "mass outage",
+                plan,
+                OUTAGE,
+                window=opts.outage_window,
+                deadline=opts.outage_window + 120,
+            )
+
+        return await with_bot(
+            wispbot_spec(), fake, sandbox, workdir, body, log_level=opts.log_level
+        )
+
+
+async def bench(opts: Options) -> Report:
+    """Run everything asked for; the bots' logs stay in a scratch directory."""
+    workdir = scratch_dir()
+    report = Report(opts, logs=workdir)
+    specs = [wispbot_spec()] + ([peer_spec()] if opts.peer else [])
+    for spec in specs:
+        report.bots.append(await compare_one(spec, opts, workdir))
+    if opts.outage and opts.outage_customers > 0:
+        report.outage = await outage_run(opts, workdir)
+    return report
+
+
+# ---- printing --------------------------------------------------------------------------------
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b else "n/a"
+
+
+def _check(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def render(report: Report) -> str:
+    """The report as text tables."""
+    opts = report.options
+    lines = [
+        f"wispbot benchmark, {datetime.date.today().isoformat()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}, {platform.system()}",
+        "conversation: /start -> Soy cliente -> document -> name "
+        "(6 bot messages; WispHub look-up by document)",
+        f"load: {opts.customers} concurrent customers x {opts.rounds} conversations each, closed "
+        "loop, webhook mode, local fake Bot API and WispHub sandbox, Redis",
+        f"log level: {opts.log_level} for both bots",
+    ]
+    for b in report.bots:
+        name = (
+            f"aiogram {aiogram.__version__} Dispatcher+Router+FSM, RedisStorage, "
+            "SimpleRequestHandler, httpx"
+            if b.spec.label == "peer"
+            else "python -m bot run"
+        )
+        lines.append(f"{b.spec.label}: {name}; Telegram pacing: {b.spec.pacing}")
+    rows: list[tuple[str, list[str], str]] = []
+    bots = report.bots
+    w = bots[0]
+    p = bots[1] if len(bots) > 1 else None
+
+    def row(title: str, get: object, fmt: object, ratio: object = None) -> None:
+        values = [fmt(get(b)) for b in bots]  # type: ignore[operator]
+        r = ratio(get(w), get(p)) if (ratio and p) else ""  # type: ignore[operator]
+        rows.append((title, values, r))
+
+    row("messages/s", lambda b: b.distinct.rate, lambda v: f"{v:.0f}", _ratio)
+    row("reply latency p50", lambda b: b.distinct.percentile(50), _ms, _ratio)
+    row("reply latency p99", lambda b: b.distinct.percentile(99), _ms, _ratio)
+    row("messages sent", lambda b: b.distinct.messages, str)
+    row("unanswered (10 s)", lambda b: b.distinct.unanswered, str)
+    row("wrong answers", lambda b: b.distinct.unexpected, str)
+    row(
+        "conversations completed",
+        lambda b: f"{b.distinct.completed}/{b.distinct.conversations}",
+        str,
+    )
+    row("WispHub calls/conversation", lambda b: b.distinct.calls_per_conversation, "{:.2f}".format)
+    row("bot CPU ms/message", lambda b: _cpu_per_msg(b.distinct), "{:.2f}".format, _ratio)
+    row("same customer: messages/s", lambda b: b.same.rate, lambda v: f"{v:.0f}", _ratio)
+    row("same customer: p99", lambda b: b.same.percentile(99), _ms, _ratio)
+    row("same customer: unanswered", lambda b: b.same.unanswered, str)
+    row(
+        "same customer: WispHub calls/conv",
+        lambda b: b.same.calls_per_conversation,
+        "{:.2f}".format,
+    )
+    header = ("", [b.spec.label for b in bots], "wispbot/peer" if p else "")
+    table = [header, *rows]
+    widths = [max(len(r[0]) for r in table)] + [
+        max(len(r[1][i]) for r in table) for i in range(len(bots))
+    ]
+    lines.append("")
+    lines.append("distinct customers (every conversation a different WispHub client):")
+    for title, values, ratio in table:
+        cells = [title.ljust(widths[0])] + [v.rjust(widths[i + 1]) for i, v in enumerate(values)]
+        lines.append("  " + "  ".join(cells) + (f"  {ratio:>12}" if ratio or p else ""))
+    if p is not None:
+        wd, pd = w.distinct, p.distinct
+        lines.append("")
+        lines.append("targets (issue 6):")
+        lines.append(
+            f"  messages/s >= 2x peer: {_ratio(wd.rate, pd.rate)} -> "
+            f"{_check(wd.rate >= 2 * pd.rate)}"
+        )
+        lines.append(
+            f"  p99 <= half the peer's: {_ratio(wd.percentile(99), pd.percentile(99))} -> "
+            f"{_check(wd.percentile(99) <= pd.percentile(99) / 2)}"
+        )
+        lines.append(f"  0 unanswered: {wd.unanswered} -> {_check(wd.unanswered == 0)}")
+        lines.append(
+            f"  <= 1 WispHub call per identified conversation: "
+            f"{wd.calls_per_conversation:.2f} -> {_check(wd.calls_per_conversation <= 1)}"
+        )
+    if report.outage is not None:
+        o = report.outage
+        lines += [
+            "",
+            f"mass outage (wispbot): {opts.outage_customers} customers of one zone (router "
+            f"falla_general) starting within {opts.outage_window:g} s, WispHub "
+            f"{OUTAGE_DELAY * 1000:.0f} ms per call, WISPHUB_MAX_CONCURRENCY default",
+            "  conversation: /start -> Soy cliente -> document -> name -> Reportar falla "
+            "(outage announced)",
+            f"  messages {o.messages}, answered {o.answered}, unanswered {o.unanswered}, "
+            f"wrong answers {o.unexpected}, conversations completed {o.completed}/"
+            f"{o.conversations}",
+            f"  reply latency p50 {_ms(o.percentile(50))}, p99 {_ms(o.percentile(99))}, "
+            f"max {_ms(max(o.latencies) if o.latencies else float('nan'))}",
+            f"  messages/s {o.rate:.0f}; bot CPU ms/message {_cpu_per_msg(o):.2f}",
+            f"  WispHub calls {o.wisphub_calls} ({o.calls_per_conversation:.2f}/conversation), "
+            f"most in flight at once {o.wisphub_peak}",
+            f"  targets: everyone answered -> {_check(o.unanswered == 0 and o.completed == o.conversations)}; "
+            f"p99 < 2 s -> {_check(o.percentile(99) < 2)}",
+        ]
+    errors = [e for b in bots for e in (*b.distinct.errors, *b.same.errors)]
+    if report.outage is not None:
+        errors += report.outage.errors
+    if errors:
+        lines += ["", f"problems ({len(errors)}, first 10):", *(f"  {e}" for e in errors[:10])]
+    lines += ["", f"bot logs: {report.logs}"]
+    return "\n".join(lines)
+
+
+def _cpu_per_msg(r: RunResult) -> float:
+    return r.cpu_seconds * 1000 / r.answered if r.answered else float("nan")
+
+
+def parse(argv: list[str] | None = None) -> Options:
+    """Command-line options."""
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    ap.add_argument("--customers", type=int, default=50, help="concurrent customers (50)")
+    ap.add_argument("--rounds", type=int, default=8, help="conversations per customer (8)")
+    ap.add_argument("--outage-customers", type=int, default=2000, help="0 skips the run (2000)")
+    ap.add_argument("--outage-window", type=float, default=60.0, help="seconds (60)")
+    ap.add_argument("--quick", action="store_true", help="small loads: a minute in all")
+    ap.add_argument("--no-peer", action="store_true", help="wispbot only")
+    ap.add_argument("--log-level", default="WARNING", help="both bots' LOG_LEVEL (WARNING)")
+    ap.add_argument("--profile", type=Path, help="write a cProfile of wispbot's process here")
+    args = ap.parse_args(argv)
+    opts = Options(
+        customers=args.customers,
+        rounds=args.rounds,
+        outage_customers=args.outage_customers,
+        outage_window=args.outage_window,
+        peer=not args.no_peer,
+        log_level=args.log_level.upper(),
+        profile=args.profile.resolve() if args.profile else None,
+    )
+    if args.quick:
+        opts.customers = min(opts.customers, 20)
+        opts.rounds = min(opts.rounds, 3)
+        opts.outage_customers = min(opts.outage_customers, 300)
+        opts.outage_window = min(opts.outage_window, 10.0)
+    return opts
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run and print; exit 1 when a bot could not be run."""
+    opts = parse(argv)
+    try:
+        report = asyncio.run(bench(opts))
+    except RuntimeError as err:
+        print(f"benchmark failed: {err}", file=sys.stderr)
+        return 1
+    print(render(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

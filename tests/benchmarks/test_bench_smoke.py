@@ -1,0 +1,44 @@
+"""The benchmark harness works end to end: both bots start, answer every step, and are measured.
+
+A tiny load only (no timing assertions: speed is measured by ``make bench``, never by tests).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.__main__ import Options, bench, render
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_both_bots_answer_every_step_and_the_outage_run_answers_everyone() -> None:
+    opts = Options(customers=3, rounds=1, outage_customers=20, outage_window=1.0)
+
+    report = await bench(opts)
+
+    wispbot, peer = report.bots
+    assert (wispbot.spec.label, peer.spec.label) == ("wispbot", "peer")
+    for bot in (wispbot, peer):
+        for run in (bot.distinct, bot.same):
+            assert run.errors == []
+            assert (run.completed, run.conversations) == (3, 3)
+            assert (run.messages, run.answered, run.unanswered) == (12, 12, 0)
+            assert len(run.latencies) == 12
+    # Distinct customers: one look-up each for both bots. The same customer: the peer asks
+    # WispHub every time, wispbot's cache answers (the warm-up and the first one looked it up).
+    assert wispbot.distinct.calls_per_conversation == 1
+    assert peer.distinct.calls_per_conversation == 1
+    assert peer.same.calls_per_conversation == 1
+    assert wispbot.same.wisphub_calls <= 1
+
+    outage = report.outage
+    assert outage is not None
+    assert outage.errors == []
+    assert (outage.completed, outage.conversations, outage.unanswered) == (20, 20, 0)
+    assert outage.wisphub_calls == 20
+    assert 1 <= outage.wisphub_peak <= 16  # WISPHUB_MAX_CONCURRENCY's default bounds it
+
+    text = render(report)
+    assert "messages/s" in text
+    assert "mass outage" in text
