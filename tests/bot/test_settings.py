@@ -1,0 +1,336 @@
+"""Settings as an operator meets them: hours, money, URLs, secrets and the one-line errors."""
+
+from __future__ import annotations
+
+from datetime import time
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from bot.settings import (
+    BotSettings,
+    BusinessHours,
+    SettingsError,
+    TelegramSettings,
+    WispHubSettings,
+    load_settings,
+    require,
+)
+
+MON, TUE, WED, THU, FRI, SAT, SUN = range(7)
+
+
+# -- business hours ---------------------------------------------------------------------------
+class TestBusinessHours:
+    def test_weekdays_and_saturday_morning(self) -> None:
+        hours = BusinessHours.parse("mon-fri 08:00-18:00; sat 08:00-13:00")
+        assert not hours.always_open
+        assert hours.is_open(MON, time(8, 0))
+        assert hours.is_open(WED, time(12, 30))
+        assert hours.is_open(FRI, time(17, 59))
+        assert hours.is_open(SAT, time(12, 59))
+        # The end is exclusive; before the start is closed; Sunday is not listed.
+        assert not hours.is_open(FRI, time(18, 0))
+        assert not hours.is_open(TUE, time(7, 59))
+        assert not hours.is_open(SAT, time(13, 0))
+        assert not hours.is_open(SUN, time(10, 0))
+
+    def test_empty_means_always_open(self) -> None:
+        for text in ("", "  ", ";"):
+            hours = BusinessHours.parse(text)
+            assert hours.always_open
+            assert hours.is_open(SUN, time(3, 0))
+
+    def test_two_spans_a_day_close_for_lunch(self) -> None:
+        hours = BusinessHours.parse("mon 08:00-12:00; mon 14:00-18:00")
+        assert hours.is_open(MON, time(11, 0))
+        assert not hours.is_open(MON, time(13, 0))
+        assert hours.is_open(MON, time(14, 0))
+
+    def test_case_spacing_and_single_digit_hours(self) -> None:
+        hours = BusinessHours.parse("  MON-Fri   8:00-9:30 ")
+        assert hours.is_open(THU, time(9, 29))
+        assert not hours.is_open(THU, time(9, 30))
+
+    def test_a_range_may_wrap_past_sunday(self) -> None:
+        hours = BusinessHours.parse("fri-mon 10:00-14:00")
+        assert [hours.is_open(day, time(11, 0)) for day in range(7)] == [
+            True,
+            False,
+            False,
+            False,
+            True,
+            True,
+            True,
+        ]
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "nonsense",
+            "mon-fri",
+            "mon-fri 18:00-08:00",
+            "mon-fri 08:00-08:00",
+            "xyz 08:00-10:00",
+            "mon-xyz 08:00-10:00",
+            "mon-fri 8-18",
+            "mon-fri 08:00-25:00",
+            "mon-fri 08:00-18:00, sat 08:00-13:00",
+        ],
+    )
+    def test_unreadable_hours_are_rejected(self, text: str) -> None:
+        with pytest.raises(ValueError, match=r"."):
+            BusinessHours.parse(text)
+
+    def test_settings_parse_hours_once_and_name_a_bad_value(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        settings = BotSettings(business_hours="sat 09:00-12:00")
+        assert settings.hours.is_open(SAT, time(9, 0))
+        assert not settings.hours.is_open(MON, time(9, 0))
+        monkeypatch.setenv("BUSINESS_HOURS", "mon-fri 18:00-08:00")
+        with pytest.raises(SettingsError, match=r"^invalid setting BUSINESS_HOURS: .*end"):
+            load_settings()
+
+
+# -- money ------------------------------------------------------------------------------------
+class TestMoney:
+    @pytest.mark.parametrize(
+        ("amount", "shown"),
+        [
+            (89900, "$ 89.900"),
+            (Decimal("89900.00"), "$ 89.900"),
+            (1234567, "$ 1.234.567"),
+            (999, "$ 999"),
+            (0, "$ 0"),
+            (-15000, "-$ 15.000"),
+            (Decimal("-0.4"), "$ 0"),
+            # Money rounds half up, as a customer would round it.
+            (Decimal("89900.5"), "$ 89.901"),
+            (89900.49, "$ 89.900"),
+        ],
+    )
+    def test_isp_format_without_decimals(self, amount: Decimal | float, shown: str) -> None:
+        assert BotSettings().money(amount) == shown
+
+    def test_decimals_and_separators_are_settings(self) -> None:
+        usd = BotSettings(
+            currency_symbol="US$",
+            currency_decimals=2,
+            thousands_separator=",",
+            decimal_separator=".",
+        )
+        assert usd.money(1234.5) == "US$ 1,234.50"
+        assert usd.money(Decimal("-0.005")) == "-US$ 0.01"
+        assert usd.money(7) == "US$ 7.00"
+        one = BotSettings(currency_decimals=1)
+        assert one.money(Decimal("89900.25")) == "$ 89.900,3"
+
+    def test_currency_settings_come_from_the_environment(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("CURRENCY_SYMBOL", "S/")
+        monkeypatch.setenv("CURRENCY_DECIMALS", "2")
+        assert load_settings().bot.money(1500) == "S/ 1.500,00"
+        monkeypatch.setenv("CURRENCY_DECIMALS", "3")
+        with pytest.raises(SettingsError, match=r"^invalid setting CURRENCY_DECIMALS: "):
+            load_settings()
+
+
+# -- URLs -------------------------------------------------------------------------------------
+class TestWispHubUrl:
+    def test_default_base(self) -> None:
+        assert str(WispHubSettings().api_url) == "https://api.wisphub.net/api/"
+
+    @pytest.mark.parametrize(
+        "given",
+        ["https://api.wisphub.io/api", "https://api.wisphub.io/api/"],
+    )
+    def test_trailing_slash_is_added_once(self, given: str) -> None:
+        # Without it WispHub redirects, and the redirect drops a POST body.
+        assert str(WispHubSettings(api_url=given).api_url) == "https://api.wisphub.io/api/"
+
+    def test_from_the_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("WISPHUB_API_URL", "http://127.0.0.1:8099/api")
+        assert str(load_settings().wisphub.api_url) == "http://127.0.0.1:8099/api/"
+
+    def test_not_a_url_names_the_variable(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("WISPHUB_API_URL", "api.wisphub.net")
+        with pytest.raises(SettingsError, match=r"^invalid setting WISPHUB_API_URL: "):
+            load_settings()
+
+    def test_ticket_subject_per_category(self) -> None:
+        wisphub = WispHubSettings(subject_slow="Lentitud", priority_slow="1")
+        assert wisphub.subject_for("slow") == ("Lentitud", "1")
+        assert wisphub.subject_for("no_internet") == ("No Tiene Internet", "3")
+        assert wisphub.subject_for("anything else") == ("Otro", "2")
+
+
+# -- secrets ----------------------------------------------------------------------------------
+SECRETS = {
+    "WISPHUB_API_KEY": "wh-key-7f3a9c1d2e",
+    "TELEGRAM_BOT_TOKEN": "123456789:AAHsecretTOKENvalue_xyz-0123456789",
+    "TELEGRAM_WEBHOOK_SECRET": "hook-secret_ABC123",
+    "WHATSAPP_ACCESS_TOKEN": "EAAGsecretACCESStoken987",
+    "WHATSAPP_APP_SECRET": "appsecret0a1b2c3d",
+    "WHATSAPP_VERIFY_TOKEN": "verify-me-42",
+}
+
+
+class TestSecrets:
+    def test_secrets_never_show_in_repr_str_or_dumps(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        for name, value in SECRETS.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("WHATSAPP_PHONE_NUMBER_ID", "10987")
+        settings = load_settings()
+        shown = "\n".join(
+            [
+                repr(settings),
+                str(settings),
+                settings.model_dump_json(),
+                str(settings.model_dump()),
+                *(repr(part) for part in vars(settings).values()),
+                *(str(part) for part in vars(settings).values()),
+            ]
+        )
+        for value in SECRETS.values():
+            assert value not in shown
+        # ...and yet the code can still read them.
+        assert settings.wisphub.api_key is not None
+        assert settings.wisphub.api_key.get_secret_value() == SECRETS["WISPHUB_API_KEY"]
+        assert settings.whatsapp.enabled
+
+    def test_a_rejected_secret_is_not_echoed(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "not-a-token:SuperSecretValue123")
+        with pytest.raises(SettingsError) as caught:
+            load_settings()
+        assert str(caught.value).startswith("invalid setting TELEGRAM_BOT_TOKEN: ")
+        assert "SuperSecretValue123" not in str(caught.value)
+
+    def test_whatsapp_needs_all_four_values(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("WHATSAPP_ACCESS_TOKEN", "token")
+        monkeypatch.setenv("WHATSAPP_PHONE_NUMBER_ID", "10987")
+        monkeypatch.setenv("WHATSAPP_APP_SECRET", "secret")
+        assert not load_settings().whatsapp.enabled
+        monkeypatch.setenv("WHATSAPP_VERIFY_TOKEN", "verify")
+        assert load_settings().whatsapp.enabled
+
+
+# -- Telegram webhook secret and token --------------------------------------------------------
+class TestTelegram:
+    @pytest.mark.parametrize("secret", ["a", "abc_DEF-123", "x" * 256])
+    def test_webhook_secret_accepted(self, secret: str) -> None:
+        settings = TelegramSettings(webhook_secret=secret)
+        assert settings.webhook_secret is not None
+        assert settings.webhook_secret.get_secret_value() == secret
+
+    @pytest.mark.parametrize("secret", ["x" * 257, "has space", "a+b/c=", "contraseña", "a.b"])
+    def test_webhook_secret_rejected(self, secret: str) -> None:
+        # Telegram itself refuses other characters when the webhook is registered.
+        with pytest.raises(ValidationError, match="1-256 characters"):
+            TelegramSettings(webhook_secret=secret)
+
+    def test_bad_webhook_secret_names_the_variable(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("TELEGRAM_WEBHOOK_SECRET", "my secret!")
+        with pytest.raises(SettingsError) as caught:
+            load_settings()
+        assert str(caught.value).startswith("invalid setting TELEGRAM_WEBHOOK_SECRET: ")
+        assert "my secret!" not in str(caught.value)
+
+    @pytest.mark.parametrize("token", ["bad", "123456", "abc:ABCDEFGHIJKL", "123:short"])
+    def test_bot_token_shape(self, token: str) -> None:
+        with pytest.raises(ValidationError, match="BotFather"):
+            TelegramSettings(bot_token=token)
+
+    def test_webhook_url_must_be_http(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("TELEGRAM_WEBHOOK_URL", "ftp://bot.example.com/hook")
+        with pytest.raises(SettingsError, match=r"^invalid setting TELEGRAM_WEBHOOK_URL: "):
+            load_settings()
+
+
+# -- loading ----------------------------------------------------------------------------------
+class TestLoading:
+    def test_defaults_without_any_environment(self) -> None:
+        settings = load_settings()
+        assert settings.bot.bot_language == "es"
+        assert settings.bot.timezone == "America/Bogota"
+        assert settings.bot.hours.always_open
+        assert settings.bot.redis_url is None
+        assert (settings.bot.http_host, settings.bot.http_port) == ("127.0.0.1", 8080)
+        assert settings.wisphub.api_key is None
+        assert settings.telegram.bot_token is None
+        assert not settings.whatsapp.enabled
+
+    def test_empty_values_mean_unset(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        # A copied .env.example, or compose passing `NAME=` through, must not fail start-up.
+        for name in (
+            "TELEGRAM_BOT_TOKEN",
+            "TELEGRAM_AGENTS_CHAT_ID",
+            "TELEGRAM_WEBHOOK_URL",
+            "WISPHUB_TECHNICIAN_ID",
+            "REDIS_URL",
+            "HTTP_PORT",
+        ):
+            monkeypatch.setenv(name, "")
+        settings = load_settings()
+        assert settings.telegram.bot_token is None
+        assert settings.telegram.agents_chat_id is None
+        assert settings.telegram.webhook_url is None
+        assert settings.wisphub.technician_id is None
+        assert settings.bot.redis_url is None
+        assert settings.bot.http_port == 8080
+
+    def test_dotenv_file_in_the_working_directory_is_read(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        (tmp_path / ".env").write_text(
+            'ISP_NAME="FibraNet Andes"\nLOG_LEVEL=debug\nTELEGRAM_AGENTS_CHAT_ID=-1001234\n',
+            encoding="utf-8",
+        )
+        monkeypatch.setenv("ISP_NAME", "From the environment")
+        settings = load_settings()
+        # The real environment wins over the file; values are normalised.
+        assert settings.bot.isp_name == "From the environment"
+        assert settings.bot.log_level == "DEBUG"
+        assert settings.telegram.agents_chat_id == -1001234
+
+    @pytest.mark.parametrize(
+        ("name", "value"),
+        [
+            ("TIMEZONE", "Mars/Olympus"),
+            ("BOT_LANGUAGE", "fr"),
+            ("REDIS_URL", "http://127.0.0.1:6379"),
+            ("DEFAULT_COUNTRY_CODE", "+57"),
+            ("HTTP_PORT", "eighty"),
+            ("WISPHUB_READ_TIMEOUT", "0"),
+            ("WISPHUB_PRIORITY_SLOW", "5"),
+            ("TELEGRAM_AGENTS_CHAT_ID", "agents"),
+            ("PROMISE_MAX_DAYS", "31"),
+        ],
+    )
+    def test_one_line_names_the_bad_variable(
+        self, monkeypatch: pytest.MonkeyPatch, name: str, value: str
+    ) -> None:
+        monkeypatch.setenv(name, value)
+        with pytest.raises(SettingsError) as caught:
+            load_settings()
+        message = str(caught.value)
+        assert message.startswith(f"invalid setting {name}: ")
+        assert "\n" not in message
+
+    def test_overrides_per_concern(self) -> None:
+        settings = load_settings(bot={"bot_language": "en"}, wisphub={"retries": 0})
+        assert settings.bot.bot_language == "en"
+        assert settings.wisphub.retries == 0
+
+    def test_zone_is_usable(self) -> None:
+        assert BotSettings(timezone="America/Lima").tz.key == "America/Lima"
+
+    def test_require_names_a_missing_setting(self) -> None:
+        with pytest.raises(SettingsError, match=r"^missing setting WISPHUB_API_KEY$"):
+            require(None, "WISPHUB_API_KEY")
+        with pytest.raises(SettingsError):
+            require("", "X")
+        require("value", "X")
