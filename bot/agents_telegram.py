@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import logging
+import mimetypes
+from collections.abc import Awaitable, Callable
 
 from bot.channels.base import DeliveryError
-from bot.channels.telegram import TelegramChannel
+from bot.channels.telegram import MAX_UPLOAD_BYTES, TelegramChannel
 from bot.handoff import AgentRequest, HandoffError
-from bot.types import Inbound
+from bot.types import Inbound, Media
 from flows.texts import Texts
 
 log = logging.getLogger(__name__)
+
+# Downloads a customer's media by its channel's id: (bytes, MIME type); DeliveryError on failure.
+MediaSource = Callable[[str], Awaitable[tuple[bytes, str]]]
 
 CHANNEL_NAMES = {"telegram": "Telegram", "whatsapp": "WhatsApp", "console": "Console"}
 
@@ -49,9 +54,16 @@ class TelegramAgents:
 
     configured = True
 
-    def __init__(self, channel: TelegramChannel, lang: str) -> None:
+    def __init__(
+        self,
+        channel: TelegramChannel,
+        lang: str,
+        media_sources: dict[str, MediaSource] | None = None,
+    ) -> None:
         self.channel = channel
         self.t = Texts(lang)
+        # Per customer channel: how to download a media id (e.g. WhatsAppChannel.fetch_media).
+        self.media_sources: dict[str, MediaSource] = dict(media_sources or {})
 
     async def open(self, request: AgentRequest, thread_id: int | None) -> int:
         """Reopen the customer's topic when there is one, else create it; post the card."""
@@ -70,16 +82,40 @@ class TelegramAgents:
         return thread_id
 
     async def forward(self, thread_id: int, inbound: Inbound, label: str) -> None:
-        """Customer text as a post; Telegram media copied; other channels' media described."""
+        """Customer text as a post; Telegram media copied; other channels' media re-uploaded
+        when their channel can download it (``media_sources``), else described."""
+        media = inbound.media
         try:
-            if inbound.media is not None and inbound.key.channel == "telegram":
-                await self.channel.copy_to_topic(
-                    thread_id, inbound.key.chat_id, int(inbound.media.ref)
+            if media is not None and inbound.key.channel == "telegram":
+                await self.channel.copy_to_topic(thread_id, inbound.key.chat_id, int(media.ref))
+            elif media is not None and media.type == "location":
+                where = f"https://www.google.com/maps?q={media.ref}"
+                await self.channel.post_to_topic(
+                    thread_id, " ".join(p for p in (label, media.caption, where) if p)
                 )
+            elif media is not None and inbound.key.channel in self.media_sources:
+                await self._relay_file(thread_id, inbound, media, label)
             else:
                 await self.channel.post_to_topic(thread_id, label)
         except DeliveryError as err:
             raise HandoffError(str(err)) from err
+
+    async def _relay_file(self, thread_id: int, inbound: Inbound, media: Media, label: str) -> None:
+        fetch = self.media_sources[inbound.key.channel]
+        try:
+            data, mime = await fetch(media.ref)
+        except DeliveryError:
+            # The agents still learn that something was sent; the customer can send it again.
+            log.warning("customer media could not be downloaded", extra={"conv": str(inbound.key)})
+            await self.channel.post_to_topic(thread_id, label)
+            return
+        if len(data) > MAX_UPLOAD_BYTES:
+            await self.channel.post_to_topic(thread_id, label)
+            return
+        extension = mimetypes.guess_extension(mime) or ""
+        await self.channel.send_file_to_topic(
+            thread_id, data, mime, f"{media.type}{extension}", media.caption or label
+        )
 
     async def notify(self, thread_id: int, text: str) -> None:
         """A note of the bot's in the topic."""

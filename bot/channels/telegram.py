@@ -50,6 +50,7 @@ from aiogram.exceptions import (
     TelegramUnauthorizedError,
 )
 from aiogram.types import (
+    BufferedInputFile,
     CallbackQuery,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
@@ -87,6 +88,10 @@ _MEDIA_TYPES = (
     "location",
 )
 ALLOWED_UPDATES = ("message", "callback_query")
+MAX_CAPTION = 1024
+MAX_PHOTO_BYTES = 10 * 1024 * 1024  # Bot API: larger photos must go as documents
+MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # Bot API: the largest file a bot may upload
+_PHOTO_MIMES = frozenset({"image/jpeg", "image/png"})
 
 
 class BadUpdate(ValueError):
@@ -459,6 +464,37 @@ class TelegramChannel:
                     message_thread_id=thread_id,
                 ),
             )
+
+    async def send_file_to_topic(
+        self, thread_id: int, data: bytes, mime: str, filename: str, caption: str = ""
+    ) -> None:
+        """Post a file that came from elsewhere (a WhatsApp customer's photo) in a topic.
+
+        Images Telegram shows inline go as a photo, anything else (or a photo over Telegram's
+        10 MB photo limit) as a document.
+        """
+        chat = self._agents()
+        file = BufferedInputFile(data, filename=filename)
+        text = caption[:MAX_CAPTION] or None
+        send: Callable[[], Awaitable[Message]]
+        if mime in _PHOTO_MIMES and len(data) <= MAX_PHOTO_BYTES:
+            send = functools.partial(
+                self.bot.send_photo,
+                chat_id=chat,
+                photo=file,
+                caption=text,
+                message_thread_id=thread_id,
+            )
+        else:
+            send = functools.partial(
+                self.bot.send_document,
+                chat_id=chat,
+                document=file,
+                caption=text,
+                message_thread_id=thread_id,
+            )
+        async with self._lane(chat):
+            await self._call(chat, send)
 
     async def copy_from_topic(self, chat_id: str, message_id: int) -> None:
         """Copy an agent's message (an attachment) from the agents' group to a customer."""

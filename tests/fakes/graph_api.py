@@ -23,7 +23,7 @@ import hmac
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -253,6 +253,16 @@ class FakeGraph:
         http = status if status is not None else 400
         self.faults.append(Fault(code, http, count, to, retry_after))
 
+    def reset(self) -> None:
+        """Forget what was sent, read and uploaded, and every injected fault (between tests)."""
+        self.messages.clear()
+        self.reads.clear()
+        self.attempts = 0
+        self.uploads.clear()
+        self.media.clear()
+        self.closed_windows.clear()
+        self.faults.clear()
+
     def close_window(self, wa_id: str) -> None:
         """Answer 131047 (re-engagement needed) to every message to this recipient."""
         self.closed_windows.add(wa_id)
@@ -276,6 +286,15 @@ class FakeGraph:
         async with asyncio.timeout(timeout), self._changed:
             await self._changed.wait_for(lambda: len(self.messages_to(wa_id)) >= n)
         return self.messages_to(wa_id)
+
+    async def wait_until(
+        self,
+        predicate: Callable[[], bool],
+        timeout: float = 5.0,  # noqa: ASYNC109
+    ) -> None:
+        """Wait until ``predicate()`` holds; it is re-checked whenever a message is accepted."""
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(predicate)
 
     # -- webhook builders bound to this fake's phone number id
 
@@ -333,7 +352,9 @@ class FakeGraph:
         if not isinstance(body, dict) or body.get("messaging_product") != "whatsapp":
             return web.json_response(graph_error(100, "messaging_product is required"), status=400)
         if body.get("status") == "read":
-            self.reads.append(str(body.get("message_id")))
+            async with self._changed:
+                self.reads.append(str(body.get("message_id")))
+                self._changed.notify_all()
             return web.json_response({"success": True})
         self.attempts += 1
         to = str(body.get("to", ""))

@@ -1,0 +1,654 @@
+"""End to end on WhatsApp: the real service (``python -m bot run``) as a subprocess.
+
+The peers run in this test process on free loopback ports: the fake Graph API (where the bot
+sends), the fake Telegram Bot API (the agents' forum topics), and the WispHub sandbox. The test
+plays Meta: it signs webhook calls with the app secret and posts them to /webhooks/whatsapp, then
+waits (event-based, with timeouts) for what the bot sends to the fake Graph API.
+
+Sessions live in Redis database 12 (other suites use 13-15), flushed before each test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import sys
+import unicodedata
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+import redis.asyncio as aioredis
+from graph_api import (
+    FakeGraph,
+    inbound_contact,
+    inbound_list,
+    inbound_location,
+    inbound_media,
+    inbound_text,
+    running_fake_graph,
+    sign,
+    status_update,
+    webhook,
+)
+from telegram_api import FakeTelegram, Sent, running_fake_telegram
+
+from integrations.wisphub.sandbox import SANDBOX_API_KEY, Sandbox, running_sandbox
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
+
+ROOT = Path(__file__).resolve().parents[2]
+REDIS_URL = os.environ.get("E2E_WHATSAPP_REDIS_URL", "redis://127.0.0.1:6379/12")
+TOKEN = "EAAG-e2e-permanent-token"
+APP_SECRET = "e2e-app-secret"
+VERIFY_TOKEN = "e2e-verify-token"
+PHONE_NUMBER_ID = "106540352242922"
+ANA = "573001112233"  # demo client 10 (Ana María Ruiz Gómez), telefono 3001112233
+STRANGER = "573125550000"  # no client has this number
+ANA_DOCUMENT = "1020304050"
+START_SECONDS = 20.0
+WAIT = 8.0  # seconds any single expected outcome may take
+# The agents' group is paced as Telegram requires (20 posts a minute: one every 3 s after a
+# burst of 3), so a post may queue behind a few others.
+AGENTS_WAIT = 15.0
+
+
+def fold(text: str) -> str:
+    """Case- and accent-insensitive form, for matching what the bot said."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+
+def content(message: dict[str, Any]) -> str:
+    """Everything a customer sees of one sent message: text, body, button and row titles."""
+    kind = message.get("type")
+    if kind == "text":
+        return str(message["text"]["body"])
+    if kind == "interactive":
+        inter = message["interactive"]
+        parts = [inter["body"]["text"]]
+        parts += [b["reply"]["title"] for b in inter["action"].get("buttons", [])]
+        for section in inter["action"].get("sections", []):
+            parts += [f"{r['title']} {r.get('description', '')}" for r in section["rows"]]
+        return "\n".join(parts)
+    return f"[{kind}]"
+
+
+def options(message: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(kind, id, title) of the choices a message offers: "button" or "list" rows."""
+    if message.get("type") != "interactive":
+        return []
+    inter = message["interactive"]
+    if inter["type"] == "button":
+        return [
+            ("button", b["reply"]["id"], b["reply"]["title"]) for b in inter["action"]["buttons"]
+        ]
+    return [("list", r["id"], r["title"]) for s in inter["action"]["sections"] for r in s["rows"]]
+
+
+def free_port() -> int:
+    """A free loopback port for the bot's HTTP server."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Peers:
+    """What the bot talks to, all served in this test process."""
+
+    graph: FakeGraph
+    telegram: FakeTelegram
+    sandbox: Sandbox
+
+
+@dataclass
+class BotUnderTest:
+    """The service subprocess and the test's side of Meta's webhook."""
+
+    proc: asyncio.subprocess.Process
+    url: str
+    http: aiohttp.ClientSession
+    peers: Peers
+    output: list[str] = field(default_factory=list)
+
+    async def post(
+        self, body: bytes, *, signature: str | None = "sign", content_type: str = "application/json"
+    ) -> int:
+        """POST a raw body to the webhook; sign it with the app secret unless told otherwise."""
+        headers = {"Content-Type": content_type}
+        if signature == "sign":
+            headers["X-Hub-Signature-256"] = sign(body, APP_SECRET)
+        elif signature is not None:
+            headers["X-Hub-Signature-256"] = signature
+        async with self.http.post(f"{self.url}/webhooks/whatsapp", data=body, headers=headers) as r:
+            return r.status
+
+    async def deliver(self, payload: dict[str, Any]) -> None:
+        """Meta delivers a signed webhook call; the bot must accept it at once."""
+        status = await self.post(json.dumps(payload).encode())
+        assert status == 200, self.log_tail()
+
+    def chat(self, wa_id: str) -> Chat:
+        """A customer's conversation."""
+        return Chat(self, wa_id)
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The end of the bot's log, for failure messages."""
+        return "\n".join(self.output[-lines:])
+
+
+class Chat:
+    """One WhatsApp customer: moves in, replies (since the last move) out."""
+
+    def __init__(self, bot: BotUnderTest, wa_id: str) -> None:
+        self.bot = bot
+        self.wa_id = wa_id
+        self.graph = bot.peers.graph
+        self.mark = 0
+        self.wamids: list[str] = []
+
+    @property
+    def sent(self) -> list[dict[str, Any]]:
+        """Every message the bot sent this customer."""
+        return self.graph.messages_to(self.wa_id)
+
+    @property
+    def since(self) -> list[dict[str, Any]]:
+        """Messages sent since the customer's last move."""
+        return self.sent[self.mark :]
+
+    async def _move(self, payload: dict[str, Any]) -> None:
+        self.mark = len(self.sent)
+        self.wamids.append(payload["entry"][0]["changes"][0]["value"]["messages"][0]["id"])
+        await self.bot.deliver(payload)
+
+    async def say(self, text: str) -> None:
+        """The customer types a text."""
+        await self._move(inbound_text(self.wa_id, text))
+
+    async def send(self, payload: dict[str, Any]) -> None:
+        """The customer sends any message (media, contact, location)."""
+        await self._move(payload)
+
+    async def press(self, pattern: str) -> None:
+        """Press the button or list row matching ``pattern`` in the newest message with choices."""
+        wanted = re.compile(fold(pattern))
+
+        def offered() -> list[tuple[str, str, str]]:
+            return next((options(m) for m in reversed(self.sent) if options(m)), [])
+
+        def found() -> list[tuple[str, str, str]]:
+            return [o for o in offered() if wanted.search(fold(o[2]))]
+
+        try:
+            await self.graph.wait_until(lambda: bool(found()), WAIT)
+        except TimeoutError:
+            pytest.fail(f"no option {pattern!r} in {offered()}\n{self.bot.log_tail()}")
+        kind, reply_id, title = found()[0]
+        if kind == "button":
+            content_ = {"type": "button_reply", "button_reply": {"id": reply_id, "title": title}}
+            payload = inbound_text(self.wa_id, "")
+            message = payload["entry"][0]["changes"][0]["value"]["messages"][0]
+            del message["text"]
+            message.update(type="interactive", interactive=content_)
+        else:
+            payload = inbound_list(self.wa_id, reply_id, title)
+        await self._move(payload)
+
+    async def expect(self, pattern: str, timeout: float = WAIT) -> dict[str, Any]:  # noqa: ASYNC109
+        """Wait for a message since the last move that matches ``pattern``; return it."""
+        wanted = re.compile(fold(pattern), re.DOTALL)
+
+        def match() -> dict[str, Any] | None:
+            return next((m for m in self.since if wanted.search(fold(content(m)))), None)
+
+        try:
+            await self.graph.wait_until(lambda: match() is not None, timeout)
+        except TimeoutError:
+            said = [content(m) for m in self.since]
+            pytest.fail(
+                f"no reply matching {pattern!r}; since the last move: {said}\n{self.bot.log_tail()}"
+            )
+        found = match()
+        assert found is not None
+        return found
+
+    def transcript(self) -> str:
+        """Everything said to this customer since the last move, joined."""
+        return "\n".join(content(m) for m in self.since)
+
+
+class Agents:
+    """The agents' forum on the fake Telegram."""
+
+    def __init__(self, bot: BotUnderTest) -> None:
+        self.bot = bot
+        self.tg = bot.peers.telegram
+        self.chat_id = self.tg.agents_chat_id
+        self.start = len(self.tg.sent(self.chat_id))  # earlier tests' posts are not ours
+
+    def posts(self, thread_id: int | None = None) -> list[Sent]:
+        """Messages the bot put in the agents' group (in one topic when given)."""
+        sent = self.tg.sent(self.chat_id)[self.start :]
+        return [m for m in sent if thread_id is None or m.message_thread_id == thread_id]
+
+    async def expect(
+        self,
+        pattern: str,
+        thread_id: int | None = None,
+        *,
+        method: str | None = None,
+        timeout: float = AGENTS_WAIT,  # noqa: ASYNC109
+    ) -> Sent:
+        """Wait for a post in the agents' group matching ``pattern`` (and ``method``)."""
+        wanted = re.compile(fold(pattern), re.DOTALL)
+
+        def match() -> Sent | None:
+            return next(
+                (
+                    m
+                    for m in self.posts(thread_id)
+                    if wanted.search(fold(m.text or "")) and (method is None or m.method == method)
+                ),
+                None,
+            )
+
+        try:
+            async with asyncio.timeout(timeout):
+                while (found := match()) is None:
+                    await self.tg.wait_for_messages(
+                        self.chat_id, len(self.tg.sent(self.chat_id)) + 1
+                    )
+        except TimeoutError:
+            posts = [(m.method, m.text) for m in self.posts(thread_id)]
+            pytest.fail(f"no post matching {pattern!r} in {posts}\n{self.bot.log_tail()}")
+        return found
+
+    def write(self, thread_id: int, text: str) -> None:
+        """An agent writes in a topic."""
+        self.tg.agent_text(thread_id, text)
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared_peers() -> AsyncIterator[Peers]:
+    """The fakes and the sandbox, served for the whole module (the bot starts once: its imports
+    alone take seconds)."""
+    async with (
+        running_sandbox(Sandbox()) as sandbox,
+        running_fake_graph(TOKEN, phone_number_id=PHONE_NUMBER_ID) as graph,
+        running_fake_telegram() as telegram,
+    ):
+        yield Peers(graph, telegram, sandbox)
+
+
+def bot_env(peers: Peers, port: int) -> dict[str, str]:
+    """The service's environment: every peer local, nothing read from a developer's shell."""
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "SYSTEMROOT")}
+    env.update(
+        PYTHONPATH=str(ROOT),
+        WISPHUB_API_URL=peers.sandbox.url,
+        WISPHUB_API_KEY=SANDBOX_API_KEY,
+        WHATSAPP_ACCESS_TOKEN=TOKEN,
+        WHATSAPP_PHONE_NUMBER_ID=PHONE_NUMBER_ID,
+        WHATSAPP_APP_SECRET=APP_SECRET,
+        WHATSAPP_VERIFY_TOKEN=VERIFY_TOKEN,
+        WHATSAPP_API_URL=peers.graph.base_url,
+        TELEGRAM_BOT_TOKEN=peers.telegram.token,
+        TELEGRAM_API_URL=peers.telegram.base_url,
+        TELEGRAM_AGENTS_CHAT_ID=str(peers.telegram.agents_chat_id),
+        REDIS_URL=REDIS_URL,
+        HTTP_HOST="127.0.0.1",
+        HTTP_PORT=str(port),
+        BOT_LANGUAGE="es",
+        LOG_LEVEL="INFO",
+    )
+    return env
+
+
+@contextlib.asynccontextmanager
+async def running_bot(peers: Peers) -> AsyncIterator[BotUnderTest]:
+    """Start ``python -m bot run``; wait for its "running" log line; SIGTERM it at the end."""
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        "run",
+        cwd=ROOT,
+        env=bot_env(peers, port),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output: list[str] = []
+    ready = asyncio.Event()
+
+    async def read() -> None:
+        # Keep draining the pipe for the whole run, or a chatty bot would block on a full pipe.
+        assert proc.stdout is not None
+        async for raw in proc.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            output.append(line)
+            if '"wispbot running"' in line:
+                ready.set()
+        ready.set()  # the process ended: stop waiting, the check below reports it
+
+    reader = asyncio.create_task(read())
+    async with aiohttp.ClientSession() as http:
+        bot = BotUnderTest(proc, f"http://127.0.0.1:{port}", http, peers, output)
+        try:
+            async with asyncio.timeout(START_SECONDS):
+                await ready.wait()
+            assert proc.returncode is None, "the bot did not start:\n" + bot.log_tail()
+            yield bot
+        finally:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+            try:
+                async with asyncio.timeout(15):
+                    code = await proc.wait()
+            except TimeoutError:
+                proc.kill()
+                code = await proc.wait()
+            await reader
+    assert code == 0, "the bot did not exit cleanly on SIGTERM:\n" + "\n".join(output[-40:])
+    leaked = [line for line in output if TOKEN in line or APP_SECRET in line]
+    assert not leaked, "a secret reached the log"
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared_bot(shared_peers: Peers) -> AsyncIterator[BotUnderTest]:
+    """The running service, wired to the module's peers."""
+    async with running_bot(shared_peers) as running:
+        yield running
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def bot(shared_bot: BotUnderTest) -> BotUnderTest:
+    """The service with a clean slate: empty Redis database, fresh sandbox data, fake reset."""
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        await client.flushdb()
+    finally:
+        await client.aclose()
+    shared_bot.peers.sandbox.reset()
+    shared_bot.peers.graph.reset()
+    return shared_bot
+
+
+# --------------------------------------------------------------------------- webhook edge
+
+
+async def test_verification_handshake_echoes_the_challenge(bot: BotUnderTest) -> None:
+    query = {
+        "hub.mode": "subscribe",
+        "hub.verify_token": VERIFY_TOKEN,
+        "hub.challenge": "1158201444",
+    }
+    async with bot.http.get(f"{bot.url}/webhooks/whatsapp", params=query) as response:
+        assert response.status == 200
+        assert await response.text() == "1158201444"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"hub.mode": "subscribe", "hub.verify_token": "wrong", "hub.challenge": "1"},
+        {"hub.mode": "subscribe", "hub.challenge": "1"},
+        {"hub.mode": "unsubscribe", "hub.verify_token": VERIFY_TOKEN, "hub.challenge": "1"},
+    ],
+    ids=["wrong-token", "no-token", "wrong-mode"],
+)
+async def test_verification_with_a_wrong_token_is_refused(
+    bot: BotUnderTest, query: dict[str, str]
+) -> None:
+    async with bot.http.get(f"{bot.url}/webhooks/whatsapp", params=query) as response:
+        assert response.status == 403
+        assert "1" not in await response.text()
+
+
+async def test_unsigned_or_badly_signed_calls_are_refused_and_not_handled(
+    bot: BotUnderTest,
+) -> None:
+    graph = bot.peers.graph
+    refused = [inbound_text(ANA, f"hola {n}") for n in range(5)]
+    bodies = [json.dumps(p).encode() for p in refused]
+    assert await bot.post(bodies[0], signature=None) == 403
+    assert await bot.post(bodies[1], signature=sign(bodies[1], "another-secret")) == 403
+    assert await bot.post(bodies[2], signature=sign(bodies[0], APP_SECRET)) == 403  # other body
+    assert await bot.post(bodies[3], signature="sha256=zz") == 403
+    assert await bot.post(bodies[4], signature=sign(bodies[4], APP_SECRET)[7:]) == 403  # no prefix
+    # The signature is checked before parsing: junk with a bad signature is a 403, not a 400.
+    assert await bot.post(b"{not json", signature="sha256=" + "0" * 64) == 403
+
+    # A signed call afterwards is the only one answered (the refused ones were never handled).
+    ana = bot.chat(ANA)
+    await ana.say("hola")
+    await ana.expect("Soy cliente")
+    refused_ids = {p["entry"][0]["changes"][0]["value"]["messages"][0]["id"] for p in refused}
+    assert not refused_ids & set(graph.reads)
+    assert len([m for m in ana.sent if "Soy cliente" in content(m)]) == 1
+
+
+async def test_malformed_json_is_a_400_and_the_service_keeps_serving(bot: BotUnderTest) -> None:
+    assert await bot.post(b"{not json") == 400
+    assert await bot.post(b"\xff\xfe\x00garbage") == 400
+    assert await bot.post(b"[1, 2, 3]") == 400
+    ana = bot.chat(ANA)
+    await ana.say("hola")
+    await ana.expect("Soy cliente")
+
+
+# --------------------------------------------------------------------------- conversations
+
+
+async def test_known_number_identifies_verifies_and_opens_a_ticket(bot: BotUnderTest) -> None:
+    """identify (by phone) → verify → account → fault report → ticket, by buttons and lists."""
+    ana = bot.chat(ANA)
+    await ana.say("hola")
+    menu = await ana.expect("Soy cliente")
+    assert menu["interactive"]["type"] == "button"  # 3 options: reply buttons
+    await bot.peers.graph.wait_until(lambda: ana.wamids[0] in bot.peers.graph.reads)
+
+    await ana.press("Soy cliente")
+    await ana.expect("asociado a este numero.*nombre completo")
+    assert not re.search(r"ana|ruiz|calle|hogar|documento", fold(ana.transcript()))
+
+    await ana.say("ana ruiz")
+    await ana.expect("Gracias, Ana")
+    client_menu = await ana.expect("Estado de cuenta")
+    assert client_menu["interactive"]["type"] == "list"  # 6 options: a list message
+
+    await ana.press("Estado de cuenta")
+    account = await ana.expect(r"servicio 10")
+    assert re.search(r"\$ \d{1,3}(\.\d{3})+", content(account))
+    await ana.expect("algo mas")
+
+    await ana.press("Reportar falla")
+    categories = await ana.expect("Sin internet")
+    assert categories["interactive"]["type"] == "list"  # 4 categories: a list
+    await ana.press("Sin internet")
+    await ana.expect("responde bien")
+    await ana.expect("Sigue igual")
+    await ana.press("Sigue igual")
+    await ana.expect("pocas palabras")
+    await ana.say("No tengo internet desde anoche en ningún equipo")
+    await ana.expect("Confirmar")
+    await ana.press("Confirmar")
+    created = await ana.expect(r"abri el ticket #(\d+)")
+
+    posts = [r for r in bot.peers.sandbox.requests if r.method == "POST" and r.path == "/tickets/"]
+    assert len(posts) == 1
+    assert posts[0].fields["servicio"] == "10"
+    assert "4" in content(created)  # the sandbox numbers tickets from 4800
+
+
+async def test_unknown_number_is_asked_the_document(bot: BotUnderTest) -> None:
+    stranger = bot.chat(STRANGER)
+    await stranger.say("Buenas tardes")
+    await stranger.expect("Soy cliente")
+    await stranger.say("soy cliente")  # typed label works like the button
+    await stranger.expect(r"documento \(cedula\)")
+    await stranger.say(ANA_DOCUMENT)
+    await stranger.expect("nombre completo")
+    assert "ana" not in fold(stranger.transcript())
+    await stranger.say("Ana María Ruiz")
+    await stranger.expect("Gracias, Ana")
+
+
+async def test_a_shared_contact_card_identifies_by_its_number(bot: BotUnderTest) -> None:
+    stranger = bot.chat(STRANGER)
+    await stranger.say("hola")
+    await stranger.press("Soy cliente")
+    await stranger.expect("documento")
+    await stranger.send(inbound_contact(STRANGER, "+57 300 111 2233", contact_wa_id=ANA))
+    await stranger.expect("asociado a este numero.*nombre completo")
+
+
+async def test_a_redelivered_wamid_is_handled_once(bot: BotUnderTest) -> None:
+    ana = bot.chat(ANA)
+    payload = inbound_text(ANA, "hola", "wamid.HBgMNTczMDAxMTEyMjMzFQIAEhgUM0VCMA==")
+    for _ in range(3):
+        await bot.deliver(payload)  # Meta re-delivers when it misses our 200
+    await ana.expect("Soy cliente")
+    # A later message is the barrier: its reply comes after any reply to the repeats.
+    await ana.say("Planes y precios")
+    await ana.expect("Nuestros planes")
+    menus = [m for m in ana.sent if "Soy cliente" in content(m)]
+    assert len(menus) == 1
+
+
+async def test_statuses_and_junk_are_accepted_and_ignored(bot: BotUnderTest) -> None:
+    graph = bot.peers.graph
+    junk: list[dict[str, Any]] = [
+        status_update(ANA, "wamid.SENT1", "delivered"),
+        status_update(ANA, "wamid.SENT1", "read"),
+        {"object": "whatsapp_business_account", "entry": "nonsense"},
+        {"entry": [{"changes": [{"value": {"messages": [{"type": "text"}]}}]}]},  # no sender
+        {},
+        webhook(),
+    ]
+    for payload in junk:
+        await bot.deliver(payload)
+    ana = bot.chat(ANA)
+    await ana.say("hola")
+    await ana.expect("Soy cliente")
+    assert graph.messages == ana.sent  # nothing was sent for the statuses or the junk
+    assert len(ana.sent) == 2  # greeting, then the menu's buttons
+    assert graph.reads == ana.wamids  # only the customer's message is marked read
+
+
+async def test_media_gets_the_text_only_note(bot: BotUnderTest) -> None:
+    ana = bot.chat(ANA)
+    await ana.send(inbound_media(ANA, "sticker", "5550001", mime_type="image/webp"))
+    await ana.expect("solo puedo leer mensajes de texto")
+    await ana.send(inbound_location(ANA, 4.65, -74.05, "Casa"))
+    await ana.expect("solo puedo leer mensajes de texto")
+    unsupported = inbound_text(ANA, "x")
+    message = unsupported["entry"][0]["changes"][0]["value"]["messages"][0]
+    del message["text"]
+    message.update(type="unsupported", errors=[{"code": 131051, "title": "Unsupported type"}])
+    await ana.send(unsupported)
+    await ana.expect("solo puedo leer mensajes de texto")
+
+
+async def test_a_throttled_send_is_retried(bot: BotUnderTest) -> None:
+    graph = bot.peers.graph
+    graph.fail(code=130429, count=2, status=400, to=ANA, retry_after=0.2)
+    ana = bot.chat(ANA)
+    await ana.say("hola")
+    await ana.expect("Soy cliente")
+    assert graph.attempts == len(graph.messages) + 2
+
+
+# --------------------------------------------------------------------------- handoff
+
+
+async def _hand_off(bot: BotUnderTest, agents: Agents) -> tuple[Chat, int]:
+    """Ana identifies, verifies and asks for an agent; return her chat and topic."""
+    ana = bot.chat(ANA)
+    await ana.say("hola")
+    await ana.press("Soy cliente")
+    await ana.expect("nombre completo")
+    await ana.say("ana ruiz")
+    await ana.expect("Hablar con un asesor")
+    await ana.press("Hablar con un asesor")
+    await ana.expect("Te comunico con un asesor")
+    card = await agents.expect("Nueva conversacion . WhatsApp")
+    assert card.message_thread_id is not None
+    topic = bot.peers.telegram.topics[card.message_thread_id]
+    assert "WhatsApp" in topic.name
+    return ana, card.message_thread_id
+
+
+async def test_handoff_both_ways(bot: BotUnderTest) -> None:
+    agents = Agents(bot)
+    ana, thread = await _hand_off(bot, agents)
+    card = agents.posts(thread)[0]
+    assert "Ana Maria Ruiz Gomez" in fold(card.text or "").title()
+    assert TOKEN not in (card.text or "")
+
+    # The customer's text goes to the topic; the bot stays quiet.
+    await ana.say("hola, tengo una duda con mi factura")
+    await agents.expect("duda con mi factura", thread)
+
+    # Media during a handoff reaches the agents, not the text-only note.
+    bot.peers.graph.add_media("7001", b"\xff\xd8\xff fake jpeg", "image/jpeg")
+    await ana.send(inbound_media(ANA, "image", "7001"))
+    await agents.expect("", thread, method="sendPhoto")
+
+    # An agent's answer reaches the customer on WhatsApp as text.
+    agents.write(thread, "Hola Ana, soy Luis. ¿En qué te ayudo?")
+    await ana.expect("soy Luis")
+    assert "solo puedo leer" not in fold("\n".join(content(m) for m in ana.sent))
+    quiet = [m for m in ana.sent[-2:] if "Te comunico" not in content(m)]
+    assert [content(m) for m in quiet] == ["Hola Ana, soy Luis. ¿En qué te ayudo?"]
+
+    # /cerrar hands the conversation back to the bot and closes the topic.
+    agents.write(thread, "/cerrar")
+    await ana.expect("El asesor cerro la conversacion")
+    await agents.expect("Atencion cerrada", thread)
+    await bot.peers.telegram.wait_for_calls("closeForumTopic", 1)
+    assert bot.peers.telegram.topics[thread].closed
+    await ana.press("Estado de cuenta")
+    await ana.expect("Valor mensual")
+
+
+async def test_agent_is_told_when_the_24_hour_window_is_closed(bot: BotUnderTest) -> None:
+    agents = Agents(bot)
+    ana, thread = await _hand_off(bot, agents)
+    graph = bot.peers.graph
+    graph.close_window(ANA)
+    before, attempts = len(ana.sent), graph.attempts
+    agents.write(thread, "Hola Ana, ¿sigues ahí?")
+    note = await agents.expect("ventana de 24 horas", thread)
+    assert "No pude entregar" in (note.text or "")
+    assert len(ana.sent) == before  # nothing reached the customer as free text
+    assert graph.attempts == attempts + 1  # 131047 is final: not retried
+
+    # The failed relay is not kept to be re-sent behind the agent's back: a second message
+    # costs one more attempt and one more note, not two.
+    agents.write(thread, "¿Hola?")
+    async with asyncio.timeout(AGENTS_WAIT):
+        while len(_window_notes(agents, thread)) < 2:
+            await agents.tg.wait_for_messages(
+                agents.chat_id, len(agents.tg.sent(agents.chat_id)) + 1
+            )
+    assert graph.attempts == attempts + 2
+    assert len(ana.sent) == before
+
+
+def _window_notes(agents: Agents, thread: int) -> list[Sent]:
+    return [m for m in agents.posts(thread) if "ventana de 24 horas" in fold(m.text or "")]
