@@ -1,0 +1,404 @@
+"""The Telegram channel end to end: ``python -m bot run`` against the fake Bot API, the WispHub
+sandbox and a real Redis, driven the way customers and agents would (fixtures in conftest.py,
+helpers in tests/fakes/e2e_harness.py).
+
+Nothing here sleeps to wait for an outcome: every wait is on a message reaching the fake (or a
+request reaching the sandbox), bounded by a timeout. Where a test asserts that the bot stayed
+quiet, it first waits for a later event that the engine handles strictly after (one conversation
+is handled one event at a time, in order), then looks at everything sent in between.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from e2e_harness import (
+    WEBHOOK_SECRET,
+    BotProcess,
+    Chat,
+    eventually,
+    fold,
+    identify,
+    wait_for,
+    wait_for_text,
+)
+from telegram_api import FakeTelegram, Sent
+
+from bot.sessions import redis_key
+from integrations.wisphub.sandbox import Sandbox
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
+
+ANA = ("1020304050", "ana maria ruiz", "Ana")  # service 10: active, Hogar 50 Mbps at $ 89.900
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+NewChat = Callable[..., Chat]
+
+
+def ticket_posts(sandbox: Sandbox) -> int:
+    """Tickets the bot filed in WispHub (the sandbox's request log)."""
+    return sum(1 for r in sandbox.requests if r.method == "POST" and r.path == "/tickets/")
+
+
+def count(messages: list[Sent], pattern: str) -> int:
+    """How many messages' text matches ``pattern`` (accents and case aside)."""
+    return sum(1 for m in messages if re.search(fold(pattern), fold(m.text or "")))
+
+
+async def open_handoff(chat: Chat, fake: FakeTelegram) -> Sent:
+    """Press "Hablar con un asesor" (offered in the newest menu); return the agents' card."""
+    agents_start = len(fake.sent(fake.agents_chat_id))
+    chat.press("Hablar con un asesor")
+    await chat.expect("Te comunico con un asesor")
+    card = await wait_for_text(fake, fake.agents_chat_id, "Nueva conversacion", agents_start)
+    assert card.message_thread_id in fake.topics
+    return card
+
+
+async def post_update(
+    bot: BotProcess, update: dict[str, Any] | bytes, secret: str | None = WEBHOOK_SECRET
+) -> int:
+    """POST one update to the bot's Telegram webhook as Telegram would; the HTTP status."""
+    body = update if isinstance(update, bytes) else json.dumps(update).encode()
+    headers = {"Content-Type": "application/json"}
+    if secret is not None:
+        headers[SECRET_HEADER] = secret
+    status, _ = await bot.request("POST", "/webhooks/telegram", data=body, headers=headers)
+    return status
+
+
+# ---- the customer's journey -------------------------------------------------------------------
+
+
+async def test_greeting_identification_account_and_ticket(
+    bot: BotProcess, new_chat: NewChat, sandbox: Sandbox
+) -> None:
+    """Greeted, identified, verified, reads the account, reports a fault: one ticket."""
+    chat = new_chat()
+    chat.say("/start")
+    await chat.expect("Soy cliente")
+    await chat.expect("Planes y precios")
+    chat.press("Soy cliente")
+    await chat.expect("documento")
+    chat.say(ANA[0])
+    await chat.expect("nombre completo")
+    assert count(chat.window(), "Ana|Ruiz|Hogar|Calle") == 0, "revealed before verification"
+    chat.say(ANA[1])
+    await chat.expect("Gracias, Ana")
+    await chat.expect("Estado de cuenta")
+
+    chat.press("Estado de cuenta")
+    await chat.expect(r"Valor mensual: \$ 89\.900")
+    await chat.expect("algo mas")
+
+    chat.press("Reportar falla")
+    await chat.expect("Sin internet")
+    chat.press("Sin internet")
+    await chat.expect("responde bien")
+    await chat.expect("Sigue igual")
+    chat.press("Sigue igual")
+    await chat.expect("pocas palabras")
+    chat.say("No tengo internet desde anoche en ningún equipo")
+    await chat.expect("Confirmar")
+    chat.press("Confirmar")
+    await chat.expect(r"abri el ticket #\d+")
+    assert ticket_posts(sandbox) == 1
+
+
+async def test_handoff_to_an_agent_and_back(
+    bot: BotProcess, new_chat: NewChat, fake: FakeTelegram, sandbox: Sandbox
+) -> None:
+    """The topic gets the card and the customer's messages; the agent's words reach the customer;
+    /ticket files one ticket; /cerrar hands back to the bot; asking again reopens the topic."""
+    agents = fake.agents_chat_id
+    chat = new_chat()
+    await identify(chat, *ANA)
+    card = await open_handoff(chat, fake)
+    thread = card.message_thread_id
+    assert thread is not None
+    assert "servicio 10" in (card.text or ""), card.text
+    topics_after_first = len(fake.topics)
+
+    quiet_from = len(chat.messages())
+    chat.say("hola, tengo una duda con mi factura")
+    await wait_for_text(fake, agents, "duda con mi factura", thread_id=thread)
+    chat.photo()
+    await wait_for(
+        fake,
+        agents,
+        lambda m: m.method == "copyMessage" and m.from_chat_id == chat.id,
+        "copying the customer's photo",
+    )
+
+    fake.agent_text(thread, "Hola Ana, soy Luis. ¿En qué te ayudo?")
+    await wait_for_text(fake, chat.id, "soy Luis", quiet_from)
+    # The bot said nothing of its own while the customer talked to the agent.
+    assert [m.text for m in chat.messages()[quiet_from:]] == [
+        "Hola Ana, soy Luis. ¿En qué te ayudo?"
+    ]
+
+    quiet_from = chat.mark()
+    fake.agent_text(thread, "/ticket revisar cobro doble en la factura")
+    await wait_for_text(fake, agents, r"Ticket #\d+ creado para el servicio 10", thread_id=thread)
+    assert ticket_posts(sandbox) == 1
+
+    fake.agent_text(thread, "/cerrar")
+    await chat.expect("El asesor cerro la conversacion")
+    await wait_for_text(fake, agents, "Atencion cerrada", thread_id=thread)
+    assert "cerro la conversacion" in fold(chat.messages()[quiet_from].text or "")
+    assert fake.topics[thread].closed
+
+    # The bot answers again.
+    chat.press("Estado de cuenta")
+    await chat.expect("Valor mensual")
+
+    # Asking again reopens the same topic.
+    reopened = await open_handoff(chat, fake)
+    assert reopened.message_thread_id == thread
+    assert not fake.topics[thread].closed
+    assert len(fake.topics) == topics_after_first
+
+
+async def test_only_the_agents_group_topics_reach_the_customer(
+    bot: BotProcess, new_chat: NewChat, fake: FakeTelegram
+) -> None:
+    """A message shaped like an agent's but from another group, or from a bot, is not relayed."""
+    chat = new_chat("Marta")
+    chat.say("/start")
+    await chat.expect("Hablar con un asesor")
+    card = await open_handoff(chat, fake)
+    thread = card.message_thread_id
+    assert thread is not None
+
+    quiet_from = chat.mark()
+    fake.agent_text(thread, "impostor: dame tu clave", chat_id=-1009999999999)
+    fake.agent_text(thread, "otro bot: hola", from_id=999, is_bot=True)
+    fake.agent_text(thread, "Hola Marta, soy Luis")
+    await chat.expect("soy Luis")
+    fake.agent_text(thread, "/cerrar")
+    await chat.expect("cerro la conversacion")
+    texts = [m.text or "" for m in chat.messages()[quiet_from:]]
+    assert not any("impostor" in t or "otro bot" in t for t in texts), texts
+    assert texts[0] == "Hola Marta, soy Luis"
+
+
+# ---- robustness -------------------------------------------------------------------------------
+
+
+async def test_a_burst_of_five_in_one_poll_is_handled_in_order(
+    bot: BotProcess, new_chat: NewChat, fake: FakeTelegram
+) -> None:
+    """Five messages queued together (one getUpdates answer) are answered in their order."""
+    chat = new_chat()
+    burst = ["/start", "Soy cliente", ANA[0], ANA[1], "Estado de cuenta"]
+    for text in burst:  # no await in between: the parked long poll returns all five at once
+        fake.user_text(chat.id, text)
+    assert fake.pending_updates >= len(burst)
+    await chat.expect("Valor mensual")
+    texts = [fold(m.text or "") for m in chat.messages()]
+    steps = ["asistente virtual", "documento", "nombre completo", "gracias, ana", "valor mensual"]
+    firsts = [next(i for i, t in enumerate(texts) if step in t) for step in steps]
+    assert firsts == sorted(firsts), chat.transcript()
+    assert count(chat.messages(), "No entendi|no parece") == 0, chat.transcript()
+
+
+async def test_a_duplicate_update_is_handled_once(
+    bot: BotProcess, new_chat: NewChat, fake: FakeTelegram
+) -> None:
+    """The same update_id delivered twice gets one answer."""
+    chat = new_chat()
+    update = chat.say("/start")
+    fake.push_update(update)  # Telegram re-delivers: same update_id
+    await chat.expect("Soy cliente")
+    chat.press("Soy cliente")
+    await chat.expect("documento")
+    assert count(chat.messages(), "asistente virtual") == 1, chat.transcript()
+    status, text = await bot.request("GET", "/metrics")
+    assert status == 200
+    assert re.search(r'wispbot_duplicate_events_total\{channel="telegram"\} [1-9]', text)
+
+
+async def test_restart_in_the_middle_of_a_conversation(
+    bot: BotProcess, new_chat: NewChat, redis_client: aioredis.Redis
+) -> None:
+    """kill -9 between two messages; the next process goes on where the customer was."""
+    chat = new_chat()
+    chat.say("/start")
+    await chat.expect("Soy cliente")
+    chat.press("Soy cliente")
+    await chat.expect("documento")
+    chat.say(ANA[0])
+    await chat.expect("nombre completo")
+    lock = redis_key("lock", "telegram", str(chat.id))
+
+    async def turn_finished() -> bool:
+        # The reply is out before the turn's last save; the lock goes when that save is done.
+        return not await redis_client.exists(lock)
+
+    await eventually(turn_finished, "the turn to finish")
+    bot.kill9()
+    chat.say(ANA[1])  # written while the bot is down: Telegram keeps it
+    await bot.start()
+    await chat.expect("Gracias, Ana")
+    assert count(chat.messages(), "nombre completo") == 1, chat.transcript()
+
+
+async def test_wisphub_failing_then_recovering(
+    bot: BotProcess, new_chat: NewChat, sandbox: Sandbox
+) -> None:
+    """WispHub down: a clear answer within 15 s with an agent offered; back up: the step works."""
+    chat = new_chat()
+    chat.say("/start")
+    await chat.expect("Soy cliente")
+    chat.press("Soy cliente")
+    await chat.expect("documento")
+    sandbox.add_fault("^/clientes/", status=500, count=None)
+    chat.say(ANA[0])
+    await chat.expect("no responde en este momento", timeout=15)
+    await chat.expect("Hablar con un asesor")
+    assert count(chat.window(), "nombre completo") == 0
+    sandbox.clear_faults()
+    chat.say(ANA[0])
+    await chat.expect("nombre completo")
+    chat.say(ANA[1])
+    await chat.expect("Gracias, Ana")
+
+
+async def test_junk_input_gets_clear_answers_and_keeps_the_session(
+    bot: BotProcess, new_chat: NewChat
+) -> None:
+    """10,000 characters, stickers, photos and odd Unicode: answers, no crash, step kept."""
+    chat = new_chat()
+    chat.say("/start")
+    await chat.expect("Soy cliente")
+    chat.say("internet caido " * 667)  # 10,005 characters
+    await chat.expect("muy largo")
+    await chat.expect("No entendi")
+    chat.sticker()
+    await chat.expect("solo puedo leer")
+    chat.photo()
+    await chat.expect("solo puedo leer")
+    for odd in [
+        "\u202eمرحبا بكم\u202c",  # right-to-left override
+        "\u200b\u200d\ufeff",  # zero-width only
+        "🙂🙂🔥👨‍👩‍👧",  # emoji and a ZWJ sequence
+        "Z̸̢͉a̵l̷g̶o̴",  # stacked combining marks
+        "𝟏𝟎𝟐𝟎",  # mathematical digits
+    ]:
+        chat.say(odd)
+        await chat.expect("No entendi")
+    chat.press("Soy cliente")
+    await chat.expect("documento")
+    chat.sticker()
+    await chat.expect("solo puedo leer")
+    chat.say(ANA[0])  # the document step was kept through the sticker
+    await chat.expect("nombre completo")
+    status, _ = await bot.request("GET", "/healthz")
+    assert status == 200
+    assert bot.running
+
+
+# ---- the handoff timeout (a bot of its own, HANDOFF_TIMEOUT=2) --------------------------------
+
+
+async def test_no_agent_answer_within_the_timeout_offers_a_ticket(
+    spawn_bot: Any, own_fake: FakeTelegram, new_chat: NewChat
+) -> None:
+    """Nobody answers in the topic for HANDOFF_TIMEOUT: the customer is offered a ticket."""
+    await spawn_bot("handoff-timeout", own_fake, HANDOFF_TIMEOUT="2")
+    chat = new_chat(on=own_fake)
+    await identify(chat, *ANA)
+    await open_handoff(chat, own_fake)
+    await chat.expect("siguen ocupados")
+    await chat.expect("Abrir un ticket")
+    chat.press("Abrir un ticket")
+    await chat.expect("pocas palabras")
+
+
+# ---- webhook mode (a bot of its own, whose WispHub is a dead port) ----------------------------
+
+
+async def test_webhook_checks_the_secret_and_the_body(
+    webhook_bot: BotProcess, webhook_fake: FakeTelegram, clean: None, new_chat: NewChat
+) -> None:
+    """The webhook is registered with its secret; wrong or missing secret 403, bad JSON 400."""
+    assert webhook_fake.webhook["url"] == f"{webhook_bot.url}/webhooks/telegram"
+    assert webhook_fake.webhook["secret_token"] == WEBHOOK_SECRET
+    chat = new_chat(on=webhook_fake)
+    rejected = webhook_fake.user_text(chat.id, "/start")
+    assert await post_update(webhook_bot, rejected, secret=None) == 403
+    assert await post_update(webhook_bot, rejected, secret="wrong-secret") == 403
+    assert await post_update(webhook_bot, b'{"update_id": 1, "message": ') == 400
+    assert await post_update(webhook_bot, b"\xff\xfe not json") == 400
+
+    assert await post_update(webhook_bot, chat.say("/start")) == 200
+    await chat.expect("Soy cliente")
+    assert count(chat.messages(), "asistente virtual") == 1, "a rejected call was processed"
+
+
+async def test_webhook_duplicate_update_is_handled_once(
+    webhook_bot: BotProcess, webhook_fake: FakeTelegram, clean: None, new_chat: NewChat
+) -> None:
+    """Telegram retries a webhook call: the second copy of the update is dropped."""
+    chat = new_chat(on=webhook_fake)
+    update = chat.say("/start")
+    assert await post_update(webhook_bot, update) == 200
+    assert await post_update(webhook_bot, update) == 200
+    await chat.expect("Soy cliente")
+    assert await post_update(webhook_bot, chat.press("Soy cliente")) == 200
+    await chat.expect("documento")
+    assert count(chat.messages(), "asistente virtual") == 1, chat.transcript()
+
+
+# ---- operations -------------------------------------------------------------------------------
+
+
+async def test_health_readiness_and_metrics(bot: BotProcess, new_chat: NewChat) -> None:
+    """/healthz 200, /readyz 200 with Redis and WispHub up, /metrics counts messages in."""
+    assert (await bot.request("GET", "/healthz"))[0] == 200
+    status, body = await bot.request("GET", "/readyz")
+    assert status == 200, body
+    assert json.loads(body)["ready"] is True
+    chat = new_chat()
+    chat.say("/start")
+    await chat.expect("Soy cliente")
+    status, text = await bot.request("GET", "/metrics")
+    assert status == 200
+    assert re.search(r'^wispbot_messages_in_total\{channel="telegram"\} [1-9]', text, re.M), text
+
+
+async def test_readyz_is_503_when_wisphub_is_unreachable(
+    webhook_bot: BotProcess, clean: None
+) -> None:
+    """A WispHub base URL on a dead port: alive (200) but not ready (503)."""
+    assert (await webhook_bot.request("GET", "/healthz"))[0] == 200
+    status, body = await webhook_bot.request("GET", "/readyz")
+    assert status == 503, body
+    assert json.loads(body)["wisphub"] is False
+
+
+async def test_sigterm_finishes_in_flight_messages_and_exits_0(
+    bot: BotProcess, new_chat: NewChat, sandbox: Sandbox
+) -> None:
+    """SIGTERM while a message waits on a slow WispHub: the reply still goes out; exit 0.
+
+    Last in the file: it stops the shared bot (a later test would start it again)."""
+    chat = new_chat()
+    chat.say("/start")
+    await chat.expect("Soy cliente")
+    chat.press("Soy cliente")
+    await chat.expect("documento")
+    sandbox.add_fault("^/clientes/", status=0, delay=1.0, count=1)  # slow, then a real answer
+    seen = len(sandbox.requests)
+    chat.say(ANA[0])
+
+    async def in_flight() -> bool:
+        return any(r.path.startswith("/clientes/") for r in sandbox.requests[seen:])
+
+    await eventually(in_flight, "the document look-up to reach WispHub")
+    assert await bot.terminate() == 0, bot.logs()
+    assert count(chat.window(), "nombre completo") == 1, chat.transcript()
