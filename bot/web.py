@@ -18,7 +18,7 @@ import json
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Coroutine
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -67,6 +67,7 @@ class Service:
         self.runtime: Runtime | None = None
         self.handoff: HandoffPort = NoAgents()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._agent_turns: dict[int, tuple[asyncio.Lock, int]] = {}
         self._ready: tuple[float, bool, dict[str, bool]] = (0.0, False, {})
         self._stack = AsyncExitStack()
         self.notes = Texts(settings.bot.bot_language)
@@ -92,6 +93,9 @@ class Service:
                 agents_chat_id=tg.agents_chat_id,
                 per_chat_interval=tg.chat_interval,
                 global_rate=tg.global_rate,
+                # TELEGRAM_CHAT_INTERVAL=0 means "no per-chat limit" (a local run against a
+                # fake): the agents' group is a chat too, else its 20 a minute still paces it.
+                group_per_minute=20 if tg.chat_interval > 0 else 0,
             )
             self.channels["telegram"] = self.telegram
             if tg.agents_chat_id is not None:
@@ -189,8 +193,32 @@ class Service:
         await self.engine.handle(inbound, self.deliver)
         metrics.REPLY_LATENCY.labels(inbound.key.channel).observe(time.perf_counter() - started)
 
+    @contextlib.asynccontextmanager
+    async def _agent_turn(self, thread_id: int) -> AsyncIterator[None]:
+        """One topic's agent messages one at a time, in arrival order.
+
+        ``Engine.from_agent`` awaits the topic look-up before it takes the conversation's FIFO
+        turn, so concurrent calls (each update is its own task) can overtake one another; this
+        lock is taken before any other await, and asyncio.Lock wakes waiters first come first.
+        """
+        lock, users = self._agent_turns.get(thread_id, (asyncio.Lock(), 0))
+        self._agent_turns[thread_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._agent_turns[thread_id]
+            if users <= 1:
+                del self._agent_turns[thread_id]
+            else:
+                self._agent_turns[thread_id] = (lock, users - 1)
+
     async def on_agent(self, msg: AgentMessage) -> None:
-        """An agent's message in a topic."""
+        """An agent's message in a topic (a topic's messages are handled in arrival order)."""
+        async with self._agent_turn(msg.thread_id):
+            await self._on_agent(msg)
+
+    async def _on_agent(self, msg: AgentMessage) -> None:
 
         async def deliver(replies: list[Outbound]) -> list[Outbound]:
             undelivered = await self.deliver(replies)

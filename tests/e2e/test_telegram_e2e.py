@@ -186,6 +186,27 @@ async def test_only_the_agents_group_topics_reach_the_customer(
     assert texts[0] == "Hola Marta, soy Luis"
 
 
+async def test_agents_burst_reaches_the_customer_in_order(
+    bot: BotProcess, new_chat: NewChat, fake: FakeTelegram
+) -> None:
+    """Five agent messages in one poll reach the customer in the order they were written.
+
+    (Each update is its own task; the engine looks the topic up before taking its turn, so
+    without the service's per-topic queue they overtook one another.)"""
+    chat = new_chat("Marta")
+    chat.say("/start")
+    await chat.expect("Hablar con un asesor")
+    card = await open_handoff(chat, fake)
+    thread = card.message_thread_id
+    assert thread is not None
+    start = chat.mark()
+    lines = [f"mensaje {i} del asesor" for i in range(1, 6)]
+    for line in lines:
+        fake.agent_text(thread, line)
+    await fake.wait_for_messages(chat.id, start + len(lines), timeout=10)
+    assert [m.text for m in chat.messages()[start:]] == lines
+
+
 # ---- robustness -------------------------------------------------------------------------------
 
 

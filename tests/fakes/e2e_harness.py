@@ -83,6 +83,10 @@ def bot_env(fake: FakeTelegram | None, sandbox_url: str, port: int, **extra: str
         HTTP_HOST="127.0.0.1",
         HTTP_PORT=str(port),
         LOG_LEVEL="INFO",
+        # Telegram's flood limits off (the fake has none): tests measure behaviour, not pacing,
+        # which the channel's own tests cover.
+        TELEGRAM_CHAT_INTERVAL="0",
+        TELEGRAM_GLOBAL_RATE="0",
         BUSINESS_HOURS="",
     )
     if fake is not None:
