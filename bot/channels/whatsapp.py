@@ -433,6 +433,11 @@ class WhatsAppChannel:
         self._paged: dict[str, tuple[str, list[tuple[Option, ...]]]] = {}
 
     # -- the 24-hour customer service window
+    #
+    # Kept in this process's memory only: after a restart the window of a customer who has not
+    # written since is unknown, and the Graph API decides (131047 -> WindowClosed, which the
+    # service reports in the agents' topic). Once known closed, later sends fail fast without
+    # a doomed API call, until the customer writes again.
 
     def note_inbound(self, wa_id: str, at: float) -> None:
         """Remember that the customer wrote at ``at`` (epoch seconds)."""
@@ -442,14 +447,30 @@ class WhatsAppChannel:
         """Whether the customer wrote within the last 24 hours (as far as this process knows)."""
         return window_open_at(self._last_inbound.get(wa_id), self._clock())
 
+    def window_known_closed(self, wa_id: str) -> bool:
+        """True only when this process knows the window is closed (not when it does not know)."""
+        return wa_id in self._last_inbound and not self.window_open(wa_id)
+
     # -- sending
 
     async def send(self, out: Outbound) -> None:
         """Deliver one reply (several messages when long or paged) in order for its chat."""
         chat = out.key.chat_id
+        if self.window_known_closed(chat):
+            msg = f"{out.key}: the customer has not written for 24 hours"
+            raise WindowClosed(msg)
+        if out.media is not None and not _sendable(out):
+            # Checked before anything is sent, so a reply is delivered whole or not at all.
+            msg = f"{out.key}: a {out.media.type} from another channel cannot be sent on WhatsApp"
+            log.warning("whatsapp reply refused: foreign media", extra={"conv": str(out.key)})
+            raise DeliveryError(msg)
         async with self._chat_lock(chat):
-            for message in self._render(out):
-                await self._send_one(message, str(out.key))
+            try:
+                for message in self._render(out):
+                    await self._send_one(message, str(out.key))
+            except WindowClosed:
+                self._last_inbound[chat] = 0.0  # known closed until the customer writes again
+                raise
 
     async def serve_more(self, inbound: Inbound) -> bool:
         """Answer a press on a "more" row with the next page; False for any other event."""
@@ -670,6 +691,17 @@ class WhatsAppChannel:
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._token.get_secret_value(), "***")
+
+
+def _sendable(out: Outbound) -> bool:
+    """Whether the reply's media can be sent on WhatsApp: a link, or a WhatsApp media id.
+
+    An agent's attachment is a Telegram message id (to copy), which Graph cannot resolve.
+    """
+    media = out.media
+    if media is None or media.ref.startswith(("https://", "http://")):
+        return True
+    return out.source_key is not None and out.source_key.channel == "whatsapp"
 
 
 def _graph_error(response: httpx.Response) -> tuple[int | None, str]:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -531,10 +532,25 @@ async def test_options_without_text_still_have_a_body(
 
 async def test_media_reply_is_sent_by_link_or_id(fake: FakeGraph, channel: WhatsAppChannel) -> None:
     await channel.send(Outbound(key(), "", media=Media("photo", "https://x.test/a.jpg", "mira")))
-    await channel.send(Outbound(key(), "", media=Media("document", "55501")))
+    await channel.send(Outbound(key(), "", media=Media("document", "55501"), source_key=key()))
     first, second = fake.messages_to(ANA)
     assert first["image"] == {"link": "https://x.test/a.jpg", "caption": "mira"}
     assert second["document"] == {"id": "55501"}
+
+
+@pytest.mark.parametrize(
+    "source",
+    [None, ConvKey("telegram", "-1001234567890")],
+    ids=["unknown-source", "telegram-message"],
+)
+async def test_media_of_another_channel_is_refused_before_sending(
+    fake: FakeGraph, channel: WhatsAppChannel, source: ConvKey | None
+) -> None:
+    # An agent's attachment is a Telegram message id: Graph cannot resolve it as a media id.
+    reply = Outbound(key(), "mira la foto", media=Media("photo", "57", "foto"), source_key=source)
+    with pytest.raises(DeliveryError, match="another channel"):
+        await channel.send(reply)
+    assert fake.attempts == 0
 
 
 # --------------------------------------------------------------------------- retries and errors
@@ -605,6 +621,38 @@ async def test_closed_window_raises_window_closed_without_retry(
     assert len(fake.messages_to(LUIS)) == 1
 
 
+async def test_a_window_known_closed_fails_fast_until_the_customer_writes(
+    fake: FakeGraph, channel: WhatsAppChannel
+) -> None:
+    fake.close_window(ANA)
+    with pytest.raises(WindowClosed):
+        await channel.send(Outbound(key(), "¿Sigues ahí?"))
+    with pytest.raises(WindowClosed):
+        await channel.send(Outbound(key(), "¿Hola?"))
+    assert fake.attempts == 1  # the second message cost no doomed API call
+    fake.closed_windows.clear()
+    channel.note_inbound(ANA, time.time())  # the customer wrote: the window is open again
+    await channel.send(Outbound(key(), "Hola de nuevo"))
+    assert len(fake.messages_to(ANA)) == 1
+
+
+async def test_a_window_that_expired_in_this_process_is_refused_without_a_call(
+    fake: FakeGraph,
+) -> None:
+    now = [50_000.0]
+    chan = WhatsAppChannel(make_settings(fake.base_url), clock=lambda: now[0])
+    try:
+        chan.note_inbound(ANA, 50_000.0)
+        await chan.send(Outbound(key(), "dentro de la ventana"))
+        now[0] += WINDOW_SECONDS
+        with pytest.raises(WindowClosed, match="24 hours"):
+            await chan.send(Outbound(key(), "fuera de la ventana"))
+        await chan.send(Outbound(key(LUIS), "unknown window: Graph decides"))
+    finally:
+        await chan.aclose()
+    assert [m["to"] for m in fake.messages] == [ANA, LUIS]
+
+
 async def test_other_4xx_is_a_delivery_error_without_retry(
     fake: FakeGraph, channel: WhatsAppChannel
 ) -> None:
@@ -661,7 +709,8 @@ async def test_upload_media_returns_a_sendable_id(
 ) -> None:
     media_id = await channel.upload_media(b"%PDF-1.4", "application/pdf", "factura.pdf")
     assert fake.uploads[media_id] == (b"%PDF-1.4", "application/pdf")
-    await channel.send(Outbound(key(), "", media=Media("document", media_id, "Tu factura")))
+    reply = Outbound(key(), "", media=Media("document", media_id, "Tu factura"), source_key=key())
+    await channel.send(reply)
     assert fake.messages_to(ANA)[0]["document"]["id"] == media_id
 
 
