@@ -356,8 +356,9 @@ class Engine:
     async def _while_handed_off(
         self, conv: Conversation, inbound: Inbound, text: str, command: str | None
     ) -> None:
-        """The bot stays quiet: everything goes to the agents' topic, except /cancelar."""
-        if command == "cancel":
+        """The bot stays quiet: everything goes to the agents' topic, except the commands that
+        leave the handoff (/cancelar, /menu, /start; the agents are told in the topic)."""
+        if command in ("cancel", "menu", "start"):
             await self._run(conv, "agent", "leave", {}, state="waiting")
             return
         thread = conv.data.get("topic")

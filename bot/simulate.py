@@ -9,10 +9,11 @@ Steps: ``user`` (text), ``press`` (the option of the newest bot message whose la
 ``agent`` (an agent writes in the conversation's topic), ``wait`` (seconds of simulated time; due
 handoff timeouts fire), ``expect`` / ``expect_not`` (regex over the replies since the last move,
 case- and accent-insensitive, text and option labels), ``expect_wisphub`` (a request made since
-the last move). Extensions: ``media`` (the customer sends a photo, sticker, ...), ``expect_agents``
-(regex over what the agents' topic received since the last move), ``fault`` (inject a WispHub
-fault from now on); top-level ``now`` (ISO start time) and ``settings`` (environment names →
-values, e.g. ``BUSINESS_HOURS``), ``agents: false`` (no agents' chat configured).
+the last move; with ``count`` exactly that many, ``count: 0`` proving none). Extensions:
+``media`` (the customer sends a photo, sticker, ...), ``expect_agents`` (regex over what the
+agents' topic received since the last move), ``fault`` (inject a WispHub fault from now on);
+top-level ``now`` (ISO start time) and ``settings`` (environment names → values, e.g.
+``BUSINESS_HOURS``), ``agents: false`` (no agents' chat configured).
 """
 
 from __future__ import annotations
@@ -217,7 +218,7 @@ class Runner:
         value: Any,
     ) -> None:
         event = f"e{next(self.events)}"
-        if kind in ("user", "press", "media", "agent"):
+        if kind in ("user", "press", "media", "agent", "wait"):
             self.requests_seen = len(sandbox.requests)
         if kind == "user":
             text = str(value)
@@ -252,6 +253,7 @@ class Runner:
             self._log_topic(agents, before)
         elif kind == "wait":
             clock.now += float(value)
+            self._new_window(f"wait: {value}")
             self.log(f"(… {value} s later)")
             self.show(await rt.engine.sweep())
         elif kind == "expect":
@@ -271,7 +273,13 @@ class Runner:
             if not isinstance(value, dict):
                 raise ScenarioError("expect_wisphub takes {method, path, fields, query}")
             made = sandbox.requests[self.requests_seen :]
-            if not any(_request_matches(r, value) for r in made):
+            if "count" in value:
+                found = sum(1 for r in made if _request_matches(r, value))
+                if found != int(value["count"]):
+                    raise StepFailed(
+                        f"expected {value['count']} WispHub requests like {value}, got {found}"
+                    )
+            elif not any(_request_matches(r, value) for r in made):
                 seen = ", ".join(f"{r.method} {r.path}" for r in made) or "none"
                 raise StepFailed(f"no WispHub request like {value} (made: {seen})")
         elif kind == "fault":

@@ -9,7 +9,8 @@ from typing import Any
 from transitions.extensions.asyncio import AsyncEventData
 
 from flows.base import Flow, model
-from integrations.wisphub.models import TicketRequest
+from integrations.wisphub.errors import WispHubError
+from integrations.wisphub.models import PingResult, TicketRequest
 
 CATEGORIES = ("no_internet", "slow", "intermittent", "other")
 MIN_DESCRIPTION = 3  # characters, after trimming
@@ -152,7 +153,11 @@ class FaultFlow(Flow):
         conv = model(ev)
         category = ev.event.name
         conv.data["category"] = category
-        result = await conv.ctx.wisphub.ping(conv.data["service_id"])
+        try:
+            result = await conv.ctx.wisphub.ping(conv.data["service_id"])
+        except WispHubError:
+            # A check that could not run must not stop the customer from reporting the fault.
+            result = PingResult(status="unknown")
         rtt = conv.t("rtt", ms=round(result.avg_rtt_ms)) if result.avg_rtt_ms is not None else ""
         found = conv.t(f"ping.{result.status}", rtt=rtt, received=result.received, sent=result.sent)
         conv.say(found + "\n" + conv.t(f"tip.{category}"))

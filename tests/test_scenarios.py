@@ -22,13 +22,7 @@ SCENARIOS = Path(__file__).parent / "scenarios"
 FILES = sorted([*SCENARIOS.glob("*.yaml"), *SCENARIOS.glob("*.yml")])
 
 # Scenarios that state the contract but fail today: each names the bug the lead must fix.
-KNOWN_BUGS: dict[str, str] = {
-    "59_fault_ping_down_es": (
-        "flows.fault.check_connection lets a WispHub error from the ping POST escape: the "
-        "customer gets 'no responde' and stays at the category, so no fault can be reported "
-        "while the ping endpoint fails; expected ping.unknown + tip + Ya funciona/Sigue igual"
-    ),
-}
+KNOWN_BUGS: dict[str, str] = {}
 
 # (method, path) → how many such requests the whole scenario must make.
 REQUEST_COUNTS: dict[str, dict[tuple[str, str], int]] = {
