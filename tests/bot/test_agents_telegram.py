@@ -1,0 +1,109 @@
+"""Customer media from another channel reaching the agents' Telegram topic (fake Bot API)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from aiogram.client.session.aiohttp import AiohttpSession
+from pydantic import SecretStr
+from telegram_api import FakeTelegram, running_fake_telegram
+
+from bot.agents_telegram import TelegramAgents
+from bot.channels.base import DeliveryError
+from bot.channels.telegram import TelegramChannel, make_bot
+from bot.types import ConvKey, Inbound, Kind, Media
+
+WA = ConvKey("whatsapp", "573001112233")
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeTelegram]:
+    """A fresh fake Bot API."""
+    async with running_fake_telegram() as server:
+        yield server
+
+
+@pytest.fixture
+async def channel(fake: FakeTelegram) -> AsyncIterator[TelegramChannel]:
+    """The Telegram channel on the fake, pacing off."""
+    bot = make_bot(SecretStr(fake.token), fake.base_url)
+    yield TelegramChannel(
+        bot, agents_chat_id=fake.agents_chat_id, per_chat_interval=0, global_rate=0
+    )
+    session = bot.session
+    assert isinstance(session, AiohttpSession)
+    if session._session is not None:
+        await session._session.close()
+
+
+def media_event(media: Media) -> Inbound:
+    return Inbound(key=WA, event_id="wamid.X", kind=Kind.MEDIA, media=media)
+
+
+async def topic(channel: TelegramChannel) -> int:
+    return await channel.create_topic("Ana · WhatsApp")
+
+
+async def test_whatsapp_photo_is_uploaded_to_the_topic(
+    fake: FakeTelegram, channel: TelegramChannel
+) -> None:
+    asked: list[str] = []
+
+    async def fetch(media_id: str) -> tuple[bytes, str]:
+        asked.append(media_id)
+        return b"\xff\xd8\xff jpeg", "image/jpeg"
+
+    agents = TelegramAgents(channel, "es", {"whatsapp": fetch})
+    thread = await topic(channel)
+    await agents.forward(thread, media_event(Media("photo", "7001", "el router")), "[foto]")
+    (sent,) = fake.sent(fake.agents_chat_id)
+    assert (sent.method, sent.message_thread_id, sent.text) == ("sendPhoto", thread, "el router")
+    assert asked == ["7001"]
+
+
+async def test_a_pdf_goes_as_a_document_labelled_when_without_caption(
+    fake: FakeTelegram, channel: TelegramChannel
+) -> None:
+    async def fetch(media_id: str) -> tuple[bytes, str]:
+        return b"%PDF-1.4", "application/pdf"
+
+    agents = TelegramAgents(channel, "es", {"whatsapp": fetch})
+    thread = await topic(channel)
+    await agents.forward(thread, media_event(Media("document", "7002")), "[documento]")
+    (sent,) = fake.sent(fake.agents_chat_id)
+    assert (sent.method, sent.text) == ("sendDocument", "[documento]")
+
+
+async def test_a_failed_download_still_tells_the_agents(
+    fake: FakeTelegram, channel: TelegramChannel
+) -> None:
+    async def fetch(media_id: str) -> tuple[bytes, str]:
+        raise DeliveryError("Graph gave no download URL for the media")
+
+    agents = TelegramAgents(channel, "es", {"whatsapp": fetch})
+    thread = await topic(channel)
+    await agents.forward(thread, media_event(Media("audio", "7003")), "[El cliente envió audio]")
+    (sent,) = fake.sent(fake.agents_chat_id)
+    assert (sent.method, sent.text) == ("sendMessage", "[El cliente envió audio]")
+
+
+async def test_a_location_is_posted_as_a_map_link(
+    fake: FakeTelegram, channel: TelegramChannel
+) -> None:
+    agents = TelegramAgents(channel, "es")
+    thread = await topic(channel)
+    where = Media("location", "4.65,-74.05", "Casa")
+    await agents.forward(thread, media_event(where), "[ubicación]")
+    (sent,) = fake.sent(fake.agents_chat_id)
+    assert sent.text == "[ubicación] Casa https://www.google.com/maps?q=4.65,-74.05"
+
+
+async def test_without_a_media_source_the_media_is_described(
+    fake: FakeTelegram, channel: TelegramChannel
+) -> None:
+    agents = TelegramAgents(channel, "es")
+    thread = await topic(channel)
+    await agents.forward(thread, media_event(Media("photo", "7004")), "[El cliente envió photo]")
+    (sent,) = fake.sent(fake.agents_chat_id)
+    assert (sent.method, sent.text) == ("sendMessage", "[El cliente envió photo]")
