@@ -1,5 +1,8 @@
-# wispbot service image: `docker build -t wispbot .` then `docker run --env-file .env -p 8080:8080 wispbot`
-# (or `docker compose up -d`, see docker-compose.yml and the README's operator guide).
+# wispbot service image. Easiest: `docker compose up -d` (docker-compose.yml, README "Operator guide").
+# By hand:   docker build -t wispbot .
+#            docker run --env-file .env -e HTTP_HOST=0.0.0.0 -e HTTP_PORT=8080 -p 8080:8080 wispbot
+# (the -e flags win over a .env written for local runs, whose HTTP_HOST=127.0.0.1 would leave the
+# published port unreachable).
 
 # --- build stage: a virtualenv with the package and its pinned runtime dependencies -------------
 FROM python:3.11-slim AS build
