@@ -221,9 +221,10 @@ class Service:
     async def _on_agent(self, msg: AgentMessage) -> None:
 
         async def deliver(replies: list[Outbound]) -> list[Outbound]:
-            undelivered = await self.deliver(replies)
+            undelivered, problem = await self._send_in_order(replies)
             if undelivered:
-                reason = self.notes("agents.window_closed") if self._window_closed else "?"
+                closed = isinstance(problem, WindowClosed)
+                reason = self.notes("agents.window_closed") if closed else "?"
                 with contextlib.suppress(HandoffError):
                     await self.handoff.notify(
                         msg.thread_id, self.notes("agents.not_delivered", reason=reason)
@@ -233,11 +234,16 @@ class Service:
 
         await self.engine.from_agent(msg, deliver)
 
-    _window_closed = False
-
     async def deliver(self, replies: list[Outbound]) -> list[Outbound]:
         """Send in order; return what could not be sent (it stays in the outbox)."""
-        self._window_closed = False
+        undelivered, _ = await self._send_in_order(replies)
+        return undelivered
+
+    async def _send_in_order(
+        self, replies: list[Outbound]
+    ) -> tuple[list[Outbound], DeliveryError | None]:
+        """Send in order; what could not be sent, and why (per call: deliveries of several
+        conversations run at once, so the reason must not live on the service)."""
         for index, reply in enumerate(replies):
             channel = self.channels.get(reply.key.channel)
             if channel is None:
@@ -246,18 +252,17 @@ class Service:
                 continue
             try:
                 await channel.send(reply)
-            except WindowClosed:
-                self._window_closed = True
+            except WindowClosed as err:
                 metrics.DELIVERY_FAILURES.labels(reply.key.channel).inc()
-                return replies[index:]
-            except DeliveryError:
+                return replies[index:], err
+            except DeliveryError as err:
                 metrics.DELIVERY_FAILURES.labels(reply.key.channel).inc()
                 log.exception(
                     "reply not delivered, kept in the outbox", extra={"conv": str(reply.key)}
                 )
-                return replies[index:]
+                return replies[index:], err
             metrics.MESSAGES_OUT.labels(reply.key.channel).inc()
-        return []
+        return [], None
 
     # -- HTTP -------------------------------------------------------------------------------
     def app(self) -> web.Application:
