@@ -5,15 +5,16 @@ process, in the module's event loop; ``python -m bot run`` runs as a child proce
 and at a real Redis (database 13, flushed before each test); see ``tests/fakes/e2e_harness.py``.
 The child's JSON logs go to a file that is attached to the report of any failed e2e test.
 
-Starting the service costs a few seconds (importing aiogram alone takes most of them), so one
-polling bot serves the whole module; tests that need other settings start their own with
-``spawn_bot``. Each test gets fresh chat ids, a flushed Redis database and a reset sandbox.
+Starting the service costs a few seconds (importing aiogram alone takes most of them), so the
+module's three bots (see ``fleet``) are launched together once and shared; a test that stops one
+leaves it to be started again by the next test that needs it. Each test gets fresh chat ids, a
+flushed Redis database (all bots share database 13) and a reset sandbox.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from collections.abc import AsyncIterator, Callable, Generator
 from pathlib import Path
 
 import pytest
@@ -69,70 +70,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def shared_bot(
-    request: pytest.FixtureRequest, fake: FakeTelegram, sandbox: Sandbox, workdir: Path
-) -> AsyncIterator[BotProcess]:
-    """The module's long-polling bot (started on first use, again after a test stopped it)."""
-    bot = BotProcess("polling", bot_env(fake, sandbox.url, free_port()), workdir)
-    bot.owner = str(request.path)
-    yield bot
-    if bot.running:
-        await bot.terminate()
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def clean(sandbox: Sandbox, redis_client: aioredis.Redis) -> AsyncIterator[None]:
-    """A flushed Redis database and the sandbox's starting data, faults and request log."""
-    await redis_client.flushdb()
-    sandbox.reset()
-    yield
-    sandbox.clear_faults()
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def bot(shared_bot: BotProcess, clean: None) -> BotProcess:
-    """The shared polling bot, running."""
-    if not shared_bot.running:
-        await shared_bot.start()
-    return shared_bot
-
-
-SpawnBot = Callable[..., Awaitable[BotProcess]]
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def spawn_bot(
-    request: pytest.FixtureRequest, sandbox: Sandbox, workdir: Path, clean: None
-) -> AsyncIterator[SpawnBot]:
-    """Start a bot of this test's own: ``await spawn_bot(name, fake_or_None, **ENV)``.
-
-    Give it a fake Bot API of its own: two bots polling one fake would split its updates.
-    ``webhook=True`` sets TELEGRAM_WEBHOOK_URL (its own /webhooks/telegram) and the secret.
-    """
-    started: list[BotProcess] = []
-
-    async def spawn(
-        name: str, fake: FakeTelegram | None, *, webhook: bool = False, **extra: str
-    ) -> BotProcess:
-        port = free_port()
-        if webhook:
-            extra.setdefault("TELEGRAM_WEBHOOK_URL", f"http://127.0.0.1:{port}/webhooks/telegram")
-            extra.setdefault("TELEGRAM_WEBHOOK_SECRET", WEBHOOK_SECRET)
-        bot = BotProcess(name, bot_env(fake, sandbox.url, port, **extra), workdir)
-        bot.owner = str(request.path)
-        started.append(bot)
-        await bot.start()
-        return bot
-
-    yield spawn
-    for bot in started:
-        if bot.running:
-            await bot.terminate()
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def own_fake() -> AsyncIterator[FakeTelegram]:
-    """A second fake Bot API, for a bot of the test's own."""
+async def timeout_fake() -> AsyncIterator[FakeTelegram]:
+    """The fake Bot API of the handoff-timeout bot (two bots polling one fake split updates)."""
     async with running_fake_telegram() as server:
         yield server
 
@@ -145,29 +84,78 @@ async def webhook_fake() -> AsyncIterator[FakeTelegram]:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def webhook_bot(
-    request: pytest.FixtureRequest, webhook_fake: FakeTelegram, workdir: Path
-) -> AsyncIterator[BotProcess]:
-    """A bot in webhook mode whose WispHub base URL is a dead port.
+async def fleet(
+    request: pytest.FixtureRequest,
+    fake: FakeTelegram,
+    timeout_fake: FakeTelegram,
+    webhook_fake: FakeTelegram,
+    sandbox: Sandbox,
+    workdir: Path,
+) -> AsyncIterator[dict[str, BotProcess]]:
+    """The module's bots, launched together (start-up is mostly imports; they overlap):
 
-    One process serves both concerns to save a start-up: the webhook checks and the public
-    menu need no WispHub, and ``/readyz`` must say 503 for it.
+    - ``polling``: long polling, default settings; most tests use it;
+    - ``timeout``: long polling on its own fake, HANDOFF_TIMEOUT=2;
+    - ``webhook``: webhook mode on its own fake, its WispHub base URL a dead port. One process
+      serves both concerns to save a start-up: the webhook checks and the public menu need no
+      WispHub, and ``/readyz`` must say 503 for it.
     """
-    port = free_port()
-    dead = f"http://127.0.0.1:{free_port()}/api/"
-    env = bot_env(
-        webhook_fake,
-        dead,
-        port,
-        TELEGRAM_WEBHOOK_URL=f"http://127.0.0.1:{port}/webhooks/telegram",
-        TELEGRAM_WEBHOOK_SECRET=WEBHOOK_SECRET,
-    )
-    bot = BotProcess("webhook", env, workdir)
-    bot.owner = str(request.path)
-    await bot.start()
-    yield bot
-    if bot.running:
-        await bot.terminate()
+    webhook_port = free_port()
+    envs = {
+        "polling": bot_env(fake, sandbox.url, free_port()),
+        "timeout": bot_env(timeout_fake, sandbox.url, free_port(), HANDOFF_TIMEOUT="2"),
+        "webhook": bot_env(
+            webhook_fake,
+            f"http://127.0.0.1:{free_port()}/api/",
+            webhook_port,
+            TELEGRAM_WEBHOOK_URL=f"http://127.0.0.1:{webhook_port}/webhooks/telegram",
+            TELEGRAM_WEBHOOK_SECRET=WEBHOOK_SECRET,
+        ),
+    }
+    bots = {name: BotProcess(name, env, workdir) for name, env in envs.items()}
+    for bot in bots.values():
+        bot.owner = str(request.path)
+        bot.launch()
+    yield bots
+    for bot in bots.values():
+        if bot.running:
+            await bot.terminate()
+
+
+async def _running(bot: BotProcess) -> BotProcess:
+    # Launched by the fleet and not yet ready, or stopped by an earlier test: (re)start it.
+    if bot.proc is not None and bot.running:
+        await bot.wait_ready()
+    else:
+        await bot.start()
+    return bot
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def clean(sandbox: Sandbox, redis_client: aioredis.Redis) -> AsyncIterator[None]:
+    """A flushed Redis database and the sandbox's starting data, faults and request log."""
+    await redis_client.flushdb()
+    sandbox.reset()
+    yield
+    sandbox.clear_faults()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def bot(fleet: dict[str, BotProcess], clean: None) -> BotProcess:
+    """The shared long-polling bot, running."""
+    return await _running(fleet["polling"])
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def timeout_bot(fleet: dict[str, BotProcess], clean: None) -> BotProcess:
+    """The long-polling bot with HANDOFF_TIMEOUT=2 (on ``timeout_fake``), running."""
+    return await _running(fleet["timeout"])
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def webhook_bot(fleet: dict[str, BotProcess], clean: None) -> BotProcess:
+    """The webhook-mode bot (on ``webhook_fake``, WispHub unreachable), running."""
+    return await _running(fleet["webhook"])
 
 
 @pytest.fixture

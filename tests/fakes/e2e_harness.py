@@ -32,7 +32,7 @@ from integrations.wisphub.sandbox import SANDBOX_API_KEY
 
 REPO = Path(__file__).resolve().parents[2]
 E2E_REDIS_URL = os.environ.get("E2E_REDIS_URL", "redis://127.0.0.1:6379/13")
-START_SECONDS = 20.0  # importing aiogram alone takes a few seconds on a slow machine
+START_SECONDS = 30.0  # importing aiogram alone takes seconds; three bots start at once
 REPLY_SECONDS = 10.0
 WEBHOOK_SECRET = "e2e-secret_token-123"
 # Variables of ours never inherited from the developer's shell (the child gets only what we set).
@@ -121,10 +121,19 @@ class BotProcess:
 
     async def start(self, timeout: float = START_SECONDS) -> None:  # noqa: ASYNC109
         """Start the child and wait (bounded) until ``/healthz`` answers 200."""
+        self.launch()
+        await self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Start the child without waiting (several bots can import in parallel)."""
         assert not self.running, "already running"
         if self not in BOTS:
             BOTS.append(self)
         self.proc = self._spawn()
+
+    async def wait_ready(self, timeout: float = START_SECONDS) -> None:  # noqa: ASYNC109
+        """Wait (bounded) until the launched child answers ``/healthz`` with 200."""
+        assert self.proc is not None, "not launched"
         deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession() as http:
             while time.monotonic() < deadline:
