@@ -439,7 +439,8 @@ class Customers:
             result.latencies.append(replies[-1].at - started)
             if step.expect and not _shows(replies[-1], step.expect):
                 result.unexpected += 1
-                result.errors.append(f"chat {chat}: {value!r} not answered with {step.expect!r}")
+                got = " | ".join((r.text or "")[:50] for r in replies)
+                result.errors.append(f"chat {chat}: {value!r} answered {got!r}")
                 return
         result.completed += 1
 

@@ -28,7 +28,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -82,7 +82,18 @@ class Session:
 
     def to_json(self) -> str:
         """Serialise to the stored JSON (compact, UTF-8 kept readable)."""
-        return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
+        # Built by hand: dataclasses.asdict deep-copies ``data`` and the outbox first, which
+        # cost more than the encoding itself on every turn (twice: the snapshot and the save).
+        fields = {
+            "state": self.state,
+            "data": self.data,
+            "lang": self.lang,
+            "verified_until": self.verified_until,
+            "updated_at": self.updated_at,
+            "outbox": self.outbox,
+            "v": self.v,
+        }
+        return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Session:
@@ -449,6 +460,19 @@ end
 return 0
 """
 
+# Take the conversation lock and, when taken, read the session in the same round trip: the
+# holder is about to load it, and nobody else may write it while the lock is held.
+_ACQUIRE_LOAD = """
+if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+    local session = redis.call('get', KEYS[2])
+    if session then
+        return {1, session}
+    end
+    return {1}
+end
+return {0}
+"""
+
 # One round trip: start the window (SET NX EX keeps an existing window's end), then count.
 _WINDOW_INCR = """
 redis.call('set', KEYS[1], 0, 'EX', ARGV[1], 'NX')
@@ -531,6 +555,10 @@ class RedisStore(SessionStore):
         self._clock = clock
         self._sentinel = sentinel  # closed with the store when from_url built it
         self._release = redis.register_script(_RELEASE)
+        self._acquire_load = redis.register_script(_ACQUIRE_LOAD)
+        # Session JSON read together with a lock this process holds (conv key -> raw or None),
+        # handed to the next ``load`` of that conversation; dropped by a save or the release.
+        self._prefetched: dict[str, bytes | str | None] = {}
         self._window_incr = redis.register_script(_WINDOW_INCR)
 
     @classmethod
@@ -577,8 +605,13 @@ class RedisStore(SessionStore):
             return await op
 
     async def load(self, key: ConvKey) -> Session | None:
-        """The conversation's session, or None (one GET)."""
-        raw = await self._call("load", self._redis.get(conv_key(key)))
+        """The conversation's session, or None (one GET; none right after taking its lock)."""
+        name = conv_key(key)
+        raw: bytes | str | None
+        if name in self._prefetched:
+            raw = self._prefetched.pop(name)
+        else:
+            raw = await self._call("load", self._redis.get(name))
         if raw is None:
             return None
         try:
@@ -590,10 +623,13 @@ class RedisStore(SessionStore):
     async def save(self, key: ConvKey, session: Session, ttl: int) -> None:
         """Store the session with an idle TTL (one SET EX)."""
         seconds = _check_ttl(ttl, "ttl")
-        await self._call("save", self._redis.set(conv_key(key), session.to_json(), ex=seconds))
+        name = conv_key(key)
+        self._prefetched.pop(name, None)
+        await self._call("save", self._redis.set(name, session.to_json(), ex=seconds))
 
     async def delete(self, key: ConvKey) -> None:
         """Forget the session."""
+        self._prefetched.pop(conv_key(key), None)
         await self._call("delete", self._redis.delete(conv_key(key)))
 
     async def claim_event(self, channel: str, event_id: str, ttl: int = 86400) -> bool:
@@ -609,24 +645,29 @@ class RedisStore(SessionStore):
         if timeout <= 0:
             msg = f"lock timeout must be positive, got {timeout}"
             raise ValueError(msg)
-        return self._lock(_lock_key(key), timeout, wait)
+        return self._lock(_lock_key(key), conv_key(key), timeout, wait)
 
     @asynccontextmanager
-    async def _lock(self, name: str, expire: float, wait: float) -> AsyncIterator[None]:
-        token = await self._acquire(name, expire, wait)
+    async def _lock(self, name: str, conv: str, expire: float, wait: float) -> AsyncIterator[None]:
+        token = await self._acquire(name, conv, expire, wait)
         try:
             yield
         finally:
+            self._prefetched.pop(conv, None)
             await self._unlock(name, token)
 
-    async def _acquire(self, name: str, expire: float, wait: float) -> str:
+    async def _acquire(self, name: str, conv: str, expire: float, wait: float) -> str:
         token = secrets.token_hex(16)
         px = max(1, int(expire * 1000))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(wait, 0.0)
         delay = _POLL_FIRST
         while True:
-            if await self._call("lock", self._redis.set(name, token, nx=True, px=px)):
+            taken = await self._call(
+                "lock", self._acquire_load(keys=[name, conv], args=[token, px])
+            )
+            if taken[0]:
+                self._prefetched[conv] = taken[1] if len(taken) > 1 else None
                 return token
             remaining = deadline - loop.time()
             if remaining <= 0:

@@ -1,0 +1,112 @@
+"""The Redis store's turn costs: taking a conversation's lock also reads its session.
+
+A turn is lock → load → save → release; the load right after the lock must not cost a round
+trip of its own, and must never hand back a session older than what is stored.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from bot.sessions import RedisStore, Session
+from bot.types import ConvKey
+
+KEY = ConvKey("telegram", "4242")
+
+
+def _url() -> str:
+    return os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture
+async def stores() -> AsyncIterator[tuple[RedisStore, RedisStore]]:
+    """Two stores on one Redis database: two processes of the service."""
+    admin = Redis.from_url(_url())
+    await admin.flushdb()
+    await admin.aclose()
+    one, two = RedisStore.from_url(_url()), RedisStore.from_url(_url())
+    yield one, two
+    await one.aclose()
+    await two.aclose()
+
+
+def count_commands(store: RedisStore) -> list[str]:
+    """Record the name of every command the store sends."""
+    sent: list[str] = []
+    original: Callable[..., Awaitable[Any]] = store.client.execute_command
+
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        sent.append(str(args[0]).upper())
+        return await original(*args, **kwargs)
+
+    store.client.execute_command = counting  # type: ignore[method-assign]
+    return sent
+
+
+async def test_lock_then_load_is_one_round_trip_and_reads_what_another_process_saved(
+    stores: tuple[RedisStore, RedisStore],
+) -> None:
+    mine, other = stores
+    await other.save(KEY, Session(state="identify.ask_name", data={"doc": "123"}), 60)
+    sent = count_commands(mine)
+
+    async with mine.lock(KEY):
+        loaded = await mine.load(KEY)
+        during = list(sent)
+
+    assert loaded is not None
+    assert (loaded.state, loaded.data) == ("identify.ask_name", {"doc": "123"})
+    assert len(during) == 1  # the lock script; the load needed nothing more
+
+
+async def test_a_missing_session_is_none_without_a_second_round_trip(
+    stores: tuple[RedisStore, RedisStore],
+) -> None:
+    mine, _ = stores
+    sent = count_commands(mine)
+    async with mine.lock(KEY):
+        assert await mine.load(KEY) is None
+        assert len(sent) == 1
+
+
+async def test_a_load_after_a_save_under_the_lock_reads_the_saved_session(
+    stores: tuple[RedisStore, RedisStore],
+) -> None:
+    mine, _ = stores
+    async with mine.lock(KEY):
+        assert await mine.load(KEY) is None
+        await mine.save(KEY, Session(state="client.menu"), 60)
+        again = await mine.load(KEY)
+    assert again is not None
+    assert again.state == "client.menu"
+
+
+async def test_after_the_release_a_load_reads_redis_again(
+    stores: tuple[RedisStore, RedisStore],
+) -> None:
+    mine, other = stores
+    async with mine.lock(KEY):
+        pass  # taken and released without loading: nothing stale may stay behind
+    await other.save(KEY, Session(state="fault.category"), 60)
+
+    loaded = await mine.load(KEY)
+
+    assert loaded is not None
+    assert loaded.state == "fault.category"
+
+
+async def test_a_second_turn_waits_for_the_first_and_reads_its_save(
+    stores: tuple[RedisStore, RedisStore],
+) -> None:
+    mine, other = stores
+    async with mine.lock(KEY):
+        await mine.save(KEY, Session(state="identify.ask_document"), 60)
+    async with other.lock(KEY):
+        loaded = await other.load(KEY)
+    assert loaded is not None
+    assert loaded.state == "identify.ask_document"
