@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import json
 import logging
@@ -42,7 +43,7 @@ from bot.handoff import HandoffError, HandoffPort, NoAgents
 from bot.logs import setup_logging
 from bot.runtime import Runtime, open_runtime
 from bot.settings import Settings, SettingsError, load_settings, require
-from bot.types import Channel, Inbound, Outbound
+from bot.types import Channel, ConvKey, Inbound, Outbound
 from flows.texts import Texts
 from integrations.wisphub.errors import WispHubError
 
@@ -219,8 +220,8 @@ class Service:
             await self._on_agent(msg)
 
     async def _on_agent(self, msg: AgentMessage) -> None:
-
         async def deliver(replies: list[Outbound]) -> list[Outbound]:
+            replies = [self._from_topic(reply) for reply in replies]
             undelivered, problem = await self._send_in_order(replies)
             if undelivered:
                 closed = isinstance(problem, WindowClosed)
@@ -233,6 +234,17 @@ class Service:
             return []
 
         await self.engine.from_agent(msg, deliver)
+
+    def _from_topic(self, reply: Outbound) -> Outbound:
+        """An agent's attachment is a message of the agents' group: name it as the copy's source.
+
+        The engine relays it without a source (it knows no channel), and a copy without one
+        is refused, so agents' photos and files never reached Telegram customers.
+        """
+        agents = self.telegram.agents_chat_id if self.telegram is not None else None
+        if reply.media is None or reply.source_key is not None or agents is None:
+            return reply
+        return dataclasses.replace(reply, source_key=ConvKey("telegram", str(agents)))
 
     async def deliver(self, replies: list[Outbound]) -> list[Outbound]:
         """Send in order; return what could not be sent (it stays in the outbox)."""

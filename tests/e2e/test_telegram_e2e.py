@@ -141,6 +141,20 @@ async def test_handoff_to_an_agent_and_back(
         "Hola Ana, soy Luis. ¿En qué te ayudo?"
     ]
 
+    # An agent's photo reaches the customer as a copy of the topic's message.
+    photo = fake.agent_photo(thread, caption="Así se ve el router bien conectado")
+    await wait_for(
+        fake,
+        chat.id,
+        lambda m: (
+            m.method == "copyMessage"
+            and m.from_chat_id == agents
+            and m.source_message_id == photo["message"]["message_id"]
+        ),
+        "copying the agent's photo",
+        quiet_from,
+    )
+
     quiet_from = chat.mark()
     fake.agent_text(thread, "/ticket revisar cobro doble en la factura")
     await wait_for_text(fake, agents, r"Ticket #\d+ creado para el servicio 10", thread_id=thread)

@@ -370,6 +370,36 @@ class FakeTelegram:
         }
         return self.push_update({"message": message})
 
+    def agent_photo(
+        self,
+        thread_id: int,
+        caption: str = "",
+        from_id: int = 5001,
+        *,
+        first_name: str = "Luis",
+    ) -> dict[str, Any]:
+        """An agent posts a photo (optionally captioned) in a forum topic of the agents' group."""
+        chat = self.agents_chat_id
+        message: dict[str, Any] = {
+            "message_id": self._next_message_id(chat),
+            "date": int(time.time()),
+            "chat": {"id": chat, "type": "supergroup", "title": "Agentes", "is_forum": True},
+            "from": {"id": from_id, "is_bot": False, "first_name": first_name},
+            "message_thread_id": thread_id,
+            "is_topic_message": True,
+            "photo": [
+                {
+                    "file_id": "AgACAgQAAxkBAAID",
+                    "file_unique_id": "AQADag",
+                    "width": 90,
+                    "height": 90,
+                }
+            ],
+        }
+        if caption:
+            message["caption"] = caption
+        return self.push_update({"message": message})
+
     # ---- plumbing -------------------------------------------------------------------------
 
     def _notify(self) -> None:
@@ -686,7 +716,7 @@ class FakeTelegram:
 
     _CONTROL = frozenset(
         {"push_update", "user_text", "user_press", "user_contact", "user_sticker", "user_photo"}
-        | {"agent_text", "fail", "block"}
+        | {"agent_text", "agent_photo", "fail", "block"}
     )
 
     async def _control(self, request: web.Request) -> web.Response:
