@@ -75,7 +75,7 @@ async def post_update(
 
 
 async def test_greeting_identification_account_and_ticket(
-    bot: BotProcess, new_chat: NewChat, sandbox: Sandbox
+    bot: BotProcess, new_chat: NewChat, sandbox: Sandbox, fake: FakeTelegram
 ) -> None:
     """Greeted, identified, verified, reads the account, reports a fault: one ticket."""
     chat = new_chat()
@@ -107,6 +107,10 @@ async def test_greeting_identification_account_and_ticket(
     chat.press("Confirmar")
     await chat.expect(r"abri el ticket #\d+")
     assert ticket_posts(sandbox) == 1
+    # Every press was answered (the button stops spinning).
+    pressed = {str(u["callback_query"]["id"]) for u in chat.moves if "callback_query" in u}
+    answered = {str(a.get("callback_query_id")) for a in fake.answered_callbacks}
+    assert pressed <= answered, pressed - answered
 
 
 async def test_handoff_to_an_agent_and_back(
@@ -311,7 +315,7 @@ async def test_kill9_during_a_turn_does_not_silence_the_customer(
     bot.kill9()
     await bot.start()
     chat.say(ANA[0])
-    await chat.expect("nombre completo|documento", timeout=8)
+    await chat.expect("nombre completo|documento", timeout=5)
 
 
 async def test_wisphub_failing_then_recovering(

@@ -229,6 +229,7 @@ class Chat:
         self.id = chat_id
         self.first_name = first_name
         self.start = 0
+        self.moves: list[dict[str, Any]] = []  # the updates this customer produced
 
     def messages(self) -> list[Sent]:
         """Everything the bot sent to this chat."""
@@ -241,6 +242,10 @@ class Chat:
     def _move(self) -> None:
         self.start = len(self.messages())
 
+    def _moved(self, update: dict[str, Any]) -> dict[str, Any]:
+        self.moves.append(update)
+        return update
+
     def mark(self) -> int:
         """Open a new window without a move (before an agent's message); its start index."""
         self._move()
@@ -249,17 +254,19 @@ class Chat:
     def say(self, text: str) -> dict[str, Any]:
         """The customer types ``text``."""
         self._move()
-        return self.fake.user_text(self.id, text, first_name=self.first_name, last_name="Ruiz")
+        return self._moved(
+            self.fake.user_text(self.id, text, first_name=self.first_name, last_name="Ruiz")
+        )
 
     def sticker(self) -> dict[str, Any]:
         """The customer sends a sticker."""
         self._move()
-        return self.fake.user_sticker(self.id)
+        return self._moved(self.fake.user_sticker(self.id))
 
     def photo(self, caption: str = "") -> dict[str, Any]:
         """The customer sends a photo."""
         self._move()
-        return self.fake.user_photo(self.id, caption)
+        return self._moved(self.fake.user_photo(self.id, caption))
 
     def press(self, label: str) -> dict[str, Any]:
         """Press the newest inline button whose label is ``label`` (accents and case aside)."""
@@ -267,12 +274,14 @@ class Chat:
             for button in message.buttons:
                 if fold(button["text"]) == fold(label):
                     self._move()
-                    return self.fake.user_press(
-                        self.id,
-                        button["callback_data"],
-                        message.message_id,
-                        first_name=self.first_name,
-                        last_name="Ruiz",
+                    return self._moved(
+                        self.fake.user_press(
+                            self.id,
+                            button["callback_data"],
+                            message.message_id,
+                            first_name=self.first_name,
+                            last_name="Ruiz",
+                        )
                     )
         msg = f"no button {label!r} offered to chat {self.id}:\n{self.transcript()}"
         raise AssertionError(msg)
