@@ -7,7 +7,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from bot.settings import SettingsError
+from bot.settings import SettingsError, load_settings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,6 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return asyncio.run(run_console())
         if args.command == "run":
+            load_settings()  # a bad setting is reported before the heavy imports below
             from bot.web import run_service
 
             return asyncio.run(run_service())

@@ -6,32 +6,28 @@ import os
 
 import pytest
 
-_OURS = (
-    "WISPHUB_",
-    "TELEGRAM_",
-    "WHATSAPP_",
-    "REDIS_URL",
-    "HTTP_",
-    "BOT_",
-    "ISP_",
-    "TIMEZONE",
-    "BUSINESS_",
-    "DEFAULT_COUNTRY",
-    "LOG_LEVEL",
-    "SESSION_",
-    "VERIFIED_",
-    "HANDOFF_",
-    "PROMISE_",
-)
+from bot.settings import BotSettings, TelegramSettings, WhatsAppSettings, WispHubSettings
 
-# The Redis the tests use: database 15 of the local server unless REDIS_URL says otherwise.
+
+def setting_names() -> frozenset[str]:
+    """Every environment name the settings classes read."""
+    names: set[str] = set()
+    for cls in (BotSettings, WispHubSettings, TelegramSettings, WhatsAppSettings):
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        names.update((prefix + field).upper() for field in cls.model_fields)
+    return frozenset(names)
+
+
+_OURS = setting_names()
+
+# The Redis the tests use: database 15 of the local server unless TEST_REDIS_URL says otherwise.
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: os.PathLike[str]) -> None:
-    """Drop the project's variables and run from an empty folder (no stray .env is read)."""
+    """Drop every setting from the environment and run from an empty folder (no stray .env)."""
     for name in list(os.environ):
-        if name.startswith(_OURS):
+        if name.upper() in _OURS:
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
