@@ -31,6 +31,7 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 from graph_api import (
     FakeGraph,
+    inbound_button,
     inbound_contact,
     inbound_list,
     inbound_location,
@@ -115,8 +116,9 @@ class Peers:
 class BotUnderTest:
     """The service subprocess (start, stop, restart) and the test's side of Meta's webhook."""
 
-    def __init__(self, peers: Peers, http: aiohttp.ClientSession) -> None:
+    def __init__(self, peers: Peers, http: aiohttp.ClientSession, cwd: Path) -> None:
         self.peers = peers
+        self.cwd = cwd  # an empty folder: a developer's .env in the repository is not read
         self.http = http
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -131,7 +133,7 @@ class BotUnderTest:
             "-m",
             "bot",
             "run",
-            cwd=ROOT,
+            cwd=self.cwd,
             env=bot_env(self.peers, self.port),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
@@ -248,15 +250,8 @@ class Chat:
         except TimeoutError:
             pytest.fail(f"no option {pattern!r} in {offered()}\n{self.bot.log_tail()}")
         kind, reply_id, title = found()[0]
-        if kind == "button":
-            content_ = {"type": "button_reply", "button_reply": {"id": reply_id, "title": title}}
-            payload = inbound_text(self.wa_id, "")
-            message = payload["entry"][0]["changes"][0]["value"]["messages"][0]
-            del message["text"]
-            message.update(type="interactive", interactive=content_)
-        else:
-            payload = inbound_list(self.wa_id, reply_id, title)
-        await self._move(payload)
+        press = inbound_button if kind == "button" else inbound_list
+        await self._move(press(self.wa_id, reply_id, title))
 
     async def expect(self, pattern: str, timeout: float = WAIT) -> dict[str, Any]:  # noqa: ASYNC109
         """Wait for a message since the last move that matches ``pattern``; return it."""
@@ -372,10 +367,10 @@ def bot_env(peers: Peers, port: int) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def running_bot(peers: Peers) -> AsyncIterator[BotUnderTest]:
+async def running_bot(peers: Peers, cwd: Path) -> AsyncIterator[BotUnderTest]:
     """The service for the block; at the end it must exit 0 on SIGTERM, no secret logged."""
     async with aiohttp.ClientSession() as http:
-        bot = BotUnderTest(peers, http)
+        bot = BotUnderTest(peers, http, cwd)
         try:
             await bot.start()
             yield bot
@@ -387,9 +382,11 @@ async def running_bot(peers: Peers) -> AsyncIterator[BotUnderTest]:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def shared_bot(shared_peers: Peers) -> AsyncIterator[BotUnderTest]:
+async def shared_bot(
+    shared_peers: Peers, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[BotUnderTest]:
     """The running service, wired to the module's peers."""
-    async with running_bot(shared_peers) as running:
+    async with running_bot(shared_peers, tmp_path_factory.mktemp("whatsapp-e2e")) as running:
         yield running
 
 
