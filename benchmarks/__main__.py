@@ -52,6 +52,10 @@ class Options:
     outage: bool = True
     log_level: str = "WARNING"
     profile: Path | None = None
+    # Redis databases the bots use (flushed at each start); the smoke test picks others so a
+    # test run never wipes a benchmark that is running.
+    wispbot_db: int = 11
+    peer_db: int = 10
 
 
 @dataclass
@@ -127,7 +131,12 @@ async def outage_run(opts: Options, workdir: Path) -> RunResult:
             )
 
         return await with_bot(
-            wispbot_spec(), fake, sandbox, workdir, body, log_level=opts.log_level
+            wispbot_spec(redis_db=opts.wispbot_db),
+            fake,
+            sandbox,
+            workdir,
+            body,
+            log_level=opts.log_level,
         )
 
 
@@ -135,7 +144,9 @@ async def bench(opts: Options) -> Report:
     """Run everything asked for; the bots' logs stay in a scratch directory."""
     workdir = scratch_dir()
     report = Report(opts, logs=workdir)
-    specs = [wispbot_spec()] + ([peer_spec()] if opts.peer else [])
+    specs = [wispbot_spec(redis_db=opts.wispbot_db)]
+    if opts.peer:
+        specs.append(peer_spec(redis_db=opts.peer_db))
     for spec in specs:
         report.bots.append(await compare_one(spec, opts, workdir))
     if opts.outage and opts.outage_customers > 0:

@@ -175,7 +175,7 @@ class BotSpec:
     pacing: str = ""
 
 
-def wispbot_spec(*, pacing: bool = False) -> BotSpec:
+def wispbot_spec(*, pacing: bool = False, redis_db: int = 11) -> BotSpec:
     """wispbot's own service, ``python -m bot run``; Telegram pacing off unless asked."""
     env = {} if pacing else {"TELEGRAM_CHAT_INTERVAL": "0", "TELEGRAM_GLOBAL_RATE": "0"}
     note = (
@@ -183,12 +183,12 @@ def wispbot_spec(*, pacing: bool = False) -> BotSpec:
         if pacing
         else "off (TELEGRAM_CHAT_INTERVAL=0, TELEGRAM_GLOBAL_RATE=0)"
     )
-    return BotSpec("wispbot", "bot", ("run",), 11, env, note)
+    return BotSpec("wispbot", "bot", ("run",), redis_db, env, note)
 
 
-def peer_spec() -> BotSpec:
+def peer_spec(*, redis_db: int = 10) -> BotSpec:
     """The idiomatic aiogram 3 peer."""
-    return BotSpec("peer", "benchmarks.peer_aiogram", (), 10, {}, "none (aiogram default)")
+    return BotSpec("peer", "benchmarks.peer_aiogram", (), redis_db, {}, "none (aiogram default)")
 
 
 def _redis_base() -> str:

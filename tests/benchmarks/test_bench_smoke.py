@@ -13,7 +13,10 @@ pytestmark = pytest.mark.e2e
 
 
 async def test_both_bots_answer_every_step_and_the_outage_run_answers_everyone() -> None:
-    opts = Options(customers=3, rounds=1, outage_customers=20, outage_window=1.0)
+    # Databases 8 and 9: not the ones `make bench` uses, so a test run never wipes a benchmark.
+    opts = Options(
+        customers=3, rounds=1, outage_customers=20, outage_window=1.0, wispbot_db=8, peer_db=9
+    )
 
     report = await bench(opts)
 
