@@ -184,7 +184,9 @@ async def test_handoff_to_an_agent_and_back(
 async def test_only_the_agents_group_topics_reach_the_customer(
     bot: BotProcess, new_chat: NewChat, fake: FakeTelegram
 ) -> None:
-    """A message shaped like an agent's but from another group, or from a bot, is not relayed."""
+    """A message shaped like an agent's but from another group, from a bot, or in the group's
+    General topic, is not relayed."""
+    agents = fake.agents_chat_id
     chat = new_chat("Marta")
     chat.say("/start")
     await chat.expect("Hablar con un asesor")
@@ -195,12 +197,20 @@ async def test_only_the_agents_group_topics_reach_the_customer(
     quiet_from = chat.mark()
     fake.agent_text(thread, "impostor: dame tu clave", chat_id=-1009999999999)
     fake.agent_text(thread, "otro bot: hola", from_id=999, is_bot=True)
+    general = {  # the agents' group, but the General topic: no customer's
+        "message_id": 99_999,
+        "date": 0,
+        "chat": {"id": agents, "type": "supergroup", "title": "Agentes", "is_forum": True},
+        "from": {"id": 5001, "is_bot": False, "first_name": "Luis"},
+        "text": "general: reunión a las 3",
+    }
+    fake.push_update({"message": general})
     fake.agent_text(thread, "Hola Marta, soy Luis")
     await chat.expect("soy Luis")
     fake.agent_text(thread, "/cerrar")
     await chat.expect("cerro la conversacion")
     texts = [m.text or "" for m in chat.messages()[quiet_from:]]
-    assert not any("impostor" in t or "otro bot" in t for t in texts), texts
+    assert not any(t.startswith(("impostor", "otro bot", "general")) for t in texts), texts
     assert texts[0] == "Hola Marta, soy Luis"
 
 
