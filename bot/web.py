@@ -34,8 +34,9 @@ from bot.channels.telegram import (
     BadUpdate,
     TelegramChannel,
     TelegramPolling,
-    handle_update,
+    dispatch_update,
     make_bot,
+    parse_update,
 )
 from bot.channels.whatsapp import WhatsAppChannel, WhatsAppWebhook
 from bot.engine import Engine
@@ -343,15 +344,14 @@ class Service:
             return web.Response(status=400, text="malformed JSON")
         if not isinstance(body, dict):
             return web.Response(status=400, text="expected a JSON object")
-        self._spawn(self._telegram_update(body))
-        return web.Response(text="ok")
-
-    async def _telegram_update(self, body: dict[str, Any]) -> None:
-        assert self.telegram is not None
         try:
-            await handle_update(body, self.telegram, self.on_inbound, self.on_agent)
+            # Parsed before answering, so a body that is no update is a 400, not a silent 200.
+            update = parse_update(body, self.telegram)
         except BadUpdate as err:
             log.warning("telegram webhook body is not an update", extra={"error": str(err)})
+            return web.Response(status=400, text="not a Telegram update")
+        self._spawn(dispatch_update(update, self.telegram, self.on_inbound, self.on_agent))
+        return web.Response(text="ok")
 
 
 async def run_service() -> int:

@@ -621,6 +621,15 @@ async def dispatch_update(
             await answering
 
 
+def parse_update(update_json: dict[str, Any], channel: TelegramChannel) -> Update:
+    """A webhook body as an Update bound to the channel's bot; BadUpdate when it is not one."""
+    try:
+        return Update.model_validate(update_json, context={"bot": channel.bot})
+    except ValidationError as err:
+        msg = f"not a Telegram update ({err.error_count()} problems)"
+        raise BadUpdate(msg) from err
+
+
 async def handle_update(
     update_json: dict[str, Any],
     channel: TelegramChannel,
@@ -628,12 +637,7 @@ async def handle_update(
     on_agent: AgentSink | None,
 ) -> None:
     """Parse a webhook body into an Update and dispatch it; BadUpdate when it is not one."""
-    try:
-        update = Update.model_validate(update_json, context={"bot": channel.bot})
-    except ValidationError as err:
-        msg = f"not a Telegram update ({err.error_count()} problems)"
-        raise BadUpdate(msg) from err
-    await dispatch_update(update, channel, on_inbound, on_agent)
+    await dispatch_update(parse_update(update_json, channel), channel, on_inbound, on_agent)
 
 
 class TelegramPolling:

@@ -405,7 +405,8 @@ async def test_no_agent_answer_within_the_timeout_offers_a_ticket(
 async def test_webhook_checks_the_secret_and_the_body(
     webhook_bot: BotProcess, webhook_fake: FakeTelegram, new_chat: NewChat
 ) -> None:
-    """The webhook is registered with its secret; wrong or missing secret 403, bad JSON 400."""
+    """The webhook is registered with its secret; wrong or missing secret 403, a body that is
+    not JSON, or not an update, 400."""
     assert webhook_fake.webhook["url"] == f"{webhook_bot.url}/webhooks/telegram"
     assert webhook_fake.webhook["secret_token"] == WEBHOOK_SECRET
     chat = new_chat(on=webhook_fake)
@@ -414,6 +415,7 @@ async def test_webhook_checks_the_secret_and_the_body(
     assert await post_update(webhook_bot, rejected, secret="wrong-secret") == 403
     assert await post_update(webhook_bot, b'{"update_id": 1, "message": ') == 400
     assert await post_update(webhook_bot, b"\xff\xfe not json") == 400
+    assert await post_update(webhook_bot, {"update_id": "x", "message": "hola"}) == 400
 
     assert await post_update(webhook_bot, chat.say("/start")) == 200
     await chat.expect("Soy cliente")
