@@ -328,6 +328,31 @@ async def test_kill9_during_a_turn_does_not_silence_the_customer(
     await chat.expect("nombre completo|documento", timeout=5)
 
 
+async def test_a_reply_telegram_refused_is_sent_before_the_next_one(
+    bot: BotProcess, new_chat: NewChat, fake: FakeTelegram
+) -> None:
+    """Telegram refuses the greeting; it stays in the outbox and goes out, in order, before the
+    answer to the customer's next message."""
+    chat = new_chat()
+    fake.fail("sendMessage", 403, count=1, chat_id=chat.id)
+    chat.say("/start")
+
+    async def refused() -> bool:
+        return any(
+            c.error_code == 403 and str(c.params.get("chat_id")) == str(chat.id)
+            for c in fake.calls_to("sendMessage")
+        )
+
+    await eventually(refused, "the refused greeting")
+    assert chat.messages() == []
+    chat.say("Soy cliente")
+    await chat.expect("documento")
+    texts = [fold(m.text or "") for m in chat.messages()]
+    assert "asistente virtual" in texts[0], chat.transcript()
+    assert "elige una opcion" in texts[1], chat.transcript()
+    assert "documento" in texts[-1], chat.transcript()
+
+
 async def test_wisphub_failing_then_recovering(
     bot: BotProcess, new_chat: NewChat, sandbox: Sandbox
 ) -> None:
