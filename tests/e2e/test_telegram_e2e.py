@@ -461,6 +461,33 @@ async def test_webhook_duplicate_update_is_handled_once(
     assert count(chat.messages(), "asistente virtual") == 1, chat.transcript()
 
 
+async def test_readyz_is_503_when_wisphub_is_unreachable(
+    webhook_bot: BotProcess,
+) -> None:
+    """A WispHub base URL on a dead port: alive (200) but not ready (503)."""
+    assert (await webhook_bot.request("GET", "/healthz"))[0] == 200
+    status, body = await webhook_bot.request("GET", "/readyz")
+    assert status == 503, body
+    assert json.loads(body)["wisphub"] is False
+
+
+async def test_webhook_sigterm_finishes_the_message_in_flight(
+    webhook_bot: BotProcess, webhook_fake: FakeTelegram, new_chat: NewChat
+) -> None:
+    """SIGTERM right after a webhook call was answered: the message is still handled (here:
+    WispHub is unreachable, so the customer hears so) and the process exits 0.
+
+    Last of the webhook tests: it stops that bot."""
+    chat = new_chat(on=webhook_fake)
+    assert await post_update(webhook_bot, chat.say("/start")) == 200
+    await chat.expect("Soy cliente")
+    assert await post_update(webhook_bot, chat.press("Soy cliente")) == 200
+    await chat.expect("documento")
+    assert await post_update(webhook_bot, chat.say(ANA[0])) == 200
+    assert await webhook_bot.terminate() == 0, webhook_bot.logs()
+    assert count(chat.window(), "no responde en este momento") == 1, chat.transcript()
+
+
 # ---- operations -------------------------------------------------------------------------------
 
 
@@ -476,16 +503,6 @@ async def test_health_readiness_and_metrics(bot: BotProcess, new_chat: NewChat) 
     status, text = await bot.request("GET", "/metrics")
     assert status == 200
     assert re.search(r'^wispbot_messages_in_total\{channel="telegram"\} [1-9]', text, re.M), text
-
-
-async def test_readyz_is_503_when_wisphub_is_unreachable(
-    webhook_bot: BotProcess,
-) -> None:
-    """A WispHub base URL on a dead port: alive (200) but not ready (503)."""
-    assert (await webhook_bot.request("GET", "/healthz"))[0] == 200
-    status, body = await webhook_bot.request("GET", "/readyz")
-    assert status == 503, body
-    assert json.loads(body)["wisphub"] is False
 
 
 async def test_sigterm_finishes_in_flight_messages_and_exits_0(
