@@ -35,24 +35,9 @@ E2E_REDIS_URL = os.environ.get("E2E_REDIS_URL", "redis://127.0.0.1:6379/13")
 START_SECONDS = 30.0  # importing aiogram alone takes seconds; three bots start at once
 REPLY_SECONDS = 10.0
 WEBHOOK_SECRET = "e2e-secret_token-123"
-# Variables of ours never inherited from the developer's shell (the child gets only what we set).
-_OURS = (
-    "WISPHUB_",
-    "TELEGRAM_",
-    "WHATSAPP_",
-    "REDIS_URL",
-    "HTTP_",
-    "BOT_",
-    "ISP_",
-    "TIMEZONE",
-    "BUSINESS_",
-    "DEFAULT_COUNTRY",
-    "LOG_LEVEL",
-    "SESSION_",
-    "VERIFIED_",
-    "HANDOFF_",
-    "PROMISE_",
-)
+# What the child inherits from the parent: nothing of the bot's own settings (a developer's shell
+# must not change the run), only what a Python process needs.
+_INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "VIRTUAL_ENV", "SYSTEMROOT")
 BOTS: list[BotProcess] = []  # every bot started in this session, for failure reports
 
 
@@ -70,8 +55,8 @@ def fold(text: str) -> str:
 
 
 def bot_env(fake: FakeTelegram | None, sandbox_url: str, port: int, **extra: str) -> dict[str, str]:
-    """The child's environment: ours only, plus PATH and friends from the parent."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_OURS)}
+    """The child's environment: the settings given here, plus PATH and friends from the parent."""
+    env = {k: os.environ[k] for k in _INHERITED if k in os.environ}
     env.update(
         PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
         PYTHONUNBUFFERED="1",
