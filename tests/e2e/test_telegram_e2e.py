@@ -272,28 +272,41 @@ async def test_a_duplicate_update_is_handled_once(
 
 
 async def test_restart_in_the_middle_of_a_conversation(
-    bot: BotProcess, new_chat: NewChat, redis_client: aioredis.Redis
+    bot: BotProcess, new_chat: NewChat, fake: FakeTelegram, redis_client: aioredis.Redis
 ) -> None:
-    """kill -9 between two messages; the next process goes on where the customer was."""
-    chat = new_chat()
-    chat.say("/start")
-    await chat.expect("Soy cliente")
-    chat.press("Soy cliente")
-    await chat.expect("documento")
-    chat.say(ANA[0])
-    await chat.expect("nombre completo")
-    lock = redis_key("lock", "telegram", str(chat.id))
+    """kill -9 between two messages; the next process goes on where each customer was: one in
+    the middle of identification, one talking to an agent."""
+    agents = fake.agents_chat_id
+    ana = new_chat()
+    ana.say("/start")
+    await ana.expect("Soy cliente")
+    ana.press("Soy cliente")
+    await ana.expect("documento")
+    ana.say(ANA[0])
+    await ana.expect("nombre completo")
+    marta = new_chat("Marta")
+    marta.say("/start")
+    await marta.expect("Hablar con un asesor")
+    thread = (await open_handoff(marta, fake)).message_thread_id
+    assert thread is not None
 
-    async def turn_finished() -> bool:
-        # The reply is out before the turn's last save; the lock goes when that save is done.
-        return not await redis_client.exists(lock)
+    async def turns_finished() -> bool:
+        # A reply is out before its turn's last save; the lock goes when that save is done.
+        locks = [redis_key("lock", "telegram", str(c.id)) for c in (ana, marta)]
+        return not await redis_client.exists(*locks)
 
-    await eventually(turn_finished, "the turn to finish")
+    await eventually(turns_finished, "the turns to finish")
     bot.kill9()
-    chat.say(ANA[1])  # written while the bot is down: Telegram keeps it
+    # Written while the bot is down: Telegram keeps them.
+    ana.say(ANA[1])
+    marta.say("¿sigue ahí alguien?")
     await bot.start()
-    await chat.expect("Gracias, Ana")
-    assert count(chat.messages(), "nombre completo") == 1, chat.transcript()
+    await ana.expect("Gracias, Ana")
+    assert count(ana.messages(), "nombre completo") == 1, ana.transcript()
+    await wait_for_text(fake, agents, "sigue ahi alguien", thread_id=thread)
+    fake.agent_text(thread, "Sí Marta, aquí sigo")
+    await marta.expect("aqui sigo")
+    assert [m.text for m in marta.window()] == ["Sí Marta, aquí sigo"], marta.transcript()
 
 
 @pytest.mark.xfail(
