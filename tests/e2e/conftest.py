@@ -13,6 +13,7 @@ flushed Redis database (all bots share database 13) and a reset sandbox.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import AsyncIterator, Callable, Generator
 from pathlib import Path
@@ -138,6 +139,12 @@ async def clean(sandbox: Sandbox, redis_client: aioredis.Redis) -> AsyncIterator
     sandbox.reset()
     yield
     sandbox.clear_faults()
+    # A test's last turn may still be saving after its reply was seen; flushing under it would
+    # pull its lock away (a warning in the bot's log). Bounded: a killed bot's lock stays.
+    for _ in range(250):  # 5 s
+        if not await redis_client.keys("wispbot:lock:*"):
+            break
+        await asyncio.sleep(0.02)
 
 
 @pytest_asyncio.fixture(loop_scope="module")

@@ -318,7 +318,7 @@ async def test_restart_in_the_middle_of_a_conversation(
     ),
 )
 async def test_kill9_during_a_turn_does_not_silence_the_customer(
-    bot: BotProcess, new_chat: NewChat, sandbox: Sandbox
+    bot: BotProcess, new_chat: NewChat, sandbox: Sandbox, redis_client: aioredis.Redis
 ) -> None:
     """kill -9 while a message waits on WispHub; after a restart the customer's next message
     is answered promptly (the message that was in flight may be lost: polling confirmed it)."""
@@ -336,9 +336,13 @@ async def test_kill9_during_a_turn_does_not_silence_the_customer(
 
     await eventually(in_flight, "the document look-up to reach WispHub")
     bot.kill9()
-    await bot.start()
-    chat.say(ANA[0])
-    await chat.expect("nombre completo|documento", timeout=5)
+    try:
+        await bot.start()
+        chat.say(ANA[0])
+        await chat.expect("nombre completo|documento", timeout=5)
+    finally:
+        # Not to leave the dead process's lock to the tests that follow.
+        await redis_client.delete(redis_key("lock", "telegram", str(chat.id)))
 
 
 async def test_a_reply_telegram_refused_is_sent_before_the_next_one(
