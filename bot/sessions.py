@@ -3,14 +3,19 @@
 Every key is built by ``redis_key`` (``wispbot:{kind}:{parts...}``)::
 
     wispbot:conv:{channel}:{chat_id}     the session JSON, idle TTL (SESSION_TTL)
-    wispbot:lock:{channel}:{chat_id}     per-conversation lock, random owner token, PX timeout
+    wispbot:lock:{channel}:{chat_id}     per-conversation lock: random owner token, a short PX lease
+                                         renewed while its holder works (a dead holder's lapses)
     wispbot:seen:{channel}:{event_id}    dedupe of channel events, SET NX EX
     wispbot:topic:{thread_id}            agents' forum topic -> conversation key
     wispbot:lockout:{scope}              failed verifications in a window (per document, per chat)
     wispbot:rate:{scope}                 fixed-window flood counter
 
 Two implementations pass one contract suite: ``RedisStore`` (the service) and ``MemoryStore``
-(demo, console, scenarios, unit tests; TTLs follow an injected clock). Errors::
+(demo, console, scenarios, unit tests; TTLs follow an injected clock).
+
+A customer's turn costs the Redis store three round trips: ``open_turn`` (dedupe claim, rate
+count, lock, session read: one script), the save of the session with its outbox, and
+``save_and_release`` (the final save and the unlock: one script). Errors::
 
     StoreError
      ├── StoreUnavailable   the backend did not answer (Redis down, timeout, connection lost)
@@ -21,6 +26,7 @@ Two implementations pass one contract suite: ``RedisStore`` (the service) and ``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import secrets
@@ -122,6 +128,96 @@ class Session:
         return out
 
 
+@dataclass(frozen=True)
+class TurnStart:
+    """What opening a customer's turn found (``SessionStore.open_turn``)."""
+
+    claimed: bool  # False: a repeat of an event already seen; nothing else was done
+    hits: int  # events in the conversation's rate window, this one included (0 for a repeat)
+    locked: bool  # the conversation lock is now held by this store
+
+
+class _Hold:
+    """One conversation lock a store holds: its owner token and its lease in seconds."""
+
+    __slots__ = ("lease", "name", "released", "token")
+
+    def __init__(self, name: str, token: str, lease: float) -> None:
+        self.name = name
+        self.token = token
+        self.lease = lease
+        self.released = False
+
+
+class _LeaseKeeper:
+    """Keeps the locks a store holds alive while their turns run.
+
+    A lock is taken for a short lease; every third of the shortest lease held, each lock that
+    is still this store's own is extended by its lease (one call for all of them). A process
+    killed mid-turn stops renewing, so its locks lapse within one lease instead of blocking the
+    conversation for minutes; a long turn (delivery waiting out Telegram's retry_after) keeps its
+    lock for as long as it runs.
+    """
+
+    def __init__(self, extend: Callable[[list[_Hold]], Awaitable[list[bool]]]) -> None:
+        self._extend = extend
+        self.holds: dict[str, _Hold] = {}  # lock name -> the current hold of this store
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, hold: _Hold) -> None:
+        """Keep a freshly taken lock alive."""
+        self.holds[hold.name] = hold
+        if self._timer is None and self._task is None:
+            self._schedule()
+
+    def discard(self, hold: _Hold) -> None:
+        """Stop renewing a lock (it is being released)."""
+        if self.holds.get(hold.name) is hold:
+            del self.holds[hold.name]
+        if not self.holds and self._timer is not None:
+            # A timer, not a sleeping task: an idle store costs nothing and leaves nothing behind.
+            self._timer.cancel()
+            self._timer = None
+
+    def _schedule(self) -> None:
+        interval = min(h.lease for h in self.holds.values()) / 3
+        self._timer = asyncio.get_running_loop().call_later(interval, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        if self.holds:
+            self._task = asyncio.get_running_loop().create_task(self._renew())
+
+    async def _renew(self) -> None:
+        holds = list(self.holds.values())
+        try:
+            kept = await self._extend(holds)
+        except StoreError as err:
+            # The lease outlives two missed renewals; the next tick tries again.
+            log.warning("lock renewal failed", extra={"error": type(err).__name__})
+        else:
+            for hold, ok in zip(holds, kept, strict=True):
+                if not ok and self.holds.get(hold.name) is hold:
+                    del self.holds[hold.name]
+                    log.warning("conversation lock lost while held", extra={"lock": hold.name})
+        finally:
+            self._task = None
+            if self.holds and self._timer is None:
+                self._schedule()
+
+    async def aclose(self) -> None:
+        """Stop renewing (the store is closing)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
 def _typed(obj: dict[str, Any], name: str, kind: type[_T] | tuple[type, ...], default: _T) -> _T:
     if name not in obj:
         return default
@@ -168,6 +264,13 @@ def _key_from_conv(name: str) -> ConvKey | None:
         return None
 
 
+def _check_lease(timeout: float) -> float:
+    if timeout <= 0:
+        msg = f"lock timeout must be positive, got {timeout}"
+        raise ValueError(msg)
+    return timeout
+
+
 def _check_ttl(ttl: float, what: str) -> int:
     """Whole seconds (Redis EX takes integers), refusing what would never or instantly expire."""
     if ttl < 1:
@@ -205,7 +308,40 @@ class SessionStore(ABC):
     def lock(
         self, key: ConvKey, *, timeout: float = 30.0, wait: float = 20.0
     ) -> AbstractAsyncContextManager[None]:
-        """Hold the conversation lock; it expires after ``timeout`` s, waits ``wait`` s at most."""
+        """Hold the conversation lock, waiting ``wait`` s at most for it.
+
+        ``timeout`` is the lock's lease: renewed while the lock is held, so it lapses only
+        ``timeout`` s after its holder stopped (died); it never cuts a running turn short.
+        """
+
+    @abstractmethod
+    async def open_turn(
+        self,
+        key: ConvKey,
+        event_id: str,
+        *,
+        rate_scope: str,
+        rate_window: int,
+        rate_limit: int,
+        lease: float,
+        seen_ttl: int = 86400,
+    ) -> TurnStart:
+        """Open a customer's turn in one step: claim the event; when it is new, count it in the
+        rate window; when within ``rate_limit``, try the conversation lock once (no waiting) and
+        read the session for the next ``load``. A lock taken here is given back with ``release``
+        or ``save_and_release``; a busy one is for the caller to wait on with ``lock``."""
+
+    @abstractmethod
+    async def release(self, key: ConvKey) -> None:
+        """Give back the conversation lock this store holds (nothing when none is held).
+
+        A store holds one lock per conversation at a time: the engine's in-process queue runs a
+        conversation's turns one after the other.
+        """
+
+    @abstractmethod
+    async def save_and_release(self, key: ConvKey, session: Session, ttl: int) -> None:
+        """Save the session, then give back the lock ``open_turn`` took (one step)."""
 
     @abstractmethod
     async def register_failure(self, scope: str, window: int) -> int:
@@ -216,8 +352,12 @@ class SessionStore(ABC):
         """Failures counted in the current window (0 when none)."""
 
     @abstractmethod
-    async def clear_failures(self, scope: str) -> None:
-        """Reset the failure counter (a successful verification)."""
+    async def failures_many(self, scopes: list[str]) -> list[int]:
+        """``failures`` of several scopes at once, in their order."""
+
+    @abstractmethod
+    async def clear_failures(self, *scopes: str) -> None:
+        """Reset the failure counters of these scopes (a successful verification)."""
 
     @abstractmethod
     async def hit_rate(self, scope: str, window: int) -> int:
@@ -262,6 +402,7 @@ class MemoryStore(SessionStore):
         self._locks: dict[str, tuple[str, float]] = {}
         self._released: dict[str, asyncio.Event] = {}
         self._writes = 0
+        self._leases = _LeaseKeeper(self._extend)
 
     def _get(self, name: str) -> str | None:
         item = self._values.get(name)
@@ -322,18 +463,68 @@ class MemoryStore(SessionStore):
         self, key: ConvKey, *, timeout: float = 30.0, wait: float = 20.0
     ) -> AbstractAsyncContextManager[None]:
         """Hold the conversation lock (asyncio-based, expiry by the injected clock)."""
-        if timeout <= 0:
-            msg = f"lock timeout must be positive, got {timeout}"
-            raise ValueError(msg)
-        return self._lock(_lock_key(key), timeout, wait)
+        return self._lock(_lock_key(key), _check_lease(timeout), wait)
 
     @asynccontextmanager
     async def _lock(self, name: str, expire: float, wait: float) -> AsyncIterator[None]:
-        token = await self._acquire(name, expire, wait)
+        hold = await self._acquire(name, expire, wait)
         try:
             yield
         finally:
-            self._release(name, token)
+            self._give_back(hold)
+
+    async def open_turn(
+        self,
+        key: ConvKey,
+        event_id: str,
+        *,
+        rate_scope: str,
+        rate_window: int,
+        rate_limit: int,
+        lease: float,
+        seen_ttl: int = 86400,
+    ) -> TurnStart:
+        """Claim, count, try the lock once (see ``SessionStore.open_turn``)."""
+        lease = _check_lease(lease)
+        if not await self.claim_event(key.channel, event_id, seen_ttl):
+            return TurnStart(claimed=False, hits=0, locked=False)
+        hits = await self.hit_rate(rate_scope, rate_window)
+        if hits > rate_limit:
+            return TurnStart(claimed=True, hits=hits, locked=False)
+        hold = _Hold(_lock_key(key), secrets.token_hex(16), lease)
+        if not self._try_acquire(hold.name, hold.token, lease):
+            return TurnStart(claimed=True, hits=hits, locked=False)
+        self._leases.add(hold)
+        return TurnStart(claimed=True, hits=hits, locked=True)
+
+    async def release(self, key: ConvKey) -> None:
+        """Give back the lock ``open_turn`` took."""
+        hold = self._leases.holds.get(_lock_key(key))
+        if hold is not None:
+            self._give_back(hold)
+
+    async def save_and_release(self, key: ConvKey, session: Session, ttl: int) -> None:
+        """Save, then give back the lock."""
+        await self.save(key, session, ttl)
+        await self.release(key)
+
+    def _give_back(self, hold: _Hold) -> None:
+        if hold.released:
+            return
+        hold.released = True
+        self._leases.discard(hold)
+        self._release(hold.name, hold.token)
+
+    async def _extend(self, holds: list[_Hold]) -> list[bool]:
+        now = self._clock()
+        kept: list[bool] = []
+        for hold in holds:
+            held = self._locks.get(hold.name)
+            ours = held is not None and held[0] == hold.token and held[1] > now
+            if ours:
+                self._locks[hold.name] = (hold.token, now + hold.lease)
+            kept.append(ours)
+        return kept
 
     def _try_acquire(self, name: str, token: str, expire: float) -> bool:
         now = self._clock()
@@ -343,7 +534,7 @@ class MemoryStore(SessionStore):
         self._locks[name] = (token, now + expire)
         return True
 
-    async def _acquire(self, name: str, expire: float, wait: float) -> str:
+    async def _acquire(self, name: str, expire: float, wait: float) -> _Hold:
         token = secrets.token_hex(16)
         loop = asyncio.get_running_loop()
         # The wait is measured in real time: a simulated clock may stand still while we wait.
@@ -360,7 +551,9 @@ class MemoryStore(SessionStore):
                 await asyncio.wait_for(event.wait(), min(delay, remaining))
             except TimeoutError:
                 delay = min(delay * 2, _POLL_MAX)
-        return token
+        hold = _Hold(name, token, expire)
+        self._leases.add(hold)
+        return hold
 
     def _release(self, name: str, token: str) -> None:
         held = self._locks.get(name)
@@ -390,9 +583,14 @@ class MemoryStore(SessionStore):
         """Failures in the current window."""
         return int(self._get(redis_key("lockout", scope)) or 0)
 
-    async def clear_failures(self, scope: str) -> None:
-        """Reset the counter."""
-        self._values.pop(redis_key("lockout", scope), None)
+    async def failures_many(self, scopes: list[str]) -> list[int]:
+        """Failures of each scope."""
+        return [int(self._get(redis_key("lockout", scope)) or 0) for scope in scopes]
+
+    async def clear_failures(self, *scopes: str) -> None:
+        """Reset the counters."""
+        for scope in scopes:
+            self._values.pop(redis_key("lockout", scope), None)
 
     async def hit_rate(self, scope: str, window: int) -> int:
         """Count one hit in the fixed window."""
@@ -427,7 +625,8 @@ class MemoryStore(SessionStore):
         return True
 
     async def aclose(self) -> None:
-        """Nothing to release."""
+        """Stop renewing locks."""
+        await self._leases.aclose()
 
 
 def _parse_topic(thread_id: int, raw: str | bytes | None) -> ConvKey | None:
@@ -471,6 +670,48 @@ if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
     return {1}
 end
 return {0}
+"""
+
+# Open a customer's turn in one round trip: claim the event (a repeat stops here), count it in
+# the conversation's rate window, and within the limit try the lock and read the session.
+# KEYS: seen mark, rate counter, lock, session; ARGV: seen TTL, window, limit, token, lease ms.
+_OPEN_TURN = """
+if not redis.call('set', KEYS[1], 1, 'NX', 'EX', ARGV[1]) then
+    return {0, 0, 0}
+end
+redis.call('set', KEYS[2], 0, 'EX', ARGV[2], 'NX')
+local hits = redis.call('incr', KEYS[2])
+if hits > tonumber(ARGV[3]) or not redis.call('set', KEYS[3], ARGV[4], 'NX', 'PX', ARGV[5]) then
+    return {1, hits, 0}
+end
+local session = redis.call('get', KEYS[4])
+if session then
+    return {1, hits, 1, session}
+end
+return {1, hits, 1}
+"""
+
+# Close a turn in one round trip: the final save, then the owner-only release.
+_SAVE_RELEASE = """
+redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if redis.call('get', KEYS[2]) == ARGV[3] then
+    return redis.call('del', KEYS[2])
+end
+return 0
+"""
+
+# Extend every lock still held by its token (KEYS: locks; ARGV: token, lease ms, token, ...).
+_RENEW = """
+local kept = {}
+for i = 1, #KEYS do
+    if redis.call('get', KEYS[i]) == ARGV[2 * i - 1] then
+        redis.call('pexpire', KEYS[i], ARGV[2 * i])
+        kept[i] = 1
+    else
+        kept[i] = 0
+    end
+end
+return kept
 """
 
 # One round trip: start the window (SET NX EX keeps an existing window's end), then count.
@@ -560,6 +801,10 @@ class RedisStore(SessionStore):
         # handed to the next ``load`` of that conversation; dropped by a save or the release.
         self._prefetched: dict[str, bytes | str | None] = {}
         self._window_incr = redis.register_script(_WINDOW_INCR)
+        self._open_turn = redis.register_script(_OPEN_TURN)
+        self._save_release = redis.register_script(_SAVE_RELEASE)
+        self._renew = redis.register_script(_RENEW)
+        self._leases = _LeaseKeeper(self._extend)
 
     @classmethod
     def from_url(cls, url: str, *, clock: Clock = time.time) -> RedisStore:
@@ -642,21 +887,85 @@ class RedisStore(SessionStore):
         self, key: ConvKey, *, timeout: float = 30.0, wait: float = 20.0
     ) -> AbstractAsyncContextManager[None]:
         """Hold the conversation lock (SET NX PX with a random token; owner-only release)."""
-        if timeout <= 0:
-            msg = f"lock timeout must be positive, got {timeout}"
-            raise ValueError(msg)
-        return self._lock(_lock_key(key), conv_key(key), timeout, wait)
+        return self._lock(_lock_key(key), conv_key(key), _check_lease(timeout), wait)
 
     @asynccontextmanager
     async def _lock(self, name: str, conv: str, expire: float, wait: float) -> AsyncIterator[None]:
-        token = await self._acquire(name, conv, expire, wait)
+        hold = await self._acquire(name, conv, expire, wait)
         try:
             yield
         finally:
-            self._prefetched.pop(conv, None)
-            await self._unlock(name, token)
+            await self._give_back(hold, conv)
 
-    async def _acquire(self, name: str, conv: str, expire: float, wait: float) -> str:
+    async def open_turn(
+        self,
+        key: ConvKey,
+        event_id: str,
+        *,
+        rate_scope: str,
+        rate_window: int,
+        rate_limit: int,
+        lease: float,
+        seen_ttl: int = 86400,
+    ) -> TurnStart:
+        """Claim, count, try the lock and read the session: one script, one round trip."""
+        lease = _check_lease(lease)
+        name, conv = _lock_key(key), conv_key(key)
+        keys = [redis_key("seen", key.channel, event_id), redis_key("rate", rate_scope), name, conv]
+        token = secrets.token_hex(16)
+        args: list[str | int] = [
+            _check_ttl(seen_ttl, "ttl"),
+            _check_ttl(rate_window, "window"),
+            rate_limit,
+            token,
+            max(1, int(lease * 1000)),
+        ]
+        found = await self._call("open_turn", self._open_turn(keys=keys, args=args))
+        claimed, hits, locked = bool(found[0]), int(found[1]), bool(found[2])
+        if locked:
+            self._prefetched[conv] = found[3] if len(found) > 3 else None
+            self._leases.add(_Hold(name, token, lease))
+        return TurnStart(claimed=claimed, hits=hits, locked=locked)
+
+    async def release(self, key: ConvKey) -> None:
+        """Give back the lock ``open_turn`` took (owner-only)."""
+        hold = self._leases.holds.get(_lock_key(key))
+        if hold is not None:
+            await self._give_back(hold, conv_key(key))
+
+    async def save_and_release(self, key: ConvKey, session: Session, ttl: int) -> None:
+        """The final save and the owner-only release in one script."""
+        hold = self._leases.holds.get(_lock_key(key))
+        if hold is None or hold.released:
+            await self.save(key, session, ttl)
+            return
+        seconds = _check_ttl(ttl, "ttl")
+        name = conv_key(key)
+        self._prefetched.pop(name, None)
+        args: list[str | int] = [session.to_json(), seconds, hold.token]
+        released = await self._call("save", self._save_release(keys=[name, hold.name], args=args))
+        # Given back only once the script ran: when it did not, ``release`` still owes it.
+        hold.released = True
+        self._leases.discard(hold)
+        if not released:
+            log.warning("lock expired before its owner released it", extra={"lock": hold.name})
+
+    async def _give_back(self, hold: _Hold, conv: str) -> None:
+        self._prefetched.pop(conv, None)
+        if hold.released:
+            return
+        hold.released = True
+        self._leases.discard(hold)
+        await self._unlock(hold.name, hold.token)
+
+    async def _extend(self, holds: list[_Hold]) -> list[bool]:
+        args: list[str | int] = []
+        for hold in holds:
+            args += [hold.token, max(1, int(hold.lease * 1000))]
+        kept = await self._call("renew", self._renew(keys=[h.name for h in holds], args=args))
+        return [bool(k) for k in kept]
+
+    async def _acquire(self, name: str, conv: str, expire: float, wait: float) -> _Hold:
         token = secrets.token_hex(16)
         px = max(1, int(expire * 1000))
         loop = asyncio.get_running_loop()
@@ -668,7 +977,9 @@ class RedisStore(SessionStore):
             )
             if taken[0]:
                 self._prefetched[conv] = taken[1] if len(taken) > 1 else None
-                return token
+                hold = _Hold(name, token, expire)
+                self._leases.add(hold)
+                return hold
             remaining = deadline - loop.time()
             if remaining <= 0:
                 msg = f"conversation lock {name} still busy after {wait:g} s"
@@ -697,9 +1008,19 @@ class RedisStore(SessionStore):
         raw = await self._call("failures", self._redis.get(redis_key("lockout", scope)))
         return int(raw or 0)
 
-    async def clear_failures(self, scope: str) -> None:
-        """Reset the counter."""
-        await self._call("clear_failures", self._redis.delete(redis_key("lockout", scope)))
+    async def failures_many(self, scopes: list[str]) -> list[int]:
+        """Failures of each scope (one MGET)."""
+        if not scopes:
+            return []
+        names = [redis_key("lockout", scope) for scope in scopes]
+        raws = await self._call("failures", self._redis.mget(names))
+        return [int(raw or 0) for raw in raws]
+
+    async def clear_failures(self, *scopes: str) -> None:
+        """Reset the counters (one DEL)."""
+        if scopes:
+            names = [redis_key("lockout", scope) for scope in scopes]
+            await self._call("clear_failures", self._redis.delete(*names))
 
     async def hit_rate(self, scope: str, window: int) -> int:
         """Count one hit in the fixed window (one atomic script)."""
@@ -751,6 +1072,7 @@ class RedisStore(SessionStore):
 
     async def aclose(self) -> None:
         """Close the client (and the sentinel connections when this store made them)."""
+        await self._leases.aclose()
         await self._redis.aclose()
         if self._sentinel is not None:
             await self._sentinel.aclose()

@@ -22,6 +22,7 @@ from bot.sessions import (
     SessionCorrupt,
     SessionStore,
     StoreUnavailable,
+    TurnStart,
     conv_key,
     make_store,
     parse_sentinel_url,
@@ -32,6 +33,7 @@ from bot.types import ConvKey, Option, Outbound
 ANA = ConvKey("telegram", "1001")
 LUIS = ConvKey("whatsapp", "573001112233")
 DAY = 86400
+LIMITS = {"rate_limit": 30, "lease": 5.0}
 
 
 def _redis_url() -> str:
@@ -313,6 +315,103 @@ class TestStoreContract:
         await store.clear_failures("doc:9")
         assert await store.failures("doc:9") == 0
         assert await store.register_failure("doc:9", window=1800) == 1
+
+    async def test_failures_of_several_scopes_are_read_and_cleared_together(
+        self, store: SessionStore
+    ) -> None:
+        await store.register_failure("doc:9", window=1800)
+        await store.register_failure("doc:9", window=1800)
+        await store.register_failure("chat:telegram:1001", window=1800)
+        scopes = ["doc:9", "lookup:telegram:1001", "chat:telegram:1001"]
+        assert await store.failures_many(scopes) == [2, 0, 1]
+        assert await store.failures_many([]) == []
+
+        await store.clear_failures("doc:9", "chat:telegram:1001")
+        assert await store.failures_many(scopes) == [0, 0, 0]
+        await store.clear_failures()  # nothing to clear is fine
+
+    async def test_open_turn_claims_counts_locks_and_reads_the_session(
+        self, store: SessionStore
+    ) -> None:
+        await store.save(ANA, _session("identify.ask_name", doc="123"), DAY)
+
+        start = await store.open_turn(ANA, "ev1", rate_scope="r:ana", rate_window=60, **LIMITS)
+
+        assert start == TurnStart(claimed=True, hits=1, locked=True)
+        loaded = await store.load(ANA)
+        assert loaded is not None
+        assert (loaded.state, loaded.data) == ("identify.ask_name", {"doc": "123"})
+        with pytest.raises(LockTimeout):  # held until released
+            async with store.lock(ANA, wait=0):
+                pytest.fail("entered a lock open_turn holds")
+        await store.release(ANA)
+        async with store.lock(ANA, wait=0):
+            pass
+
+    async def test_open_turn_of_a_busy_conversation_counts_but_does_not_lock(
+        self, store: SessionStore
+    ) -> None:
+        async with store.lock(ANA):  # another turn (another process) is running
+            start = await store.open_turn(ANA, "ev1", rate_scope="r:ana", rate_window=60, **LIMITS)
+            assert start == TurnStart(claimed=True, hits=1, locked=False)
+
+    async def test_open_turn_of_a_repeat_claims_nothing_and_counts_nothing(
+        self, store: SessionStore
+    ) -> None:
+        first = await store.open_turn(ANA, "ev1", rate_scope="r:ana", rate_window=60, **LIMITS)
+        await store.release(ANA)
+        again = await store.open_turn(ANA, "ev1", rate_scope="r:ana", rate_window=60, **LIMITS)
+        assert first.claimed
+        assert again == TurnStart(claimed=False, hits=0, locked=False)
+        async with store.lock(ANA, wait=0):  # the repeat took no lock
+            pass
+        assert await store.hit_rate("r:ana", window=60) == 2  # nor counted
+
+    async def test_open_turn_over_the_rate_limit_does_not_lock(self, store: SessionStore) -> None:
+        opened = []
+        for event in ("ev1", "ev2", "ev3"):
+            opened.append(
+                await store.open_turn(
+                    ANA, event, rate_scope="r:ana", rate_window=60, rate_limit=2, lease=5
+                )
+            )
+            await store.release(ANA)
+        assert [(t.hits, t.locked) for t in opened] == [(1, True), (2, True), (3, False)]
+
+    async def test_save_and_release_saves_and_frees_the_lock(self, store: SessionStore) -> None:
+        await store.open_turn(ANA, "ev1", rate_scope="r:ana", rate_window=60, **LIMITS)
+        await store.save_and_release(ANA, _session("client.menu"), DAY)
+        loaded = await store.load(ANA)
+        assert loaded is not None
+        assert loaded.state == "client.menu"
+        async with store.lock(ANA, wait=0):
+            pass
+        await store.release(ANA)  # already given back: nothing happens
+
+    async def test_save_and_release_inside_lock_gives_it_back_once(
+        self, store: SessionStore, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        with caplog.at_level(logging.WARNING, logger="bot.sessions"):
+            async with store.lock(ANA):
+                await store.save_and_release(ANA, _session("main.menu"), DAY)
+                async with store.lock(ANA, wait=0):  # free already
+                    pass
+        assert "expired" not in caplog.text
+        loaded = await store.load(ANA)
+        assert loaded is not None
+        assert loaded.state == "main.menu"
+
+    async def test_a_held_lock_outlives_its_lease(self, backend: Backend) -> None:
+        store = backend.store
+        async with store.lock(ANA, timeout=0.6, wait=0):
+            for _ in range(12):  # twice the lease, in real time (Redis) and on the clock
+                await asyncio.sleep(0.1)
+                backend.clock.advance(0.1)
+            with pytest.raises(LockTimeout):
+                async with store.lock(ANA, wait=0):
+                    pytest.fail("a lock still held lapsed after its lease")
+        async with store.lock(ANA, wait=0):
+            pass
 
     async def test_rate_counter_counts_hits_per_window(self, backend: Backend) -> None:
         store = backend.store

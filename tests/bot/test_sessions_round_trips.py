@@ -17,6 +17,7 @@ from bot.sessions import RedisStore, Session
 from bot.types import ConvKey
 
 KEY = ConvKey("telegram", "4242")
+LIMITS = {"rate_limit": 30, "lease": 5.0}
 
 
 def _url() -> str:
@@ -110,3 +111,41 @@ async def test_a_second_turn_waits_for_the_first_and_reads_its_save(
         loaded = await other.load(KEY)
     assert loaded is not None
     assert loaded.state == "identify.ask_document"
+
+
+async def _one_turn(store: RedisStore, key: ConvKey, event: str) -> None:
+    """A customer's turn as the engine runs it with a channel: open, save with the outbox,
+    deliver, save and unlock."""
+    start = await store.open_turn(key, event, rate_scope=f"rate:{key}", rate_window=60, **LIMITS)
+    assert start.locked
+    session = await store.load(key) or Session(state="main.menu")
+    session.outbox = [{"text": "hola"}]
+    await store.save(key, session, 60)
+    session.outbox = []
+    await store.save_and_release(key, session, 60)
+
+
+async def test_a_turn_costs_three_round_trips(stores: tuple[RedisStore, RedisStore]) -> None:
+    mine, _ = stores
+    await _one_turn(mine, ConvKey("telegram", "1"), "warm-up")  # loads the scripts once
+    sent = count_commands(mine)
+
+    await _one_turn(mine, KEY, "ev1")
+
+    assert sent == ["EVALSHA", "SET", "EVALSHA"]
+    async with mine.lock(KEY, wait=0):  # and the lock was given back
+        pass
+
+
+async def test_a_dead_processs_lock_lapses_within_its_lease(
+    stores: tuple[RedisStore, RedisStore],
+) -> None:
+    dead, alive = stores
+    start = await dead.open_turn(
+        KEY, "ev1", rate_scope="r", rate_window=60, rate_limit=30, lease=0.5
+    )
+    assert start.locked
+    await dead.aclose()  # killed mid-turn: nobody renews or releases its lock
+
+    async with alive.lock(KEY, timeout=5, wait=3):  # free half a second later, not minutes
+        pass
