@@ -1,6 +1,7 @@
 """The engine: one customer event in, replies out, whatever the channel.
 
-``handle``: dedupe → in-process FIFO → conversation lock → load → flow → save → unlock.
+``handle``: in-process FIFO → open the turn (dedupe, rate limit, conversation lock and session
+read in one store call) → flow → save with the outbox → deliver → save and unlock (one call).
 A failure inside a flow leaves the session as it was loaded, and the customer gets an apology
 with the options they had plus an agent. ``from_agent`` relays agents' topic messages and
 commands; ``sweep`` ends handoffs that no agent answered in time.
@@ -17,10 +18,12 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from prometheus_client import Counter
+
 from bot import metrics
 from bot.channels.base import AgentMessage
 from bot.handoff import HandoffError
-from bot.sessions import Session, StoreUnavailable
+from bot.sessions import LockTimeout, Session, StoreUnavailable
 from bot.types import ConvKey, Inbound, Kind, Option, Outbound
 from flows.agent import WAITING
 from flows.base import Conversation, FlowContext
@@ -35,7 +38,12 @@ log = logging.getLogger(__name__)
 MAX_TEXT = 4000  # characters kept of one customer message
 HISTORY = 8  # messages kept for the agents' card
 MAX_JUMPS = 5
-LOCK_SECONDS = 60.0
+# The conversation lock's lease: renewed while a turn runs (however long delivery takes), so it
+# only lapses this long after its holder died (kill -9): the customer's next message waits at
+# most this long for a crashed process's lock.
+LOCK_LEASE_SECONDS = 5.0
+LOCK_WAIT_SECONDS = 20.0  # per attempt; a message gets two before it is reported as not handled
+RATE_WINDOW = 60  # seconds of the per-conversation rate limit
 STORE_RETRY_SECONDS = 20.0  # how long a turn waits out a store outage (a Redis restart)
 _T = TypeVar("_T")  # a turn includes delivery, which may wait out Telegram's retry_after
 
@@ -52,6 +60,13 @@ _COMMANDS = {
     "asesor": "agent",
 }
 _GLOBAL_OPTIONS = {"agent": "agent", "menu": "menu"}
+
+LOCK_TIMEOUTS = Counter(
+    "wispbot_lock_timeouts_total",
+    "Customer events not handled: their conversation stayed locked by another turn",
+    ["channel"],
+    registry=metrics.REGISTRY,
+)
 
 
 def _words(kind: str) -> frozenset[str]:
@@ -115,11 +130,40 @@ class Engine:
     async def _store_lock(self, key: ConvKey) -> AsyncIterator[None]:
         """The store's conversation lock, waiting out a short store outage to take it."""
         async with AsyncExitStack() as stack:
-            await self._retry(
-                lambda: stack.enter_async_context(self.ctx.store.lock(key, timeout=LOCK_SECONDS)),
-                "lock",
-            )
+            await self._enter_lock(stack, key)
             yield
+
+    async def _enter_lock(self, stack: AsyncExitStack, key: ConvKey) -> None:
+        store = self.ctx.store
+        await self._retry(
+            lambda: stack.enter_async_context(
+                store.lock(key, timeout=LOCK_LEASE_SECONDS, wait=LOCK_WAIT_SECONDS)
+            ),
+            "lock",
+        )
+
+    async def _wait_for_lock(self, stack: AsyncExitStack, inbound: Inbound) -> bool:
+        """Wait for a busy conversation lock (another process's turn), twice at most.
+
+        A crashed holder's lock lapses within its lease; a lock still busy after the first wait
+        belongs to a live turn that runs long, so the message waits once more. If even that is
+        not enough, the message is reported (log and metric), never dropped silently.
+        """
+        for attempt in (1, 2):
+            try:
+                await self._enter_lock(stack, inbound.key)
+            except LockTimeout:
+                log.warning(
+                    "conversation lock still busy", extra={"conv": str(inbound.key), "try": attempt}
+                )
+            else:
+                return True
+        LOCK_TIMEOUTS.labels(inbound.key.channel).inc()
+        log.error(
+            "message not handled: its conversation stayed locked",
+            extra={"conv": str(inbound.key), "event": inbound.event_id},
+        )
+        return False
 
     async def _retry(self, op: Callable[[], Awaitable[_T]], what: str) -> _T:
         """Run a store operation, retrying while the store is unavailable (a Redis restart)."""
@@ -144,32 +188,42 @@ class Engine:
         conversation is still locked, then the outbox is cleared of what was delivered: a
         process killed in between leaves the replies to be sent by the next one.
         """
-        async with self._fifo_turn(inbound.key):
+        key = inbound.key
+        async with self._fifo_turn(key):
             store = self.ctx.store
-            claim = lambda: store.claim_event(inbound.key.channel, inbound.event_id)  # noqa: E731
-            if not await self._retry(claim, "claim"):
-                log.info("duplicate event dropped", extra={"conv": str(inbound.key)})
-                metrics.DUPLICATES.labels(inbound.key.channel).inc()
+            limit = self.settings.rate_limit_per_minute
+            start = await self._retry(
+                lambda: store.open_turn(
+                    key,
+                    inbound.event_id,
+                    rate_scope=f"rate:{key}",
+                    rate_window=RATE_WINDOW,
+                    rate_limit=limit,
+                    lease=LOCK_LEASE_SECONDS,
+                ),
+                "open",
+            )
+            if not start.claimed:
+                log.info("duplicate event dropped", extra={"conv": str(key)})
+                metrics.DUPLICATES.labels(key.channel).inc()
                 return []
-            metrics.MESSAGES_IN.labels(inbound.key.channel).inc()
-            flood = await self._retry(lambda: self._flooding(inbound.key), "rate")
-            if flood is not None:
-                return await self._answer_flood(inbound, flood, deliver)
-            async with self._store_lock(inbound.key):
-                loaded = await self._retry(lambda: store.load(inbound.key), "load")
+            metrics.MESSAGES_IN.labels(key.channel).inc()
+            if start.hits > limit:
+                # Told once, on the first message over the limit; dropped quietly after that.
+                log.warning(
+                    "conversation over its rate limit",
+                    extra={"conv": str(key), "count": start.hits},
+                )
+                return await self._answer_flood(inbound, start.hits == limit + 1, deliver)
+            async with AsyncExitStack() as stack:
+                if start.locked:
+                    stack.push_async_callback(store.release, key)  # nothing after the last save
+                elif not await self._wait_for_lock(stack, inbound):
+                    return []
+                loaded = await self._retry(lambda: store.load(key), "load")
                 pending = self._pending(loaded)
                 session, replies = await self._process(inbound, loaded)
-                return await self._commit(inbound.key, session, pending + replies, deliver)
-
-    async def _flooding(self, key: ConvKey) -> bool | None:
-        """None within the per-conversation rate; True on the first message over it (the
-        customer is told once), False after that (dropped quietly)."""
-        limit = self.settings.rate_limit_per_minute
-        count = await self.ctx.store.hit_rate(f"rate:{key}", 60)
-        if count <= limit:
-            return None
-        log.warning("conversation over its rate limit", extra={"conv": str(key), "count": count})
-        return count == limit + 1
+                return await self._commit(key, session, pending + replies, deliver)
 
     async def _answer_flood(
         self, inbound: Inbound, tell: bool, deliver: Deliver | None
@@ -199,21 +253,27 @@ class Engine:
     async def _commit(
         self, key: ConvKey, session: Session, replies: list[Outbound], deliver: Deliver | None
     ) -> list[Outbound]:
+        """Save the turn (with its replies as the outbox while they are sent) and give back the
+        conversation lock with the last save: the caller holds it."""
         ttl = self.settings.session_ttl
+        store = self.ctx.store
 
-        async def save() -> None:
+        async def save(*, last: bool) -> None:
             # The flow ran once (it may have filed a ticket): only the save is retried.
-            await self._retry(lambda: self.ctx.store.save(key, session, ttl), "save")
+            if last:
+                await self._retry(lambda: store.save_and_release(key, session, ttl), "save")
+            else:
+                await self._retry(lambda: store.save(key, session, ttl), "save")
 
         if deliver is None or not replies:
             session.outbox = []
-            await save()
+            await save(last=True)
             return replies
         session.outbox = [r.to_dict() for r in replies]
-        await save()
+        await save(last=False)
         undelivered = await deliver(replies)
         session.outbox = [r.to_dict() for r in undelivered]
-        await save()
+        await save(last=True)
         return replies
 
     def _new_session(self, lang: str | None = None, keep: dict[str, Any] | None = None) -> Session:

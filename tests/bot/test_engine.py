@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import pytest
 
-from bot.engine import Engine, command_of
+from bot.engine import LOCK_TIMEOUTS, Engine, command_of
 from bot.handoff import LocalAgents
 from bot.runtime import Runtime, open_runtime
 from bot.sessions import MemoryStore, Session, StoreUnavailable
@@ -219,3 +221,62 @@ async def test_a_short_store_outage_is_waited_out_and_the_message_handled_once()
         session = await rt.store.load(KEY)
         assert session is not None
         assert session.state == "main.menu"
+
+
+class LongTurnElsewhere(MemoryStore):
+    """The conversation's lock is held by another process's turn; that turn ends after the
+    engine's lock wait ran out ``ends_after`` times (each wait is cut short here)."""
+
+    def __init__(self, clock: Clock, ends_after: int) -> None:
+        super().__init__(clock=clock)
+        self.ends_after = ends_after
+        self.waits = 0
+        self.other: AbstractAsyncContextManager[None] | None = None
+
+    async def hold(self) -> None:
+        self.other = super().lock(KEY, timeout=60)
+        await self.other.__aenter__()
+
+    def lock(
+        self, key: ConvKey, *, timeout: float = 30.0, wait: float = 20.0
+    ) -> AbstractAsyncContextManager[None]:
+        return self._waited(key, timeout)
+
+    @asynccontextmanager
+    async def _waited(self, key: ConvKey, lease: float) -> AsyncIterator[None]:
+        self.waits += 1
+        if self.waits == self.ends_after and self.other is not None:
+            await self.other.__aexit__(None, None, None)
+        async with super().lock(key, timeout=lease, wait=0):
+            yield
+
+
+async def test_a_message_waits_out_a_long_turn_of_another_process() -> None:
+    clock = Clock()
+    store = LongTurnElsewhere(clock, ends_after=2)
+    async with open_runtime(
+        load_settings(), LocalAgents(), sandbox=Sandbox(), store=store, clock=clock
+    ) as rt:
+        await store.hold()
+        replies = await rt.engine.handle(say("/start"))
+        assert "Soy cliente" in [o.label for r in replies for o in r.options]
+        assert store.waits == 2
+
+
+async def test_a_message_that_never_gets_the_lock_is_reported_not_lost_silently(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    store = LongTurnElsewhere(clock, ends_after=3)
+    before = LOCK_TIMEOUTS.labels("telegram")._value.get()
+    async with open_runtime(
+        load_settings(), LocalAgents(), sandbox=Sandbox(), store=store, clock=clock
+    ) as rt:
+        await store.hold()
+        with caplog.at_level(logging.ERROR, logger="bot.engine"):
+            assert await rt.engine.handle(say("/start")) == []
+        assert "message not handled: its conversation stayed locked" in caplog.text
+        assert LOCK_TIMEOUTS.labels("telegram")._value.get() == before + 1
+        # Once the other turn is over, the customer is answered again.
+        replies = await rt.engine.handle(say("/start"))
+        assert "Soy cliente" in [o.label for r in replies for o in r.options]

@@ -309,14 +309,6 @@ async def test_restart_in_the_middle_of_a_conversation(
     assert [m.text for m in marta.window()] == ["Sí Marta, aquí sigo"], marta.transcript()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "engine/sessions: a process killed mid-turn leaves the Redis conversation lock held for"
-        " LOCK_SECONDS (60 s); the next process waits 20 s, raises LockTimeout and the"
-        " customer's message is dropped without an answer"
-    ),
-)
 async def test_kill9_during_a_turn_does_not_silence_the_customer(
     bot: BotProcess, new_chat: NewChat, sandbox: Sandbox, redis_client: aioredis.Redis
 ) -> None:
