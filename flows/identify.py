@@ -30,6 +30,21 @@ def _scopes(conv: Conversation) -> list[str]:
     return scopes
 
 
+async def _over_limits(conv: Conversation, scopes: list[str]) -> bool:
+    """Any of ``scopes`` at the lockout limit, or the chat locked (failed verifications or
+    unknown documents): every counter read in one store call."""
+    settings = conv.ctx.settings.bot
+    chat, lookup = f"chat:{conv.key}", f"lookup:{conv.key}"
+    others = [scope for scope in scopes if scope not in (chat, lookup)]
+    counts = await conv.ctx.store.failures_many([*others, chat, lookup])
+    *scoped, chat_count, lookup_count = counts
+    return (
+        any(count >= settings.lockout_attempts for count in scoped)
+        or chat_count >= settings.lockout_attempts
+        or lookup_count >= settings.lookup_attempts
+    )
+
+
 class IdentifyFlow(Flow):
     """Soy cliente → document (or phone) → holder name → service choice → client menu."""
 
@@ -163,20 +178,12 @@ class IdentifyFlow(Flow):
 
     async def chat_locked(self, ev: AsyncEventData) -> bool:
         """This chat failed verification, or guessed unknown documents, too often."""
-        conv = model(ev)
-        settings = conv.ctx.settings.bot
-        if await conv.ctx.store.failures(f"chat:{conv.key}") >= settings.lockout_attempts:
-            return True
-        return await conv.ctx.store.failures(f"lookup:{conv.key}") >= settings.lookup_attempts
+        return await _over_limits(model(ev), [])
 
     async def locked(self, ev: AsyncEventData) -> bool:
         """This chat or this document failed verification too often."""
         conv = model(ev)
-        limit = conv.ctx.settings.bot.lockout_attempts
-        for scope in _scopes(conv):
-            if await conv.ctx.store.failures(scope) >= limit:
-                return True
-        return await self.chat_locked(ev)
+        return await _over_limits(conv, _scopes(conv))
 
     async def found(self, ev: AsyncEventData) -> bool:
         """The document belongs to at least one service (exact matches only)."""
@@ -313,8 +320,7 @@ class IdentifyFlow(Flow):
         conv.data.setdefault("service_id", conv.data["services"][0])
         conv.data.pop("name_tries", None)
         conv.session.verified_until = conv.now + conv.ctx.settings.bot.verified_ttl
-        for scope in _scopes(conv):
-            await conv.ctx.store.clear_failures(scope)
+        await conv.ctx.store.clear_failures(*_scopes(conv))
         if ev.event.name == "text":
             conv.say(conv.t("verified", first_name=conv.data["first_name"]))
         conv.jump("client", "menu")
