@@ -8,6 +8,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -33,7 +34,7 @@ from bot.types import ConvKey, Option, Outbound
 ANA = ConvKey("telegram", "1001")
 LUIS = ConvKey("whatsapp", "573001112233")
 DAY = 86400
-LIMITS = {"rate_limit": 30, "lease": 5.0}
+LIMITS: dict[str, Any] = {"rate_limit": 30, "lease": 5.0}
 
 
 def _redis_url() -> str:

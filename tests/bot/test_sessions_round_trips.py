@@ -17,7 +17,7 @@ from bot.sessions import RedisStore, Session
 from bot.types import ConvKey
 
 KEY = ConvKey("telegram", "4242")
-LIMITS = {"rate_limit": 30, "lease": 5.0}
+LIMITS: dict[str, Any] = {"rate_limit": 30, "lease": 5.0}
 
 
 def _url() -> str:
