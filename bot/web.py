@@ -226,7 +226,7 @@ class Service:
             undelivered, problem = await self._send_in_order(replies)
             if undelivered:
                 closed = isinstance(problem, WindowClosed)
-                reason = self.notes("agents.window_closed") if closed else "?"
+                reason = self.notes("agents.window_closed" if closed else "agents.refused")
                 with contextlib.suppress(HandoffError):
                     await self.handoff.notify(
                         msg.thread_id, self.notes("agents.not_delivered", reason=reason)
