@@ -197,6 +197,90 @@ def update_to_inbound(update: Update) -> Inbound | None:
     return None  # service messages (pins, write access, ...) need no answer
 
 
+@dataclass(frozen=True)
+class QuickUpdate:
+    """A customer's text or button press read straight off a webhook body (no aiogram model)."""
+
+    update_id: int
+    inbound: Inbound
+    callback_query_id: str | None = None  # set for a button press: it must be answered
+
+
+def _int(value: object) -> int | None:
+    # ``bool`` is an int in Python, never an id on the wire.
+    return value if type(value) is int else None
+
+
+def _quick_user(raw: object) -> tuple[str, str | None] | None:
+    """(user id, display name) of a well-formed ``User`` dict, else None."""
+    if not isinstance(raw, dict):
+        return None
+    user_id, first, last = _int(raw.get("id")), raw.get("first_name"), raw.get("last_name")
+    if user_id is None or not isinstance(first, str) or not isinstance(last, str | None):
+        return None
+    name = " ".join(part for part in (first, last) if part)
+    return str(user_id), name or None
+
+
+def _quick_private_chat(message: object) -> str | None:
+    if not isinstance(message, dict):
+        return None
+    chat = message.get("chat")
+    if not isinstance(chat, dict) or chat.get("type") != "private":
+        return None
+    chat_id = _int(chat.get("id"))
+    return None if chat_id is None else str(chat_id)
+
+
+def quick_update(raw: dict[str, Any]) -> QuickUpdate | None:
+    """The two updates a customer sends most (a text in a private chat, a button press in one)
+    as what ``update_to_inbound`` makes of them, without building aiogram's pydantic Update
+    (its validation cost more than the rest of the webhook call). None for anything else,
+    which takes the aiogram path.
+    """
+    update_id = _int(raw.get("update_id"))
+    if update_id is None or len(raw) != 2:
+        return None
+    message = raw.get("message")
+    if message is not None:
+        chat_id = _quick_private_chat(message)
+        text = message.get("text") if isinstance(message, dict) else None
+        user = _quick_user(message.get("from")) if isinstance(message, dict) else None
+        if chat_id is None or not isinstance(text, str) or user is None:
+            return None
+        if _int(message.get("message_id")) is None or _int(message.get("date")) is None:
+            return None
+        inbound = Inbound(
+            key=ConvKey("telegram", chat_id),
+            event_id=str(update_id),
+            kind=Kind.TEXT,
+            text=text,
+            user_id=user[0],
+            display_name=user[1],
+        )
+        return QuickUpdate(update_id, inbound)
+    query = raw.get("callback_query")
+    if not isinstance(query, dict):
+        return None
+    query_id, data = query.get("id"), query.get("data")
+    user = _quick_user(query.get("from"))
+    chat_id = _quick_private_chat(query.get("message"))
+    if not isinstance(query_id, str) or not isinstance(data, str | None):
+        return None
+    if user is None or chat_id is None or not isinstance(query.get("chat_instance"), str):
+        return None
+    option_id = decode_callback_data(data)
+    inbound = Inbound(
+        key=ConvKey("telegram", chat_id),
+        event_id=str(update_id),
+        kind=Kind.BUTTON if option_id is not None else Kind.OTHER,
+        payload=option_id,
+        user_id=user[0],
+        display_name=user[1],
+    )
+    return QuickUpdate(update_id, inbound, callback_query_id=query_id)
+
+
 def update_to_agent_message(update: Update, agents_chat_id: int) -> AgentMessage | None:
     """An agent's message in a forum topic of the agents' supergroup, else None."""
     message = update.message
@@ -595,7 +679,7 @@ CallbackSink = Callable[[str], Awaitable[None]]
 
 
 async def dispatch_update(
-    update: Update,
+    update: Update | QuickUpdate,
     channel: TelegramChannel,
     on_inbound: InboundSink,
     on_agent: AgentSink | None,
@@ -603,6 +687,16 @@ async def dispatch_update(
 ) -> None:
     """Route one parsed update: answer a button press, then hand the event to its sink."""
     answering: asyncio.Future[None] | None = None
+    if isinstance(update, QuickUpdate):
+        if update.callback_query_id is not None:
+            answer = on_callback or channel.answer_callback
+            answering = asyncio.ensure_future(answer(update.callback_query_id))
+        try:
+            await on_inbound(update.inbound)
+        finally:
+            if answering is not None:
+                await answering
+        return
     if update.callback_query is not None:
         # Answered alongside, not before: awaiting the answer first would let a later update of
         # the same customer reach the sink ahead of this press.
@@ -621,8 +715,12 @@ async def dispatch_update(
             await answering
 
 
-def parse_update(update_json: dict[str, Any], channel: TelegramChannel) -> Update:
-    """A webhook body as an Update bound to the channel's bot; BadUpdate when it is not one."""
+def parse_update(update_json: dict[str, Any], channel: TelegramChannel) -> Update | QuickUpdate:
+    """A webhook body as an Update bound to the channel's bot (a customer's text or button
+    press as a ``QuickUpdate``); BadUpdate when it is not one."""
+    quick = quick_update(update_json)
+    if quick is not None:
+        return quick
     try:
         return Update.model_validate(update_json, context={"bot": channel.bot})
     except ValidationError as err:

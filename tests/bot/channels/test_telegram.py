@@ -19,6 +19,7 @@ from bot.channels.telegram import (
     TelegramChannel,
     TelegramPolling,
     handle_update,
+    quick_update,
     split_text,
     update_to_agent_message,
     update_to_inbound,
@@ -123,6 +124,95 @@ def test_sticker_and_photo_are_media_with_their_message_id(fake: FakeTelegram) -
 )
 def test_events_outside_private_chats_are_ignored(raw: dict[str, Any]) -> None:
     assert update_to_inbound(as_update(raw)) is None
+
+
+def _fixture_updates(fake: FakeTelegram) -> dict[str, dict[str, Any]]:
+    """One update of every kind a customer (or an agent) sends."""
+    no_last_name = fake.user_text(CHAT, "hola", last_name=None)
+    no_sender: dict[str, Any] = {"update_id": 90, "message": private_message(text="sin remitente")}
+    del no_sender["message"]["from"]
+    foreign_press = fake.user_press(CHAT, "ab12.menu", 1)
+    foreign_press["callback_query"]["message"]["chat"] = {"id": -100555, "type": "supergroup"}
+    no_data = fake.user_press(CHAT, "x", 1)
+    del no_data["callback_query"]["data"]
+    return {
+        "text": fake.user_text(CHAT, "hola, no tengo internet"),
+        "command": fake.user_text(CHAT, "/start"),
+        "username": fake.user_text(CHAT, "1020304050", username="ana_r"),
+        "no-last-name": no_last_name,
+        "no-sender": no_sender,
+        "empty-text": {"update_id": 91, "message": private_message(text="")},
+        "press": fake.user_press(CHAT, "ab12.svc:1", 1),
+        "press-foreign-data": fake.user_press(CHAT, "not ours", 1),
+        "press-no-data": no_data,
+        "press-in-a-group": foreign_press,
+        "contact": fake.user_contact(CHAT, "+573001112233"),
+        "sticker": fake.user_sticker(CHAT),
+        "photo": fake.user_photo(CHAT, caption="mi router"),
+        "group": {
+            "update_id": 92,
+            "message": private_message(text="x", chat={"id": -1005, "type": "supergroup"}),
+        },
+        "edited": {"update_id": 93, "edited_message": private_message(text="x")},
+        "agent": fake.agent_text(101, "Hola, soy Luis", from_id=5001),
+    }
+
+
+def test_the_quick_path_gives_what_aiogram_gives_for_every_update(fake: FakeTelegram) -> None:
+    quick_kinds = []
+    for name, raw in _fixture_updates(fake).items():
+        quick = quick_update(raw)
+        if quick is None:
+            continue  # aiogram's path: nothing to compare
+        quick_kinds.append(name)
+        assert quick.inbound == update_to_inbound(as_update(raw)), name
+        query = raw.get("callback_query")
+        assert quick.callback_query_id == (query["id"] if query else None), name
+    # The common updates do take the quick path; the rest do not.
+    assert quick_kinds == [
+        "text",
+        "command",
+        "username",
+        "no-last-name",
+        "empty-text",
+        "press",
+        "press-foreign-data",
+        "press-no-data",
+    ]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param({"update_id": True, "message": private_message(text="x")}, id="bool-id"),
+        pytest.param({"update_id": "5", "message": private_message(text="x")}, id="str-id"),
+        pytest.param({"update_id": 5, "message": private_message(text=5)}, id="number-text"),
+        pytest.param(
+            {
+                "update_id": 5,
+                "message": private_message(text="x", chat={"id": "1", "type": "private"}),
+            },
+            id="str-chat-id",
+        ),
+        pytest.param({"update_id": 5, "message": "nope"}, id="message-not-an-object"),
+        pytest.param({"update_id": 5, "callback_query": {"id": "1"}}, id="bare-query"),
+    ],
+)
+def test_anything_unusual_takes_the_aiogram_path(raw: dict[str, Any]) -> None:
+    assert quick_update(raw) is None
+
+
+async def test_a_quick_button_press_is_answered_and_dispatched(
+    channel: TelegramChannel, fake: FakeTelegram
+) -> None:
+    sinks = Sinks(want=1)
+    raw = fake.user_press(CHAT, "ab12.plans", 1)
+    await handle_update(raw, channel, sinks.inbound, sinks.agent)
+    [event] = sinks.events
+    assert isinstance(event, Inbound)
+    assert (event.kind, event.payload) == (Kind.BUTTON, "plans")
+    [answered] = fake.calls_to("answerCallbackQuery")
+    assert answered.params["callback_query_id"] == raw["callback_query"]["id"]
 
 
 def test_agent_topic_message_is_accepted_from_the_agents_chat(fake: FakeTelegram) -> None:
