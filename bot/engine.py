@@ -18,8 +18,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from prometheus_client import Counter
-
 from bot import metrics
 from bot.channels.base import AgentMessage
 from bot.handoff import HandoffError
@@ -61,13 +59,6 @@ _COMMANDS = {
 }
 _GLOBAL_OPTIONS = {"agent": "agent", "menu": "menu"}
 
-LOCK_TIMEOUTS = Counter(
-    "wispbot_lock_timeouts_total",
-    "Customer events not handled: their conversation stayed locked by another turn",
-    ["channel"],
-    registry=metrics.REGISTRY,
-)
-
 
 def _words(kind: str) -> frozenset[str]:
     return frozenset(fold(w) for lang in LANGUAGES for w in catalogue(lang)[f"words.{kind}"])
@@ -99,11 +90,12 @@ class Engine:
         self.ctx = ctx
         self.flows = flows or build_flows()
         self.settings = ctx.settings.bot
-        self._fifo: dict[ConvKey, tuple[asyncio.Lock, int]] = {}
+        # Arrival-order turns, per conversation and (for agents' messages) per topic.
+        self._fifo: dict[ConvKey | tuple[str, int], tuple[asyncio.Lock, int]] = {}
 
     # -- ordering ------------------------------------------------------------------------------
     @asynccontextmanager
-    async def _fifo_turn(self, key: ConvKey) -> AsyncIterator[None]:
+    async def _fifo_turn(self, key: ConvKey | tuple[str, int]) -> AsyncIterator[None]:
         """In-process arrival order: asyncio.Lock wakes waiters first come, first served.
 
         It is taken before any other await, so events handed in in order keep that order.
@@ -158,7 +150,7 @@ class Engine:
                 )
             else:
                 return True
-        LOCK_TIMEOUTS.labels(inbound.key.channel).inc()
+        metrics.LOCK_TIMEOUTS.labels(inbound.key.channel).inc()
         log.error(
             "message not handled: its conversation stayed locked",
             extra={"conv": str(inbound.key), "event": inbound.event_id},
@@ -455,7 +447,15 @@ class Engine:
 
     # -- agents --------------------------------------------------------------------------------
     async def from_agent(self, msg: AgentMessage, deliver: Deliver | None = None) -> list[Outbound]:
-        """An agent wrote in a topic: relay it, or run /cerrar or /ticket."""
+        """An agent wrote in a topic: relay it, or run /cerrar or /ticket.
+
+        A topic's messages keep their arrival order: its FIFO turn is taken before the topic
+        look-up, the first await.
+        """
+        async with self._fifo_turn(("topic", msg.thread_id)):
+            return await self._from_agent(msg, deliver)
+
+    async def _from_agent(self, msg: AgentMessage, deliver: Deliver | None) -> list[Outbound]:
         key = await self.ctx.store.get_topic(msg.thread_id)
         if key is None:
             log.info("agent message in a topic of no conversation", extra={"thread": msg.thread_id})

@@ -53,3 +53,9 @@ FLOW_ERRORS = Counter(
     ["kind"],
     registry=REGISTRY,
 )
+LOCK_TIMEOUTS = Counter(
+    "wispbot_lock_timeouts_total",
+    "Customer events not handled: their conversation stayed locked by another turn",
+    ["channel"],
+    registry=REGISTRY,
+)

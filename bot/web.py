@@ -19,7 +19,7 @@ import json
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Coroutine
+from collections.abc import Awaitable, Coroutine
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -69,7 +69,6 @@ class Service:
         self.runtime: Runtime | None = None
         self.handoff: HandoffPort = NoAgents()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._agent_turns: dict[int, tuple[asyncio.Lock, int]] = {}
         self._ready: tuple[float, bool, dict[str, bool]] = (0.0, False, {})
         self._stack = AsyncExitStack()
         self.notes = Texts(settings.bot.bot_language)
@@ -195,32 +194,9 @@ class Service:
         await self.engine.handle(inbound, self.deliver)
         metrics.REPLY_LATENCY.labels(inbound.key.channel).observe(time.perf_counter() - started)
 
-    @contextlib.asynccontextmanager
-    async def _agent_turn(self, thread_id: int) -> AsyncIterator[None]:
-        """One topic's agent messages one at a time, in arrival order.
-
-        ``Engine.from_agent`` awaits the topic look-up before it takes the conversation's FIFO
-        turn, so concurrent calls (each update is its own task) can overtake one another; this
-        lock is taken before any other await, and asyncio.Lock wakes waiters first come first.
-        """
-        lock, users = self._agent_turns.get(thread_id, (asyncio.Lock(), 0))
-        self._agent_turns[thread_id] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._agent_turns[thread_id]
-            if users <= 1:
-                del self._agent_turns[thread_id]
-            else:
-                self._agent_turns[thread_id] = (lock, users - 1)
-
     async def on_agent(self, msg: AgentMessage) -> None:
-        """An agent's message in a topic (a topic's messages are handled in arrival order)."""
-        async with self._agent_turn(msg.thread_id):
-            await self._on_agent(msg)
+        """An agent's message in a topic (the engine keeps a topic's messages in order)."""
 
-    async def _on_agent(self, msg: AgentMessage) -> None:
         async def deliver(replies: list[Outbound]) -> list[Outbound]:
             replies = [self._from_topic(reply) for reply in replies]
             undelivered, problem = await self._send_in_order(replies)

@@ -9,8 +9,10 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import pytest
 
-from bot.engine import LOCK_TIMEOUTS, Engine, command_of
+from bot.channels.base import AgentMessage
+from bot.engine import Engine, command_of
 from bot.handoff import LocalAgents
+from bot.metrics import LOCK_TIMEOUTS
 from bot.runtime import Runtime, open_runtime
 from bot.sessions import MemoryStore, Session, StoreUnavailable
 from bot.settings import load_settings
@@ -280,3 +282,38 @@ async def test_a_message_that_never_gets_the_lock_is_reported_not_lost_silently(
         # Once the other turn is over, the customer is answered again.
         replies = await rt.engine.handle(say("/start"))
         assert "Soy cliente" in [o.label for r in replies for o in r.options]
+
+
+class SlowTopicStore(MemoryStore):
+    """Topic look-ups that take less time the later they are asked, as over a busy network."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(clock=clock)
+        self.delays = [0.05, 0.04, 0.03, 0.02, 0.01]
+
+    async def get_topic(self, thread_id: int) -> ConvKey | None:
+        await asyncio.sleep(self.delays.pop(0) if self.delays else 0)
+        return await super().get_topic(thread_id)
+
+
+async def test_an_agents_burst_reaches_the_customer_in_order() -> None:
+    clock = Clock()
+    store = SlowTopicStore(clock)
+    async with open_runtime(
+        load_settings(), LocalAgents(), sandbox=Sandbox(), store=store, clock=clock
+    ) as rt:
+        await verify_ana(rt.engine)
+        await rt.engine.handle(say("Hablar con un asesor"))
+        session = await rt.store.load(KEY)
+        assert session is not None
+        thread = int(session.data["topic"])
+        sent: list[str] = []
+
+        async def deliver(replies: list[Outbound]) -> list[Outbound]:
+            sent.extend(r.text for r in replies)
+            return []
+
+        messages = [AgentMessage(thread, n, f"parte {n}", "Luis") for n in range(1, 6)]
+        tasks = [asyncio.create_task(rt.engine.from_agent(m, deliver)) for m in messages]
+        await asyncio.gather(*tasks)
+        assert sent == [f"parte {n}" for n in range(1, 6)]
