@@ -545,9 +545,10 @@ async def test_wisphub_failing_opens_the_circuit_and_recovers(
 async def test_sigterm_during_a_burst_loses_and_repeats_nothing(
     polling_bot: BotProcess, fake: FakeTelegram, new_chat: NewChat, sandbox: Sandbox
 ) -> None:
-    """Four customers write five messages each; SIGTERM lands while they are being handled
-    (WispHub is slow) and while the second half is still being pushed: the process exits 0,
-    and with the next process every message is answered exactly once, in order."""
+    """Four customers write five messages each; SIGTERM lands while the first ones are being
+    handled (WispHub is slow) and right after the rest were queued: the process finishes what it
+    holds and exits 0, and with the next process every message is answered exactly once, in
+    order (what the first one fetched it drains; what it did not fetch Telegram keeps)."""
     bot = polling_bot
     chats = [new_chat(name) for name in ("Ana", "Marta", "Luz", "Rosa")]
     sandbox.add_fault("^/clientes/", status=0, delay=0.4, count=None)  # slow, then real answers
@@ -566,7 +567,10 @@ async def test_sigterm_during_a_burst_loses_and_repeats_nothing(
 
     await eventually(looking_up, "a document look-up to reach WispHub")
     push(JOURNEY[3:])
+    before = sum(len(chat.messages()) for chat in chats)
     assert await bot.terminate() == 0, bot.logs()
+    # The look-ups in flight at SIGTERM were finished and answered before the exit.
+    assert sum(len(chat.messages()) for chat in chats) > before
     left = fake.pending_updates  # not fetched by the first process: Telegram keeps them
 
     await bot.start()
