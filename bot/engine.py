@@ -212,9 +212,15 @@ class Engine:
                     stack.push_async_callback(store.release, key)  # nothing after the last save
                 elif not await self._wait_for_lock(stack, inbound):
                     return []
-                loaded = await self._retry(lambda: store.load(key), "load")
-                pending = self._pending(loaded)
-                session, replies = await self._process(inbound, loaded)
+                try:
+                    loaded = await self._retry(lambda: store.load(key), "load")
+                    pending = self._pending(loaded)
+                    session, replies = await self._process(inbound, loaded)
+                except asyncio.CancelledError:
+                    # Nothing of this turn was saved: forget the event so that it is handled
+                    # when it comes again (kept in the inbox, or re-delivered).
+                    await store.unclaim_event(key.channel, inbound.event_id)
+                    raise
                 return await self._commit(key, session, pending + replies, deliver)
 
     async def _answer_flood(
@@ -434,6 +440,7 @@ class Engine:
         """Fire a trigger on a flow's shared machine, then follow the jumps it asked for."""
         conv.state = state
         done = await self.flows.machines[flow].events[trigger].trigger(conv, **kwargs)
+        _raise_if_cancelled()
         current = flow
         for _ in range(MAX_JUMPS):
             if conv.goto is None:
@@ -442,6 +449,7 @@ class Engine:
             conv.goto = None
             conv.state = "idle"
             await self.flows.machines[current].events[next_trigger].trigger(conv)
+            _raise_if_cancelled()
         conv.session.state = f"{current}.{conv.state}"
         return bool(done)
 
@@ -558,6 +566,14 @@ class Engine:
             and not data.get("agent_answered", False)
             and now - float(data.get("handoff_since", now)) > self.settings.handoff_timeout
         )
+
+
+def _raise_if_cancelled() -> None:
+    """transitions turns a CancelledError inside a callback into "no transition"; a turn that is
+    being cancelled (a stopping process) must end as cancelled, not as "not understood"."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def wall_clock() -> float:

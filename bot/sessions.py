@@ -51,7 +51,7 @@ from bot.types import ConvKey
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
-KeyKind = Literal["conv", "lock", "seen", "topic", "lockout", "rate", "chatlock"]
+KeyKind = Literal["conv", "lock", "seen", "topic", "lockout", "rate", "chatlock", "inbox"]
 PREFIX = "wispbot"
 SCHEMA_VERSION = 1
 
@@ -305,6 +305,18 @@ class SessionStore(ABC):
         """True the first time an event id is seen on a channel, False for every repeat."""
 
     @abstractmethod
+    async def unclaim_event(self, channel: str, event_id: str) -> None:
+        """Forget an event id, so the event is handled when it comes again (it was not)."""
+
+    @abstractmethod
+    async def push_inbox(self, raw: str) -> None:
+        """Keep an event a stopping process received but could not handle, for the next one."""
+
+    @abstractmethod
+    async def pop_inbox(self, limit: int = 1000) -> list[str]:
+        """Take the kept events, oldest first."""
+
+    @abstractmethod
     def lock(
         self, key: ConvKey, *, timeout: float = 30.0, wait: float = 20.0
     ) -> AbstractAsyncContextManager[None]:
@@ -403,6 +415,7 @@ class MemoryStore(SessionStore):
         self._released: dict[str, asyncio.Event] = {}
         self._writes = 0
         self._leases = _LeaseKeeper(self._extend)
+        self._inbox: list[str] = []
 
     def _get(self, name: str) -> str | None:
         item = self._values.get(name)
@@ -458,6 +471,19 @@ class MemoryStore(SessionStore):
             return False
         self._set(name, "1", seconds)
         return True
+
+    async def unclaim_event(self, channel: str, event_id: str) -> None:
+        """Forget the event id."""
+        self._values.pop(redis_key("seen", channel, event_id), None)
+
+    async def push_inbox(self, raw: str) -> None:
+        """Keep an unhandled event."""
+        self._inbox.append(raw)
+
+    async def pop_inbox(self, limit: int = 1000) -> list[str]:
+        """Take the kept events, oldest first."""
+        taken, self._inbox[:] = self._inbox[:limit], self._inbox[limit:]
+        return taken
 
     def lock(
         self, key: ConvKey, *, timeout: float = 30.0, wait: float = 20.0
@@ -882,6 +908,22 @@ class RedisStore(SessionStore):
         seconds = _check_ttl(ttl, "ttl")
         name = redis_key("seen", channel, event_id)
         return bool(await self._call("claim_event", self._redis.set(name, 1, nx=True, ex=seconds)))
+
+    async def unclaim_event(self, channel: str, event_id: str) -> None:
+        """DEL the dedupe mark."""
+        await self._call("unclaim_event", self._redis.delete(redis_key("seen", channel, event_id)))
+
+    async def push_inbox(self, raw: str) -> None:
+        """RPUSH onto the shared inbox."""
+        await self._call("push_inbox", self._redis.rpush(redis_key("inbox", "pending"), raw))
+
+    async def pop_inbox(self, limit: int = 1000) -> list[str]:
+        """LPOP up to ``limit`` kept events."""
+        raw = await self._call("pop_inbox", self._redis.lpop(redis_key("inbox", "pending"), limit))
+        if not raw:
+            return []
+        items = raw if isinstance(raw, list) else [raw]
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in items]
 
     def lock(
         self, key: ConvKey, *, timeout: float = 30.0, wait: float = 20.0

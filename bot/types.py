@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal, get_args
@@ -62,6 +64,22 @@ class Inbound:
     user_id: str | None = None
     display_name: str | None = None  # the channel profile name (topic titles), never verified
     media: Media | None = None
+
+    def to_json(self) -> str:
+        """JSON form (kept in the inbox when a stopping process could not handle it)."""
+        raw = dataclasses.asdict(self)
+        raw["key"] = str(self.key)
+        return json.dumps(raw, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> Inbound:
+        """Reverse of ``to_json``."""
+        raw = json.loads(text)
+        media = raw.pop("media", None)
+        return cls(
+            **{**raw, "key": ConvKey.parse(raw["key"]), "kind": Kind(raw["kind"])},
+            media=Media(**media) if media else None,
+        )
 
 
 @dataclass(frozen=True, slots=True)

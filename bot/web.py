@@ -43,6 +43,7 @@ from bot.engine import Engine
 from bot.handoff import HandoffError, HandoffPort, NoAgents
 from bot.logs import setup_logging
 from bot.runtime import Runtime, open_runtime
+from bot.sessions import StoreError
 from bot.settings import Settings, SettingsError, load_settings, require
 from bot.types import Channel, ConvKey, Inbound, Outbound
 from flows.texts import Texts
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 
 SWEEP_SECONDS = 15.0
 DRAIN_SECONDS = 25.0
+POLLING_DRAIN_SECONDS = 20.0  # fetched updates still unhandled then are kept in the inbox
 READY_CACHE_SECONDS = 5.0
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 (a header name)
 
@@ -128,11 +130,16 @@ class Service:
         await site.start()
         log.info("http serving", extra={"addresses": str(runner.addresses)})
 
+        # Events a stopped process kept go first, before anything new is fetched.
+        await self._resume_inbox()
         if self.telegram is not None:
             if tg.webhook_url is None:
                 await self.telegram.bot.delete_webhook(drop_pending_updates=False)
                 self.polling = TelegramPolling(
-                    self.telegram, on_inbound=self.on_inbound, on_agent=self.on_agent
+                    self.telegram,
+                    on_inbound=self.on_inbound,
+                    on_agent=self.on_agent,
+                    drain_timeout=POLLING_DRAIN_SECONDS,
                 )
                 await self.polling.start()
                 log.info("telegram long polling started")
@@ -178,6 +185,20 @@ class Service:
             err = task.exception()
             log.error("background task failed", extra={"task": task.get_name(), "error": repr(err)})
 
+    async def _resume_inbox(self) -> None:
+        """Handle the events a previous process stopped before handling (in their order)."""
+        try:
+            kept = await self.engine.ctx.store.pop_inbox()
+        except StoreError:
+            log.exception("could not read the kept events")
+            return
+        for raw in kept:
+            inbound = Inbound.from_json(raw)
+            log.info(
+                "handling an event kept by a stopped process", extra={"conv": str(inbound.key)}
+            )
+            self._spawn(self.on_inbound(inbound))
+
     async def _sweeper(self) -> None:
         interval = min(SWEEP_SECONDS, self.settings.bot.handoff_timeout / 4)
         while True:
@@ -191,7 +212,15 @@ class Service:
     async def on_inbound(self, inbound: Inbound) -> None:
         """A customer event from any channel."""
         started = time.perf_counter()
-        await self.engine.handle(inbound, self.deliver)
+        try:
+            await self.engine.handle(inbound, self.deliver)
+        except asyncio.CancelledError:
+            # Stopping with this event not yet handled: keep it for the next process (a turn
+            # that had saved its replies is a duplicate there and only its outbox is sent).
+            with contextlib.suppress(StoreError):
+                await self.engine.ctx.store.push_inbox(inbound.to_json())
+                log.info("event kept for the next process", extra={"conv": str(inbound.key)})
+            raise
         metrics.REPLY_LATENCY.labels(inbound.key.channel).observe(time.perf_counter() - started)
 
     async def on_agent(self, msg: AgentMessage) -> None:

@@ -16,7 +16,7 @@ from bot.metrics import LOCK_TIMEOUTS
 from bot.runtime import Runtime, open_runtime
 from bot.sessions import MemoryStore, Session, StoreUnavailable
 from bot.settings import load_settings
-from bot.types import ConvKey, Inbound, Kind, Outbound
+from bot.types import ConvKey, Inbound, Kind, Media, Outbound
 from integrations.wisphub.sandbox import Sandbox
 
 KEY = ConvKey("telegram", "5001")
@@ -317,3 +317,36 @@ async def test_an_agents_burst_reaches_the_customer_in_order() -> None:
         tasks = [asyncio.create_task(rt.engine.from_agent(m, deliver)) for m in messages]
         await asyncio.gather(*tasks)
         assert sent == [f"parte {n}" for n in range(1, 6)]
+
+
+async def test_a_turn_cancelled_mid_flow_saves_nothing_and_can_be_handled_again(
+    rt: Runtime,
+) -> None:
+    assert rt.sandbox is not None
+    await verify_ana(rt.engine)
+    before = await rt.store.load(KEY)
+    rt.sandbox.add_fault("^/formas-de-pago/", status=0, delay=5.0, count=1)
+    rt.sandbox.add_fault("^/clientes/", status=0, delay=5.0, count=1)
+    rt.wisphub.invalidate()
+    event = say("Estado de cuenta")
+    seen = len(rt.sandbox.requests)
+    task = asyncio.create_task(rt.engine.handle(event))
+    for _ in range(300):  # bounded: until the look-up is in flight inside the flow
+        if any(r.path == "/clientes/" for r in rt.sandbox.requests[seen:]):
+            break
+        await asyncio.sleep(0.01)
+    else:
+        pytest.fail("the account look-up never started")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await rt.store.load(KEY) == before  # not "not understood", not half a turn
+    replies = await rt.engine.handle(event)  # the same event, kept or re-delivered
+    assert "$ 89.900" in texts(replies)
+
+
+def test_an_inbound_survives_the_inbox_round_trip() -> None:
+    original = Inbound(
+        KEY, "ev-9", Kind.MEDIA, text="", phone="+573001112233", media=Media("photo", "42", "hola")
+    )
+    assert Inbound.from_json(original.to_json()) == original

@@ -166,6 +166,24 @@ class TestStoreContract:
         loaded.data["service_id"] = 99  # changing a loaded copy never changes what is stored
         assert await store.load(ANA) == saved
 
+    async def test_an_unclaimed_event_is_handled_when_it_comes_again(
+        self, store: SessionStore
+    ) -> None:
+        assert await store.claim_event("telegram", "88001") is True
+        await store.unclaim_event("telegram", "88001")
+        assert await store.claim_event("telegram", "88001") is True
+        assert await store.claim_event("telegram", "88001") is False
+
+    async def test_the_inbox_gives_kept_events_back_once_oldest_first(
+        self, store: SessionStore
+    ) -> None:
+        assert await store.pop_inbox() == []
+        for n in range(3):
+            await store.push_inbox(f'{{"n": {n}}}')
+        assert await store.pop_inbox(limit=2) == ['{"n": 0}', '{"n": 1}']
+        assert await store.pop_inbox() == ['{"n": 2}']
+        assert await store.pop_inbox() == []
+
     async def test_load_of_an_unknown_conversation_is_none(self, store: SessionStore) -> None:
         await store.save(ANA, _session(), ttl=DAY)
         assert await store.load(LUIS) is None
