@@ -253,6 +253,15 @@ def _lock_key(key: ConvKey) -> str:
     return redis_key("lock", key.channel, key.chat_id)
 
 
+def _queue_of(lock: str) -> str:
+    """The waiters' line of a conversation lock."""
+    return lock + ":queue"
+
+
+# A waiters' line outlives its waiters by this much (they give up long before).
+_QUEUE_TTL_MS = 120_000
+
+
 def _key_from_conv(name: str) -> ConvKey | None:
     """Reverse of ``conv_key``; None for a key that is not a conversation key."""
     head = f"{PREFIX}:conv:"
@@ -678,17 +687,56 @@ def _parse_or_skip(key: ConvKey, raw: str | bytes) -> Session | None:
 
 # Delete the lock only when it still holds our token: an expired lock re-taken by another
 # process must survive our late release.
-_RELEASE = """
+# The lock goes straight to the conversation's oldest waiter (KEYS[2], a list of tokens), so a
+# burst whose messages reached different processes is served first come, first served: the
+# releasing process cannot take the lock again for its own next message ahead of them.
+_HANDOFF = """
+local function hand_off(lock, queue, lease)
+    local nxt = redis.call('lpop', queue)
+    if nxt then
+        redis.call('set', lock, nxt, 'PX', lease)
+    end
+end
+"""
+
+# KEYS: lock, queue; ARGV: token, lease ms for the next holder.
+_RELEASE = (
+    _HANDOFF
+    + """
 if redis.call('get', KEYS[1]) == ARGV[1] then
-    return redis.call('del', KEYS[1])
+    redis.call('del', KEYS[1])
+    hand_off(KEYS[1], KEYS[2], ARGV[2])
+    return 1
 end
 return 0
 """
+)
 
 # Take the conversation lock and, when taken, read the session in the same round trip: the
 # holder is about to load it, and nobody else may write it while the lock is held.
+# KEYS: lock, session, queue; ARGV: token, lease ms, queue TTL ms. The lock is taken when it is
+# free and nobody waits; else the token joins the queue (once) and the caller polls _WAIT_TURN.
 _ACQUIRE_LOAD = """
-if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+if redis.call('llen', KEYS[3]) == 0 and redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+    local session = redis.call('get', KEYS[2])
+    if session then
+        return {1, session}
+    end
+    return {1}
+end
+redis.call('rpush', KEYS[3], ARGV[1])
+redis.call('pexpire', KEYS[3], ARGV[3])
+return {0}
+"""
+
+# A queued waiter's poll. KEYS: lock, session, queue; ARGV: token, lease ms. Handed the lock:
+# read the session. The lock free (a holder or a handed waiter died and its lease lapsed): take
+# it and leave the queue.
+_WAIT_TURN = """
+local holder = redis.call('get', KEYS[1])
+if holder == ARGV[1] or (not holder and redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])) then
+    redis.call('pexpire', KEYS[1], ARGV[2])
+    redis.call('lrem', KEYS[3], 0, ARGV[1])
     local session = redis.call('get', KEYS[2])
     if session then
         return {1, session}
@@ -696,6 +744,16 @@ if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
     return {1}
 end
 return {0}
+"""
+
+# A waiter giving up. KEYS: lock, queue; ARGV: token. 1 when the lock was handed to it meanwhile
+# (it holds it after all), else it leaves the queue.
+_ABANDON = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return 1
+end
+redis.call('lrem', KEYS[2], 0, ARGV[1])
+return 0
 """
 
 # Open a customer's turn in one round trip: claim the event (a repeat stops here), count it in
@@ -707,8 +765,14 @@ if not redis.call('set', KEYS[1], 1, 'NX', 'EX', ARGV[1]) then
 end
 redis.call('set', KEYS[2], 0, 'EX', ARGV[2], 'NX')
 local hits = redis.call('incr', KEYS[2])
-if hits > tonumber(ARGV[3]) or not redis.call('set', KEYS[3], ARGV[4], 'NX', 'PX', ARGV[5]) then
+if hits > tonumber(ARGV[3]) then
     return {1, hits, 0}
+end
+if redis.call('llen', KEYS[5]) > 0 or not redis.call('set', KEYS[3], ARGV[4], 'NX', 'PX', ARGV[5]) then
+    -- Busy: wait in line (the caller polls _WAIT_TURN with this token).
+    redis.call('rpush', KEYS[5], ARGV[4])
+    redis.call('pexpire', KEYS[5], ARGV[6])
+    return {1, hits, 0, false, 1}
 end
 local session = redis.call('get', KEYS[4])
 if session then
@@ -718,13 +782,18 @@ return {1, hits, 1}
 """
 
 # Close a turn in one round trip: the final save, then the owner-only release.
-_SAVE_RELEASE = """
+_SAVE_RELEASE = (
+    _HANDOFF
+    + """
 redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2])
 if redis.call('get', KEYS[2]) == ARGV[3] then
-    return redis.call('del', KEYS[2])
+    redis.call('del', KEYS[2])
+    hand_off(KEYS[2], KEYS[3], ARGV[4])
+    return 1
 end
 return 0
 """
+)
 
 # Extend every lock still held by its token (KEYS: locks; ARGV: token, lease ms, token, ...).
 _RENEW = """
@@ -823,6 +892,10 @@ class RedisStore(SessionStore):
         self._sentinel = sentinel  # closed with the store when from_url built it
         self._release = redis.register_script(_RELEASE)
         self._acquire_load = redis.register_script(_ACQUIRE_LOAD)
+        self._wait_turn = redis.register_script(_WAIT_TURN)
+        self._abandon = redis.register_script(_ABANDON)
+        # Tokens this process put in a conversation's waiters' line (open_turn found it busy).
+        self._queued: dict[str, str] = {}
         # Session JSON read together with a lock this process holds (conv key -> raw or None),
         # handed to the next ``load`` of that conversation; dropped by a save or the release.
         self._prefetched: dict[str, bytes | str | None] = {}
@@ -953,7 +1026,13 @@ class RedisStore(SessionStore):
         """Claim, count, try the lock and read the session: one script, one round trip."""
         lease = _check_lease(lease)
         name, conv = _lock_key(key), conv_key(key)
-        keys = [redis_key("seen", key.channel, event_id), redis_key("rate", rate_scope), name, conv]
+        keys = [
+            redis_key("seen", key.channel, event_id),
+            redis_key("rate", rate_scope),
+            name,
+            conv,
+            _queue_of(name),
+        ]
         token = secrets.token_hex(16)
         args: list[str | int] = [
             _check_ttl(seen_ttl, "ttl"),
@@ -961,9 +1040,12 @@ class RedisStore(SessionStore):
             rate_limit,
             token,
             max(1, int(lease * 1000)),
+            _QUEUE_TTL_MS,
         ]
         found = await self._call("open_turn", self._open_turn(keys=keys, args=args))
         claimed, hits, locked = bool(found[0]), int(found[1]), bool(found[2])
+        if len(found) > 4 and found[4]:
+            self._queued[name] = token  # in line: the lock wait polls with this token
         if locked:
             self._prefetched[conv] = found[3] if len(found) > 3 else None
             self._leases.add(_Hold(name, token, lease))
@@ -984,8 +1066,14 @@ class RedisStore(SessionStore):
         seconds = _check_ttl(ttl, "ttl")
         name = conv_key(key)
         self._prefetched.pop(name, None)
-        args: list[str | int] = [session.to_json(), seconds, hold.token]
-        released = await self._call("save", self._save_release(keys=[name, hold.name], args=args))
+        args: list[str | int] = [
+            session.to_json(),
+            seconds,
+            hold.token,
+            max(1, int(hold.lease * 1000)),
+        ]
+        keys = [name, hold.name, _queue_of(hold.name)]
+        released = await self._call("save", self._save_release(keys=keys, args=args))
         # Given back only once the script ran: when it did not, ``release`` still owes it.
         hold.released = True
         self._leases.discard(hold)
@@ -998,7 +1086,7 @@ class RedisStore(SessionStore):
             return
         hold.released = True
         self._leases.discard(hold)
-        await self._unlock(hold.name, hold.token)
+        await self._unlock(hold.name, hold.token, hold.lease)
 
     async def _extend(self, holds: list[_Hold]) -> list[bool]:
         args: list[str | int] = []
@@ -1008,30 +1096,47 @@ class RedisStore(SessionStore):
         return [bool(k) for k in kept]
 
     async def _acquire(self, name: str, conv: str, expire: float, wait: float) -> _Hold:
-        token = secrets.token_hex(16)
         px = max(1, int(expire * 1000))
+        keys = [name, conv, _queue_of(name)]
+        token = self._queued.pop(name, None)
+        if token is None:  # not in line yet: take the lock if free and nobody waits, else queue
+            token = secrets.token_hex(16)
+            taken = await self._call(
+                "lock", self._acquire_load(keys=keys, args=[token, px, _QUEUE_TTL_MS])
+            )
+            if taken[0]:
+                return self._held(name, conv, token, expire, taken)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(wait, 0.0)
         delay = _POLL_FIRST
         while True:
-            taken = await self._call(
-                "lock", self._acquire_load(keys=[name, conv], args=[token, px])
-            )
+            taken = await self._call("lock", self._wait_turn(keys=keys, args=[token, px]))
             if taken[0]:
-                self._prefetched[conv] = taken[1] if len(taken) > 1 else None
-                hold = _Hold(name, token, expire)
-                self._leases.add(hold)
-                return hold
+                return self._held(name, conv, token, expire, taken)
             remaining = deadline - loop.time()
             if remaining <= 0:
+                mine = await self._call(
+                    "lock", self._abandon(keys=[name, _queue_of(name)], args=[token])
+                )
+                if mine:  # handed over just now: take it after all
+                    taken = await self._call("lock", self._wait_turn(keys=keys, args=[token, px]))
+                    if taken[0]:
+                        return self._held(name, conv, token, expire, taken)
                 msg = f"conversation lock {name} still busy after {wait:g} s"
                 raise LockTimeout(msg)
             await asyncio.sleep(min(delay, remaining))
             delay = min(delay * 2, _POLL_MAX)
 
-    async def _unlock(self, name: str, token: str) -> None:
+    def _held(self, name: str, conv: str, token: str, expire: float, taken: list[Any]) -> _Hold:
+        self._prefetched[conv] = taken[1] if len(taken) > 1 else None
+        hold = _Hold(name, token, expire)
+        self._leases.add(hold)
+        return hold
+
+    async def _unlock(self, name: str, token: str, lease: float) -> None:
         try:
-            released = await self._release(keys=[name], args=[token])
+            args: list[str | int] = [token, max(1, int(lease * 1000))]
+            released = await self._release(keys=[name, _queue_of(name)], args=args)
         except (RedisError, OSError) as err:
             # Raising here would hide the body's own outcome; the lock expires by itself.
             log.warning("lock release failed", extra={"lock": name, "error": type(err).__name__})

@@ -392,22 +392,6 @@ async def test_two_webhook_processes_share_one_conversation(
     assert session.outbox == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "bot/engine.py + bot/sessions.py: arrival order holds only within one process. Each "
-        "process queues its own events of a conversation (in-process FIFO) in front of the Redis "
-        "lock, and the lock is taken by polling with backoff: when a turn ends "
-        "(save_and_release) the same process's next queued event takes the lock at once, while "
-        "the other process's waiter is asleep in its poll. A burst posted alternately to two "
-        "webhook processes (1,3,5,7 to one, 2,4,6,8 to the other) is handled out of the posted "
-        "order (each process tends to run its own queued events back to back, e.g. "
-        "1,3,5,7,2,4,6,8): messages are answered against the wrong step ('No entendí'). Needs a cross-process "
-        "first-come order per conversation (e.g. a ticket taken on arrival, turns served by "
-        "ticket) or sticky routing per chat."
-    ),
-)
 async def test_a_burst_split_between_two_processes_is_answered_in_order(
     pair: tuple[BotProcess, BotProcess],
     webhook_fake: FakeTelegram,
