@@ -49,6 +49,7 @@ class Media:
     type: str  # photo, sticker, audio, voice, video, document, location, ...
     ref: str  # Telegram: the message id to copy; WhatsApp: the media id
     caption: str = ""
+    file_id: str = ""  # Telegram: the file to download when a copy cannot reach the chat
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +109,10 @@ class Outbound:
             "options": [[o.id, o.label] for o in self.options],
         }
         if self.media is not None:
-            out["media"] = [self.media.type, self.media.ref, self.media.caption]
+            media = [self.media.type, self.media.ref, self.media.caption]
+            if self.media.file_id:  # kept only when set: older outboxes read the same
+                media.append(self.media.file_id)
+            out["media"] = media
         if self.source_key is not None:
             out["source_key"] = str(self.source_key)
         return out

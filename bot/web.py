@@ -17,6 +17,7 @@ import dataclasses
 import hmac
 import json
 import logging
+import mimetypes
 import signal
 import time
 from collections.abc import Awaitable, Coroutine
@@ -252,6 +253,39 @@ class Service:
             return reply
         return dataclasses.replace(reply, source_key=ConvKey("telegram", str(agents)))
 
+    def _agent_file_for_whatsapp(self, reply: Outbound) -> bool:
+        """Whether the reply is an agent's photo or document for a WhatsApp customer."""
+        return (
+            reply.key.channel == "whatsapp"
+            and reply.media is not None
+            and bool(reply.media.file_id)
+            and reply.source_key is not None
+            and reply.source_key.channel == "telegram"
+            and self.telegram is not None
+            and self.whatsapp is not None
+        )
+
+    async def _send_agent_file(self, reply: Outbound) -> None:
+        """An agent's attachment to a WhatsApp customer: a Telegram copy cannot reach WhatsApp,
+        so the file is downloaded from Telegram, uploaded to Graph and sent with its caption."""
+        assert self.telegram is not None
+        assert self.whatsapp is not None
+        assert reply.media is not None
+        media, chat = reply.media, reply.key.chat_id
+        if self.whatsapp.window_known_closed(chat):  # no download for a doomed send
+            msg = f"{reply.key}: the customer has not written for 24 hours"
+            raise WindowClosed(msg)
+        data, mime = await self.telegram.download_file(media.file_id)
+        if media.type == "photo" and not mime.startswith("image/"):
+            mime = "image/jpeg"  # Telegram stores photos as JPEG
+        extension = mimetypes.guess_extension(mime) or ""
+        media_id = await self.whatsapp.upload_media(data, mime, f"{media.type}{extension}")
+        await self.whatsapp.send_media(chat, media_id, media.type, media.caption)
+        # The engine relays the caption as the text too: send only what the caption lacks.
+        text = reply.text if reply.text.strip() != media.caption.strip() else ""
+        if text.strip() or reply.options:
+            await self.whatsapp.send(Outbound(reply.key, text, reply.options))
+
     async def deliver(self, replies: list[Outbound]) -> list[Outbound]:
         """Send in order; return what could not be sent (it stays in the outbox)."""
         undelivered, _ = await self._send_in_order(replies)
@@ -269,7 +303,10 @@ class Service:
                 metrics.DELIVERY_FAILURES.labels(reply.key.channel).inc()
                 continue
             try:
-                await channel.send(reply)
+                if self._agent_file_for_whatsapp(reply):
+                    await self._send_agent_file(reply)
+                else:
+                    await channel.send(reply)
             except WindowClosed as err:
                 metrics.DELIVERY_FAILURES.labels(reply.key.channel).inc()
                 return replies[index:], err

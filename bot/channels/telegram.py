@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
+import mimetypes
 import random
 import re
 import secrets
@@ -35,6 +37,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import aiohttp
 from aiogram import Bot
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
@@ -163,6 +166,15 @@ def _media_of(message: Message) -> Media | None:
         if getattr(message, kind, None) is not None:
             return Media(type=kind, ref=str(message.message_id), caption=message.caption or "")
     return None
+
+
+def _file_id_of(message: Message) -> str:
+    """The file id of a photo (its largest size) or document, else empty."""
+    if message.photo:
+        return message.photo[-1].file_id
+    if message.document is not None and message.animation is None:
+        return message.document.file_id
+    return ""
 
 
 def update_to_inbound(update: Update) -> Inbound | None:
@@ -298,6 +310,10 @@ def update_to_agent_message(update: Update, agents_chat_id: int) -> AgentMessage
     else:
         agent_name = _full_name(user) or "Agente"
     media = _media_of(message)
+    file_id = _file_id_of(message)
+    if media is not None and file_id:
+        # Kept so the file can be fetched for a channel a Telegram copy cannot reach (WhatsApp).
+        media = dataclasses.replace(media, file_id=file_id)
     text = message.text or message.caption or ""
     if not text and media is None:
         return None  # topic service messages (closed, reopened, renamed)
@@ -579,6 +595,32 @@ class TelegramChannel:
             )
         async with self._lane(chat):
             await self._call(chat, send)
+
+    async def download_file(self, file_id: str) -> tuple[bytes, str]:
+        """Download a file an agent posted (to send it on another channel): bytes and MIME type.
+
+        The type is guessed from Telegram's file path (``photos/file_3.jpg``); the Bot API
+        serves files up to 20 MB, a larger one fails here like any other download.
+        """
+        try:
+            file = await self.bot.get_file(file_id)
+            if not file.file_path:
+                msg = "Telegram gave no path for the file"
+                raise DeliveryError(msg)
+            data = await self.bot.download_file(file.file_path)
+        except (TelegramAPIError, aiohttp.ClientError, TimeoutError) as err:
+            # aiohttp errors quote the download URL, which carries the token: scrubbed.
+            # A warning: the caller logs the undelivered reply and tells the agent.
+            text = self._scrub(str(err))
+            log.warning(
+                "telegram file download failed",
+                extra={"error": type(err).__name__, "detail": text},
+            )
+            msg = f"telegram file download failed: {type(err).__name__}: {text}"
+            raise DeliveryError(msg) from err
+        assert data is not None  # a BytesIO when no destination is given
+        mime = mimetypes.guess_type(file.file_path)[0] or "application/octet-stream"
+        return data.read(), mime
 
     async def copy_from_topic(self, chat_id: str, message_id: int) -> None:
         """Copy an agent's message (an attachment) from the agents' group to a customer."""

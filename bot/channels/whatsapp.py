@@ -472,6 +472,23 @@ class WhatsAppChannel:
                 self._last_inbound[chat] = 0.0  # known closed until the customer writes again
                 raise
 
+    async def send_media(self, wa_id: str, media_id: str, kind: str, caption: str = "") -> None:
+        """Send an uploaded file (an agent's photo or document) with its caption.
+
+        ``kind`` is a channel-neutral media type (photo, document, ...); the 24-hour window
+        rules are those of ``send``.
+        """
+        if self.window_known_closed(wa_id):
+            msg = f"whatsapp:{wa_id}: the customer has not written for 24 hours"
+            raise WindowClosed(msg)
+        message = self._media_message(wa_id, Media(kind, media_id, caption))
+        async with self._chat_lock(wa_id):
+            try:
+                await self._send_one(message, f"whatsapp:{wa_id}")
+            except WindowClosed:
+                self._last_inbound[wa_id] = 0.0  # known closed until the customer writes again
+                raise
+
     async def serve_more(self, inbound: Inbound) -> bool:
         """Answer a press on a "more" row with the next page; False for any other event."""
         page = more_page(inbound.payload) if inbound.kind is Kind.BUTTON else None

@@ -626,6 +626,24 @@ async def _hand_off(bot: BotUnderTest, agents: Agents) -> tuple[Chat, int]:
     return ana, card.message_thread_id
 
 
+def _agent_photo(tg: FakeTelegram, thread: int, file_id: str, caption: str) -> dict[str, Any]:
+    """An agent's captioned photo in a topic, as Telegram sends it."""
+    return {
+        "message": {
+            "message_id": 9000 + len(tg.calls),
+            "date": int(time.time()),
+            "chat": {"id": tg.agents_chat_id, "type": "supergroup", "is_forum": True},
+            "from": {"id": 5001, "is_bot": False, "first_name": "Luis"},
+            "message_thread_id": thread,
+            "is_topic_message": True,
+            "photo": [
+                {"file_id": file_id, "file_unique_id": f"u{file_id}", "width": 9, "height": 9}
+            ],
+            "caption": caption,
+        }
+    }
+
+
 async def test_handoff_both_ways(bot: BotUnderTest) -> None:
     agents = Agents(bot)
     ana, thread = await _hand_off(bot, agents)
@@ -649,27 +667,25 @@ async def test_handoff_both_ways(bot: BotUnderTest) -> None:
     quiet = [m for m in ana.sent[-2:] if "Te comunico" not in content(m)]
     assert [content(m) for m in quiet] == ["Hola Ana, soy Luis. ¿En qué te ayudo?"]
 
-    # An agent's attachment cannot be copied to WhatsApp: the agent is told, nothing is sent
-    # (no doomed call with a Telegram message id as a WhatsApp media id).
-    before, attempts = len(ana.sent), bot.peers.graph.attempts
-    tg = bot.peers.telegram
-    tg.push_update(
-        {
-            "message": {
-                "message_id": 9001,
-                "date": int(time.time()),
-                "chat": {"id": tg.agents_chat_id, "type": "supergroup", "is_forum": True},
-                "from": {"id": 5001, "is_bot": False, "first_name": "Luis"},
-                "message_thread_id": thread,
-                "is_topic_message": True,
-                "photo": [{"file_id": "AgAD-f", "file_unique_id": "AQf", "width": 9, "height": 9}],
-                "caption": "la factura",
-            }
-        }
-    )
+    # An agent's photo reaches the customer as an image with its caption: a Telegram copy
+    # cannot reach WhatsApp, so the file is downloaded from Telegram and uploaded to Graph.
+    tg, graph = bot.peers.telegram, bot.peers.graph
+    tg.add_file("AgAD-f", b"\xff\xd8\xff agent jpeg", "photos/file_7.jpg")
+    first = len(ana.sent)
+    tg.push_update(_agent_photo(tg, thread, "AgAD-f", "la factura"))
+    image = await ana.expect(r"\[image\]")
+    assert image["image"]["caption"] == "la factura"
+    assert graph.uploads[image["image"]["id"]] == (b"\xff\xd8\xff agent jpeg", "image/jpeg")
+
+    # A photo that cannot be downloaded from Telegram: the agent is told, nothing is sent.
+    before, attempts = len(ana.sent), graph.attempts
+    tg.push_update(_agent_photo(tg, thread, "AgAD-unknown", "otra foto"))
     await agents.expect("No pude entregar", thread)
     assert len(ana.sent) == before
-    assert bot.peers.graph.attempts == attempts
+    assert graph.attempts == attempts
+    # A topic's messages are relayed in order, so the photo's reply was complete by then: the
+    # caption came with the image only, not again as a text.
+    assert [content(m) for m in ana.sent[first:]] == ["[image]"]
 
     # /cerrar hands the conversation back to the bot and closes the topic.
     agents.write(thread, "/cerrar")

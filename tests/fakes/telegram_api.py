@@ -22,7 +22,8 @@ many messages arrived; 408 otherwise), ``GET /_fake/calls``. When serving it pri
 
 What it models: update ids and offsets, long polling with a timeout, per-chat message ids shared by
 users and the bot, forum topics (ids increase; closing a closed topic is ``TOPIC_NOT_MODIFIED``),
-webhooks (``getUpdates`` is a 409 while one is set), Telegram's error shape
+webhooks (``getUpdates`` is a 409 while one is set), files (``add_file`` makes one known to
+``getFile`` and downloadable at ``/file/bot<token>/<path>``), Telegram's error shape
 ``{"ok": false, "error_code": N, "description": ..., "parameters": {"retry_after": N}}``, and a
 timestamp on every call so tests check ordering and pacing without sleeping.
 """
@@ -156,6 +157,8 @@ class FakeTelegram:
         self.commands: list[Any] = []
         self.answered_callbacks: list[dict[str, Any]] = []
         self.chat_actions: list[tuple[int | str, str]] = []
+        self.files: dict[str, str] = {}  # file_id -> file_path, for getFile
+        self.downloads: dict[str, bytes] = {}  # file_path -> content, served under /file/
         self._updates: list[dict[str, Any]] = []
         self._update_ids = itertools.count(1)
         self._message_ids: dict[int | str, itertools.count[int]] = {}
@@ -167,6 +170,7 @@ class FakeTelegram:
         self.app = web.Application()
         self.app.router.add_post("/bot{token}/{method}", self._api)
         self.app.router.add_get("/bot{token}/{method}", self._api)
+        self.app.router.add_get("/file/bot{token}/{path:.+}", self._download)
         self.app.router.add_post("/_fake/{helper}", self._control)
         self.app.router.add_get("/_fake/sent/{chat_id}", self._control_sent)
         self.app.router.add_get("/_fake/calls", self._control_calls)
@@ -243,6 +247,11 @@ class FakeTelegram:
                 chat_id=_chat_id(chat_id) if chat_id is not None else None,
             )
         )
+
+    def add_file(self, file_id: str, content: bytes, file_path: str = "photos/file_0.jpg") -> None:
+        """Make a file (e.g. an agent's photo) known to getFile and downloadable."""
+        self.files[file_id] = file_path
+        self.downloads[file_path] = content
 
     def block(self, chat_id: int | str) -> None:
         """The user blocked the bot: every send to that chat is a 403 from now on."""
@@ -525,6 +534,7 @@ class FakeTelegram:
             "getWebhookInfo": self._webhook_info,
             "setMyCommands": self._set_commands,
             "sendChatAction": self._chat_action,
+            "getFile": self._get_file,
         }
 
     async def _get_me(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -711,6 +721,26 @@ class FakeTelegram:
     async def _chat_action(self, params: dict[str, Any]) -> bool:
         self.chat_actions.append((_chat_id(params.get("chat_id", "")), str(params.get("action"))))
         return True
+
+    async def _get_file(self, params: dict[str, Any]) -> dict[str, Any]:
+        file_id = str(params.get("file_id", ""))
+        if file_id not in self.files:
+            raise _ApiError(400, "Bad Request: invalid file_id")
+        path = self.files[file_id]
+        return {
+            "file_id": file_id,
+            "file_unique_id": f"u-{file_id}",
+            "file_size": len(self.downloads.get(path, b"")),
+            "file_path": path,
+        }
+
+    async def _download(self, request: web.Request) -> web.Response:
+        if request.match_info["token"] != self.token:
+            return web.Response(status=401)
+        content = self.downloads.get(request.match_info["path"])
+        if content is None:
+            return web.Response(status=404)
+        return web.Response(body=content, content_type="application/octet-stream")
 
     # ---- control routes for a fake run as a subprocess ------------------------------------
 

@@ -251,6 +251,60 @@ def test_anonymous_admin_in_a_topic_counts_as_an_agent(fake: FakeTelegram) -> No
     assert (message.agent_name, message.text) == ("Marta", "Le ayudo")
 
 
+def test_agents_photo_and_document_keep_their_file_id(fake: FakeTelegram) -> None:
+    photo = fake.agent_photo(101, caption="la factura")
+    # Telegram lists a photo's sizes smallest first: the largest is the one worth sending.
+    photo["message"]["photo"].append(
+        {"file_id": "AgAD-big", "file_unique_id": "AQbig", "width": 900, "height": 900}
+    )
+    document = fake.agent_text(101, "")
+    del document["message"]["text"]
+    document["message"]["document"] = {"file_id": "BQAD-doc", "file_unique_id": "AQdoc"}
+    sticker = fake.agent_text(101, "")
+    del sticker["message"]["text"]
+    sticker["message"]["sticker"] = {
+        "file_id": "CAAD-st",
+        "file_unique_id": "AQst",
+        "type": "regular",
+        "width": 512,
+        "height": 512,
+        "is_animated": False,
+        "is_video": False,
+    }
+
+    got = [update_to_agent_message(as_update(u), fake.agents_chat_id) for u in (photo, document)]
+    assert [m.media for m in got if m is not None] == [
+        Media("photo", str(photo["message"]["message_id"]), "la factura", file_id="AgAD-big"),
+        Media("document", str(document["message"]["message_id"]), file_id="BQAD-doc"),
+    ]
+    other = update_to_agent_message(as_update(sticker), fake.agents_chat_id)
+    assert other is not None
+    assert other.media is not None
+    assert other.media.file_id == ""  # only photos and documents are fetched for WhatsApp
+
+
+async def test_download_file_gives_the_bytes_and_a_type_from_the_path(
+    channel: TelegramChannel, fake: FakeTelegram
+) -> None:
+    fake.add_file("AgAD-big", b"\xff\xd8\xff jpeg", "photos/file_3.jpg")
+    fake.add_file("BQAD-doc", b"%PDF-1.4", "documents/file_4.pdf")
+    assert await channel.download_file("AgAD-big") == (b"\xff\xd8\xff jpeg", "image/jpeg")
+    assert await channel.download_file("BQAD-doc") == (b"%PDF-1.4", "application/pdf")
+
+
+async def test_a_failed_download_is_a_delivery_error_without_the_token(
+    channel: TelegramChannel, fake: FakeTelegram
+) -> None:
+    with pytest.raises(DeliveryError, match="invalid file_id") as unknown:
+        await channel.download_file("nope")
+    fake.add_file("AgAD-gone", b"x", "photos/file_9.jpg")
+    del fake.downloads["photos/file_9.jpg"]  # getFile answers, the download is a 404
+    with pytest.raises(DeliveryError, match="404") as gone:
+        await channel.download_file("AgAD-gone")
+    for err in (unknown, gone):
+        assert fake.token not in str(err.value)
+
+
 # ---- replies out ------------------------------------------------------------------------------
 
 

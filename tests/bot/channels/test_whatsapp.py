@@ -714,6 +714,33 @@ async def test_upload_media_returns_a_sendable_id(
     assert fake.messages_to(ANA)[0]["document"]["id"] == media_id
 
 
+async def test_send_media_sends_an_uploaded_photo_or_document_with_its_caption(
+    fake: FakeGraph, channel: WhatsAppChannel
+) -> None:
+    photo = await channel.upload_media(b"\xff\xd8\xff", "image/jpeg", "photo.jpg")
+    document = await channel.upload_media(b"%PDF-1.4", "application/pdf", "document.pdf")
+    await channel.send_media(ANA, photo, "photo", "la factura")
+    await channel.send_media(ANA, document, "document")
+    sent = fake.messages_to(ANA)
+    assert [(m["type"], m[m["type"]]) for m in sent] == [
+        ("image", {"id": photo, "caption": "la factura"}),
+        ("document", {"id": document}),
+    ]
+
+
+async def test_send_media_keeps_the_24_hour_window_rules(
+    fake: FakeGraph, channel: WhatsAppChannel
+) -> None:
+    media_id = await channel.upload_media(b"\xff\xd8\xff", "image/jpeg", "photo.jpg")
+    fake.close_window(ANA)
+    with pytest.raises(WindowClosed, match="131047"):
+        await channel.send_media(ANA, media_id, "photo", "la factura")
+    with pytest.raises(WindowClosed, match="24 hours"):  # known closed: no doomed call
+        await channel.send_media(ANA, media_id, "photo")
+    assert fake.attempts == 1
+    assert fake.messages_to(ANA) == []
+
+
 @pytest.mark.parametrize(
     ("last", "now", "is_open"),
     [
