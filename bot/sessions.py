@@ -746,6 +746,20 @@ end
 return {0}
 """
 
+# A waiter leaving for good (cancelled). KEYS: lock, queue; ARGV: token, lease ms.
+_LEAVE = (
+    _HANDOFF
+    + """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    redis.call('del', KEYS[1])
+    hand_off(KEYS[1], KEYS[2], ARGV[2])
+    return 1
+end
+redis.call('lrem', KEYS[2], 0, ARGV[1])
+return 0
+"""
+)
+
 # A waiter giving up. KEYS: lock, queue; ARGV: token. 1 when the lock was handed to it meanwhile
 # (it holds it after all), else it leaves the queue.
 _ABANDON = """
@@ -894,6 +908,7 @@ class RedisStore(SessionStore):
         self._acquire_load = redis.register_script(_ACQUIRE_LOAD)
         self._wait_turn = redis.register_script(_WAIT_TURN)
         self._abandon = redis.register_script(_ABANDON)
+        self._leave = redis.register_script(_LEAVE)
         # Tokens this process put in a conversation's waiters' line (open_turn found it busy).
         self._queued: dict[str, str] = {}
         # Session JSON read together with a lock this process holds (conv key -> raw or None),
@@ -1106,6 +1121,20 @@ class RedisStore(SessionStore):
             )
             if taken[0]:
                 return self._held(name, conv, token, expire, taken)
+        try:
+            return await self._wait_in_line(name, conv, token, expire, wait)
+        except BaseException:
+            # Cancelled (a stopping process) or failed while in line: leave it, and pass the
+            # lock on if it was handed over meanwhile, so nobody waits out a lease for us.
+            with contextlib.suppress(Exception):
+                await self._leave(keys=[name, _queue_of(name)], args=[token, px])
+            raise
+
+    async def _wait_in_line(
+        self, name: str, conv: str, token: str, expire: float, wait: float
+    ) -> _Hold:
+        px = max(1, int(expire * 1000))
+        keys = [name, conv, _queue_of(name)]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(wait, 0.0)
         delay = _POLL_FIRST

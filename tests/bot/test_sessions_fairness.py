@@ -85,3 +85,29 @@ async def test_a_waiter_that_died_does_not_block_the_line_for_longer_than_a_leas
     async with a.lock(KEY, timeout=LEASE, wait=LEASE + 3):
         waited = loop.time() - started
     assert waited < LEASE + 2  # the handed lease lapsed, and the next in line took the lock
+
+
+async def test_a_cancelled_waiter_leaves_the_line_at_once(
+    pair: tuple[RedisStore, RedisStore],
+) -> None:
+    a, b = pair
+    served: list[str] = []
+
+    async def wait_and_serve(store: RedisStore, name: str) -> None:
+        async with store.lock(KEY, timeout=LEASE, wait=5.0):
+            served.append(name)
+
+    assert await open_turn(a, "1") is True
+    assert await open_turn(b, "2") is False
+    cancelled = asyncio.create_task(wait_and_serve(b, "2"))
+    await asyncio.sleep(0.05)
+    cancelled.cancel()  # process B stops while its message waits in line
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    assert await a.client.llen("wispbot:lock:telegram:4242:queue") == 0  # it left the line
+    assert await open_turn(a, "3") is False
+    third = asyncio.create_task(wait_and_serve(a, "3"))
+    await asyncio.sleep(0.05)
+    await a.save_and_release(KEY, Session(state="main.menu"), ttl=60)
+    await asyncio.wait_for(third, timeout=LEASE - 1)  # handed over, not a lapsed lease
+    assert served == ["3"]
