@@ -101,6 +101,8 @@ class Service:
                 # fake): the agents' group is a chat too, else its 20 a minute still paces it.
                 group_per_minute=20 if tg.chat_interval > 0 else 0,
             )
+            # Closed before the bot's session (the stack unwinds last in, first out).
+            self._stack.push_async_callback(self.telegram.aclose)
             self.channels["telegram"] = self.telegram
             if tg.agents_chat_id is not None:
                 self.handoff = TelegramAgents(self.telegram, self.settings.bot.bot_language)

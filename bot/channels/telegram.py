@@ -15,6 +15,12 @@ one-second gap would make a three-message reply take three seconds. A bucket of 
 normal reply go out at once and only slows a chat that keeps sending; a 429 that still happens is
 honoured with its ``retry_after``.
 
+The hot calls (``sendMessage``, ``answerCallbackQuery``) skip aiogram's client: one JSON POST on
+the channel's own aiohttp session, the reply read as a plain dict, and Telegram's error shape
+mapped onto the same aiogram exceptions its client raises, so the retries above treat both paths
+alike. aiogram's pydantic method objects, form bodies and response models cost more CPU than the
+rest of a message's handling; everything else (topics, copies, files, updates) still uses aiogram.
+
 Messages are plain text (parse mode None), so customer or WispHub text is never parsed as HTML.
 Button callback data is ``<token>.<option id>``: a 4-character token per message, then the
 option id; it is checked to fit Telegram's 64 bytes and to carry no long digit run (a document
@@ -27,36 +33,43 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import json
 import logging
 import mimetypes
 import random
 import re
 import secrets
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiohttp
+import certifi
 from aiogram import Bot
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import (
     ClientDecodeError,
+    RestartingTelegram,
     TelegramAPIError,
     TelegramBadRequest,
+    TelegramConflictError,
     TelegramEntityTooLarge,
+    TelegramForbiddenError,
+    TelegramMigrateToChat,
     TelegramNetworkError,
+    TelegramNotFound,
     TelegramRetryAfter,
     TelegramServerError,
     TelegramUnauthorizedError,
 )
+from aiogram.methods import AnswerCallbackQuery, SendMessage, TelegramMethod
 from aiogram.types import (
     BufferedInputFile,
     CallbackQuery,
-    InlineKeyboardButton,
-    InlineKeyboardMarkup,
     Message,
     Update,
     User,
@@ -347,20 +360,75 @@ def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
     return [p for p in parts if p.strip()] or [text[:limit]]
 
 
-def build_keyboard(options: Iterable[Option], token: str) -> InlineKeyboardMarkup:
-    """One button a row, two when every label is short; callback data is ``token.option_id``."""
+def build_keyboard(options: Iterable[Option], token: str) -> dict[str, Any]:
+    """An ``InlineKeyboardMarkup`` as the Bot API's JSON: one button a row, two when every
+    label is short; callback data is ``token.option_id``."""
     opts = list(options)
     for opt in opts:
         if not opt.label.strip():
             msg = f"option {opt.id!r} has an empty label"
             raise DeliveryError(msg)
-    buttons = [
-        InlineKeyboardButton(text=o.label, callback_data=encode_callback_data(token, o.id))
-        for o in opts
-    ]
+    buttons = [{"text": o.label, "callback_data": encode_callback_data(token, o.id)} for o in opts]
     width = 2 if all(len(o.label) <= _SHORT_LABEL for o in opts) else 1
     rows = [buttons[i : i + width] for i in range(0, len(buttons), width)]
-    return InlineKeyboardMarkup(inline_keyboard=rows)
+    return {"inline_keyboard": rows}
+
+
+# ---- the lean Bot API path --------------------------------------------------------------------
+
+# Only built when a call fails: aiogram's exceptions want the method, and their text names it.
+_STAND_INS: dict[str, type[TelegramMethod[Any]]] = {
+    "sendMessage": SendMessage,
+    "answerCallbackQuery": AnswerCallbackQuery,
+}
+_BY_STATUS: dict[int, type[TelegramAPIError]] = {
+    400: TelegramBadRequest,
+    401: TelegramUnauthorizedError,
+    403: TelegramForbiddenError,
+    404: TelegramNotFound,
+    409: TelegramConflictError,
+    413: TelegramEntityTooLarge,
+}
+
+
+def _stand_in(method: str, payload: dict[str, Any]) -> TelegramMethod[Any]:
+    # model_construct skips validation: this object only names the call in the error.
+    return _STAND_INS[method].model_construct(**payload)
+
+
+def _lean_session(timeout: float) -> aiohttp.ClientSession:
+    # The connector aiogram's AiohttpSession uses: certifi's CAs (slim images may lack the
+    # system's), its connection limit and its long DNS cache.
+    connector = aiohttp.TCPConnector(
+        ssl=ssl.create_default_context(cafile=certifi.where()), limit=100, ttl_dns_cache=3600
+    )
+    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout))
+
+
+def api_error(
+    method: str, payload: dict[str, Any], status: int, body: dict[str, Any]
+) -> TelegramAPIError:
+    """The exception aiogram's client raises for this Bot API error reply (``check_response``)."""
+    call = _stand_in(method, payload)
+    description = str(body.get("description") or f"HTTP {status}")
+    parameters = body.get("parameters")
+    if isinstance(parameters, dict):
+        retry_after = _int(parameters.get("retry_after"))
+        if retry_after:
+            return TelegramRetryAfter(method=call, message=description, retry_after=retry_after)
+        migrate_to = _int(parameters.get("migrate_to_chat_id"))
+        if migrate_to:
+            return TelegramMigrateToChat(
+                method=call, message=description, migrate_to_chat_id=migrate_to
+            )
+    kind = _BY_STATUS.get(status)
+    if kind is not None:
+        return kind(method=call, message=description)
+    if status >= 500:
+        if "restart" in description:
+            return RestartingTelegram(method=call, message=description)
+        return TelegramServerError(method=call, message=description)
+    return TelegramAPIError(method=call, message=description)
 
 
 class TokenBucket:
@@ -447,6 +515,13 @@ class TelegramChannel:
         self.failed_deliveries = 0
         self._global = TokenBucket(global_rate, global_rate / 2)
         self._lanes: dict[int | str, _Lane] = {}
+        self._http: aiohttp.ClientSession | None = None  # the lean path's, made on first use
+
+    async def aclose(self) -> None:
+        """Close the lean path's HTTP session (aiogram's Bot session is closed by its owner)."""
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
 
     # ---- ChannelAdapter ---------------------------------------------------------------------
 
@@ -473,10 +548,7 @@ class TelegramChannel:
             for i, part in enumerate(parts):
                 last = i == len(parts) - 1
                 send = functools.partial(
-                    self.bot.send_message,
-                    chat_id=chat,
-                    text=part,
-                    reply_markup=markup if last else None,
+                    self.send_text, chat, part, reply_markup=markup if last else None
                 )
                 await self._call(chat, send)
             if copy is not None:
@@ -491,8 +563,8 @@ class TelegramChannel:
     async def answer_callback(self, callback_query_id: str) -> None:
         """Stop the button's spinner; a stale or failed answer is only logged."""
         try:
-            await self.bot.answer_callback_query(callback_query_id)
-        except TelegramAPIError as err:
+            await self._post("answerCallbackQuery", {"callback_query_id": callback_query_id})
+        except (TelegramAPIError, ClientDecodeError) as err:
             # "query is too old" and friends: the customer's press is still handled.
             log.info("callback answer failed: %s", self._scrub(str(err)))
 
@@ -542,11 +614,9 @@ class TelegramChannel:
         first: int | None = None
         async with self._lane(chat):
             for part in split_text(text):
-                send = functools.partial(
-                    self.bot.send_message, chat_id=chat, text=part, message_thread_id=thread_id
-                )
+                send = functools.partial(self.send_text, chat, part, thread_id=thread_id)
                 sent = await self._call(chat, send)
-                first = sent.message_id if first is None else first
+                first = sent if first is None else first
         assert first is not None  # split_text always yields a part
         return first
 
@@ -633,6 +703,65 @@ class TelegramChannel:
                     chat_id=chat, from_chat_id=source, message_id=message_id
                 ),
             )
+
+    # ---- the lean Bot API path --------------------------------------------------------------
+
+    async def send_text(
+        self,
+        chat: int | str,
+        text: str,
+        *,
+        reply_markup: dict[str, Any] | None = None,
+        thread_id: int | None = None,
+    ) -> int:
+        """One ``sendMessage`` (plain text), no pacing or retries; the new message's id.
+
+        Raises what aiogram's ``bot.send_message`` raises, so ``_call`` retries it the same way.
+        """
+        payload: dict[str, Any] = {"chat_id": chat, "text": text}
+        if reply_markup is not None:
+            payload["reply_markup"] = reply_markup
+        if thread_id is not None:
+            payload["message_thread_id"] = thread_id
+        result = await self._post("sendMessage", payload)
+        message_id = _int(result.get("message_id")) if isinstance(result, dict) else None
+        if message_id is None:
+            msg = "Failed to deserialize object"
+            problem = ValueError("sendMessage result has no message_id")
+            raise ClientDecodeError(msg, problem, result)
+        return message_id
+
+    async def _post(self, method: str, payload: dict[str, Any]) -> Any:
+        """POST ``payload`` as JSON to ``method``; its ``result``, else aiogram's exception."""
+        session = self._http
+        if session is None or session.closed:
+            session = self._http = _lean_session(self.bot.session.timeout)
+        url = self.bot.session.api.api_url(self.bot.token, method)
+        try:
+            async with session.post(url, json=payload) as response:
+                status = response.status
+                content = await response.read()
+        except TimeoutError as err:
+            raise TelegramNetworkError(
+                method=_stand_in(method, payload), message="Request timeout error"
+            ) from err
+        except aiohttp.ClientError as err:
+            # The error may quote the URL, which carries the token: scrubbed, and not chained.
+            text = self._scrub(f"{type(err).__name__}: {err}")
+            raise TelegramNetworkError(method=_stand_in(method, payload), message=text) from None
+        try:
+            body = json.loads(content)
+        except ValueError as err:
+            msg = "Failed to decode object"
+            raise ClientDecodeError(msg, err, content[:200]) from err
+        if not isinstance(body, dict):
+            msg = "Failed to deserialize object"
+            raise ClientDecodeError(msg, ValueError("not a JSON object"), content[:200])
+        if 200 <= status <= 226 and body.get("ok") is True:
+            return body.get("result")
+        failure = api_error(method, payload, status, body)
+        failure.message = self._scrub(failure.message)
+        raise failure
 
     # ---- order, pacing, retries -------------------------------------------------------------
 

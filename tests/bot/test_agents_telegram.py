@@ -28,9 +28,11 @@ async def fake() -> AsyncIterator[FakeTelegram]:
 async def channel(fake: FakeTelegram) -> AsyncIterator[TelegramChannel]:
     """The Telegram channel on the fake, pacing off."""
     bot = make_bot(SecretStr(fake.token), fake.base_url)
-    yield TelegramChannel(
+    tg = TelegramChannel(
         bot, agents_chat_id=fake.agents_chat_id, per_chat_interval=0, global_rate=0
     )
+    yield tg
+    await tg.aclose()
     session = bot.session
     assert isinstance(session, AiohttpSession)
     if session._session is not None:

@@ -70,6 +70,7 @@ class Call:
     params: dict[str, Any]
     at: float  # time.monotonic() when it arrived
     error_code: int | None = None  # set when the fake answered with an error
+    content_type: str = ""  # how the body came: JSON or a form
 
 
 @dataclass
@@ -494,7 +495,9 @@ class FakeTelegram:
             params = await self._params(request)
         except (ValueError, json.JSONDecodeError):
             return _error(400, "Bad Request: can't parse request")
-        call = Call(method=method, params=params, at=time.monotonic())
+        call = Call(
+            method=method, params=params, at=time.monotonic(), content_type=request.content_type
+        )
         self.calls.append(call)
         self._notify()  # wakes wait_for_calls even while this call parks (long polling)
         try:

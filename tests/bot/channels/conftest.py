@@ -45,9 +45,9 @@ async def bot(fake: FakeTelegram) -> AsyncIterator[Bot]:
 
 
 @pytest.fixture
-def channel(bot: Bot, fake: FakeTelegram) -> TelegramChannel:
+async def channel(bot: Bot, fake: FakeTelegram) -> AsyncIterator[TelegramChannel]:
     """The channel with pacing off and quick backoff, so tests measure behaviour, not waits."""
-    return TelegramChannel(
+    tg = TelegramChannel(
         bot,
         agents_chat_id=fake.agents_chat_id,
         per_chat_interval=0,
@@ -55,3 +55,5 @@ def channel(bot: Bot, fake: FakeTelegram) -> TelegramChannel:
         group_per_minute=0,
         retry_backoff=0.01,
     )
+    yield tg
+    await tg.aclose()

@@ -5,12 +5,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import socket
 from typing import Any
 
 import aiohttp
 import pytest
 from aiogram import Bot
+from aiogram.exceptions import (
+    TelegramAPIError,
+    TelegramBadRequest,
+    TelegramEntityTooLarge,
+    TelegramForbiddenError,
+    TelegramNotFound,
+    TelegramRetryAfter,
+    TelegramServerError,
+)
 from aiogram.types import Update
+from pydantic import SecretStr
 from telegram_api import FakeTelegram
 
 from bot.channels.base import AgentMessage, DeliveryError
@@ -18,7 +29,10 @@ from bot.channels.telegram import (
     BadUpdate,
     TelegramChannel,
     TelegramPolling,
+    api_error,
+    decode_callback_data,
     handle_update,
+    make_bot,
     quick_update,
     split_text,
     update_to_agent_message,
@@ -418,6 +432,7 @@ async def test_persistent_server_errors_give_up_after_max_retries(
     fake.fail("sendMessage", error_code=502, count=None)
     with pytest.raises(DeliveryError, match="gave up after 3 attempts"):
         await channel.send(Outbound(KEY, "hola"))
+    await channel.aclose()
     assert len(fake.calls_to("sendMessage")) == 3
     assert channel.failed_deliveries == 1
 
@@ -456,6 +471,7 @@ async def test_private_chat_pacing_allows_a_burst_then_slows(bot: Bot, fake: Fak
     channel = TelegramChannel(bot, per_chat_interval=0.2, global_rate=0)
     for i in range(5):
         await channel.send(Outbound(KEY, f"m{i}"))
+    await channel.aclose()
     at = fake.timestamps(CHAT)
     assert at[2] - at[0] < 0.2  # a three-message reply goes out at once
     assert at[3] - at[0] >= 0.18  # the fourth waits for the bucket to refill
@@ -677,3 +693,125 @@ async def test_undeliverable_replies_are_refused_and_counted(
         await channel.send(out)
     assert channel.failed_deliveries == 1
     assert fake.messages == []
+
+
+# ---- the lean sending path (JSON over the channel's own session) -------------------------------
+
+
+async def test_a_reply_with_buttons_goes_as_one_json_body(
+    channel: TelegramChannel, fake: FakeTelegram
+) -> None:
+    options = (Option("pay", "Pagar"), Option("agent", "Hablar con un agente"))
+    await channel.send(Outbound(KEY, "¿Qué desea?", options=options))
+    [call] = fake.calls_to("sendMessage")
+    assert call.content_type == "application/json"
+    markup = call.params.pop("reply_markup")
+    assert call.params == {"chat_id": CHAT, "text": "¿Qué desea?"}  # no parse mode: plain text
+    rows = markup["inline_keyboard"]
+    assert [[b["text"] for b in row] for row in rows] == [["Pagar"], ["Hablar con un agente"]]
+    data = [b["callback_data"] for row in rows for b in row]
+    assert [decode_callback_data(d) for d in data] == ["pay", "agent"]
+
+
+async def test_a_callback_answer_goes_as_json(channel: TelegramChannel, fake: FakeTelegram) -> None:
+    await channel.answer_callback("4242")
+    [call] = fake.calls_to("answerCallbackQuery")
+    assert call.content_type == "application/json"
+    assert call.params == {"callback_query_id": "4242"}
+
+
+async def test_a_topic_post_returns_the_new_message_id(
+    channel: TelegramChannel, fake: FakeTelegram
+) -> None:
+    thread = await channel.create_topic("Ana")
+    first = await channel.post_to_topic(thread, "uno")
+    second = await channel.post_to_topic(thread, "dos")
+    sent = fake.sent(fake.agents_chat_id)
+    assert [first, second] == [m.message_id for m in sent]
+    assert {m.message_thread_id for m in sent} == {thread}
+
+
+async def test_lean_429_waits_the_retry_after_telegram_gave(
+    channel: TelegramChannel, fake: FakeTelegram
+) -> None:
+    fake.fail("sendMessage", error_code=429, retry_after=1)
+    await channel.send(Outbound(KEY, "hola"))
+    failed, ok = fake.calls_to("sendMessage")
+    assert (failed.error_code, ok.error_code) == (429, None)
+    assert ok.at - failed.at >= 0.95  # retry_after, not the 10 ms test backoff
+    assert [m.text for m in fake.sent(CHAT)] == ["hola"]
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "kind"),
+    [
+        (429, {"parameters": {"retry_after": 7}}, TelegramRetryAfter),
+        (400, {}, TelegramBadRequest),
+        (403, {}, TelegramForbiddenError),
+        (404, {}, TelegramNotFound),
+        (413, {}, TelegramEntityTooLarge),
+        (500, {}, TelegramServerError),
+        (502, {}, TelegramServerError),
+        (418, {}, TelegramAPIError),
+    ],
+)
+def test_bot_api_errors_map_onto_aiograms_exceptions(
+    status: int, body: dict[str, Any], kind: type[TelegramAPIError]
+) -> None:
+    reply = {"ok": False, "error_code": status, "description": "x", **body}
+    err = api_error("sendMessage", {"chat_id": CHAT, "text": "hola"}, status, reply)
+    assert type(err) is kind
+    if isinstance(err, TelegramRetryAfter):
+        assert err.retry_after == 7
+        assert str(CHAT) in str(err)
+
+
+@pytest.mark.parametrize("status", [400, 403])
+async def test_lean_client_errors_are_not_retried(
+    channel: TelegramChannel, fake: FakeTelegram, status: int
+) -> None:
+    fake.fail("sendMessage", error_code=status, count=None)
+    with pytest.raises(DeliveryError):
+        await channel.send(Outbound(KEY, "hola"))
+    assert len(fake.calls_to("sendMessage")) == 1
+
+
+async def test_a_description_echoing_the_token_is_scrubbed(
+    channel: TelegramChannel, fake: FakeTelegram, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.fail("sendMessage", error_code=400, description=f"Bad Request: bot{fake.token} no")
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(DeliveryError, match="<token>") as info:
+        await channel.send(Outbound(KEY, "hola"))
+    assert fake.token not in str(info.value)
+    assert fake.token not in repr(info.value.__cause__)
+    assert fake.token not in caplog.text
+
+
+async def test_an_unreachable_api_is_retried_then_fails_without_the_token(
+    fake: FakeTelegram, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nobody listens here once the socket closes
+    bot = make_bot(SecretStr(fake.token), f"http://127.0.0.1:{port}")
+    channel = TelegramChannel(bot, per_chat_interval=0, global_rate=0, max_retries=2)
+    channel.retry_backoff = 0.01
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(DeliveryError, match="gave up after 3 attempts") as info:
+        await channel.send(Outbound(KEY, "hola"))
+    await channel.aclose()
+    await bot.session.close()
+    retries = [r for r in caplog.records if r.getMessage() == "telegram send retry"]
+    assert [getattr(r, "reason", None) for r in retries] == ["TelegramNetworkError"] * 2
+    assert fake.token not in str(info.value)
+    assert fake.token not in caplog.text
+
+
+async def test_the_session_is_made_again_after_close(
+    channel: TelegramChannel, fake: FakeTelegram
+) -> None:
+    await channel.send(Outbound(KEY, "uno"))
+    await channel.aclose()
+    await channel.send(Outbound(KEY, "dos"))
+    assert [m.text for m in fake.sent(CHAT)] == ["uno", "dos"]
