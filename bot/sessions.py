@@ -697,18 +697,21 @@ local function hand_off(lock, queue, lease)
         redis.call('set', lock, nxt, 'PX', lease)
     end
 end
+local function release(lock, queue, token, lease)
+    if redis.call('get', lock) == token then
+        redis.call('del', lock)
+        hand_off(lock, queue, lease)
+        return 1
+    end
+    return 0
+end
 """
 
 # KEYS: lock, queue; ARGV: token, lease ms for the next holder.
 _RELEASE = (
     _HANDOFF
     + """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-    redis.call('del', KEYS[1])
-    hand_off(KEYS[1], KEYS[2], ARGV[2])
-    return 1
-end
-return 0
+return release(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
 """
 )
 
@@ -750,9 +753,7 @@ return {0}
 _LEAVE = (
     _HANDOFF
     + """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-    redis.call('del', KEYS[1])
-    hand_off(KEYS[1], KEYS[2], ARGV[2])
+if release(KEYS[1], KEYS[2], ARGV[1], ARGV[2]) == 1 then
     return 1
 end
 redis.call('lrem', KEYS[2], 0, ARGV[1])
@@ -800,12 +801,7 @@ _SAVE_RELEASE = (
     _HANDOFF
     + """
 redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2])
-if redis.call('get', KEYS[2]) == ARGV[3] then
-    redis.call('del', KEYS[2])
-    hand_off(KEYS[2], KEYS[3], ARGV[4])
-    return 1
-end
-return 0
+return release(KEYS[2], KEYS[3], ARGV[3], ARGV[4])
 """
 )
 
