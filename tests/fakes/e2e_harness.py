@@ -48,6 +48,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+async def sigterm_and_wait(
+    proc: subprocess.Popen[bytes],
+    timeout: float,  # noqa: ASYNC109
+    interval: float = 0.05,
+) -> bool:
+    """SIGTERM a child and wait for it without blocking the loop; False if it outlived timeout."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None:
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(interval)
+    return True
+
+
 def fold(text: str) -> str:
     """Lower case without accents, so assertions read like the scenario files."""
     decomposed = unicodedata.normalize("NFKD", text)
@@ -161,15 +177,10 @@ class BotProcess:
     async def terminate(self, timeout: float = 30.0) -> int:  # noqa: ASYNC109
         """SIGTERM, then wait (without blocking the loop the fakes run in); the exit code."""
         assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while self.proc.poll() is None:
-            if time.monotonic() > deadline:
-                self.kill9()
-                msg = f"bot {self.name} ignored SIGTERM for {timeout} s:\n{self.logs()}"
-                raise AssertionError(msg)
-            await asyncio.sleep(0.05)
+        if not await sigterm_and_wait(self.proc, timeout):
+            self.kill9()
+            msg = f"bot {self.name} ignored SIGTERM for {timeout} s:\n{self.logs()}"
+            raise AssertionError(msg)
         self._close_log()
         return self.proc.returncode
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
 from typing import IO
 
 import redis.asyncio as aioredis
+from e2e_harness import sigterm_and_wait
 from redis.exceptions import RedisError
 
 START_SECONDS = 10.0
@@ -94,15 +94,10 @@ class RedisChild:
     async def stop(self, timeout: float = 10.0) -> int:  # noqa: ASYNC109
         """SIGTERM (Redis flushes its AOF and exits), then wait without blocking the loop."""
         assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while self.proc.poll() is None:
-            if time.monotonic() > deadline:
-                self.kill()
-                msg = f"redis-server ignored SIGTERM for {timeout} s"
-                raise AssertionError(msg)
-            await asyncio.sleep(0.02)
+        if not await sigterm_and_wait(self.proc, timeout, interval=0.02):
+            self.kill()
+            msg = f"redis-server ignored SIGTERM for {timeout} s"
+            raise AssertionError(msg)
         self._close_log()
         return self.proc.returncode
 
