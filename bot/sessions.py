@@ -15,7 +15,9 @@ Two implementations pass one contract suite: ``RedisStore`` (the service) and ``
 
 A customer's turn costs the Redis store three round trips: ``open_turn`` (dedupe claim, rate
 count, lock, session read: one script), the save of the session with its outbox, and
-``save_and_release`` (the final save and the unlock: one script). Errors::
+``save_and_release`` (the final save and the unlock: one script). Commands that different
+conversations issue in the same event-loop tick leave together in one pipeline
+(``bot.autopipe``), so under load a trip carries many turns' commands. Errors::
 
     StoreError
      ├── StoreUnavailable   the backend did not answer (Redis down, timeout, connection lost)
@@ -42,10 +44,12 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from bot.autopipe import AutoPipeline, Queue
 from bot.types import ConvKey
 
 log = logging.getLogger(__name__)
@@ -898,6 +902,7 @@ class RedisStore(SessionStore):
         self, redis: Redis, *, clock: Clock = time.time, sentinel: Sentinel | None = None
     ) -> None:
         self._redis = redis
+        self._pipe = AutoPipeline(redis)
         self._clock = clock
         self._sentinel = sentinel  # closed with the store when from_url built it
         self._release = redis.register_script(_RELEASE)
@@ -955,9 +960,12 @@ class RedisStore(SessionStore):
             msg = f"session store unavailable ({what}): {type(err).__name__}: {err}"
             raise StoreUnavailable(msg) from err
 
-    async def _call(self, what: str, op: Awaitable[_T]) -> _T:
+    async def _call(self, what: str, queue: Queue) -> Any:
         with self._wrap(what):
-            return await op
+            return await self._pipe.run(queue)
+
+    def _script(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Queue:
+        return self._pipe.script(script, keys, args)
 
     async def load(self, key: ConvKey) -> Session | None:
         """The conversation's session, or None (one GET; none right after taking its lock)."""
@@ -966,7 +974,7 @@ class RedisStore(SessionStore):
         if name in self._prefetched:
             raw = self._prefetched.pop(name)
         else:
-            raw = await self._call("load", self._redis.get(name))
+            raw = await self._call("load", lambda p: p.get(name))
         if raw is None:
             return None
         try:
@@ -980,30 +988,33 @@ class RedisStore(SessionStore):
         seconds = _check_ttl(ttl, "ttl")
         name = conv_key(key)
         self._prefetched.pop(name, None)
-        await self._call("save", self._redis.set(name, session.to_json(), ex=seconds))
+        value = session.to_json()
+        await self._call("save", lambda p: p.set(name, value, ex=seconds))
 
     async def delete(self, key: ConvKey) -> None:
         """Forget the session."""
-        self._prefetched.pop(conv_key(key), None)
-        await self._call("delete", self._redis.delete(conv_key(key)))
+        name = conv_key(key)
+        self._prefetched.pop(name, None)
+        await self._call("delete", lambda p: p.delete(name))
 
     async def claim_event(self, channel: str, event_id: str, ttl: int = 86400) -> bool:
         """True the first time only (SET NX EX)."""
         seconds = _check_ttl(ttl, "ttl")
         name = redis_key("seen", channel, event_id)
-        return bool(await self._call("claim_event", self._redis.set(name, 1, nx=True, ex=seconds)))
+        return bool(await self._call("claim_event", lambda p: p.set(name, 1, nx=True, ex=seconds)))
 
     async def unclaim_event(self, channel: str, event_id: str) -> None:
         """DEL the dedupe mark."""
-        await self._call("unclaim_event", self._redis.delete(redis_key("seen", channel, event_id)))
+        name = redis_key("seen", channel, event_id)
+        await self._call("unclaim_event", lambda p: p.delete(name))
 
     async def push_inbox(self, raw: str) -> None:
         """RPUSH onto the shared inbox."""
-        await self._call("push_inbox", self._redis.rpush(redis_key("inbox", "pending"), raw))
+        await self._call("push_inbox", lambda p: p.rpush(redis_key("inbox", "pending"), raw))
 
     async def pop_inbox(self, limit: int = 1000) -> list[str]:
         """LPOP up to ``limit`` kept events."""
-        raw = await self._call("pop_inbox", self._redis.lpop(redis_key("inbox", "pending"), limit))
+        raw = await self._call("pop_inbox", lambda p: p.lpop(redis_key("inbox", "pending"), limit))
         if not raw:
             return []
         items = raw if isinstance(raw, list) else [raw]
@@ -1053,7 +1064,7 @@ class RedisStore(SessionStore):
             max(1, int(lease * 1000)),
             _QUEUE_TTL_MS,
         ]
-        found = await self._call("open_turn", self._open_turn(keys=keys, args=args))
+        found = await self._call("open_turn", self._script(self._open_turn, keys, args))
         claimed, hits, locked = bool(found[0]), int(found[1]), bool(found[2])
         if len(found) > 4 and found[4]:
             self._queued[name] = token  # in line: the lock wait polls with this token
@@ -1084,7 +1095,7 @@ class RedisStore(SessionStore):
             max(1, int(hold.lease * 1000)),
         ]
         keys = [name, hold.name, _queue_of(hold.name)]
-        released = await self._call("save", self._save_release(keys=keys, args=args))
+        released = await self._call("save", self._script(self._save_release, keys, args))
         # Given back only once the script ran: when it did not, ``release`` still owes it.
         hold.released = True
         self._leases.discard(hold)
@@ -1103,7 +1114,8 @@ class RedisStore(SessionStore):
         args: list[str | int] = []
         for hold in holds:
             args += [hold.token, max(1, int(hold.lease * 1000))]
-        kept = await self._call("renew", self._renew(keys=[h.name for h in holds], args=args))
+        names = [h.name for h in holds]
+        kept = await self._call("renew", self._script(self._renew, names, args))
         return [bool(k) for k in kept]
 
     async def _acquire(self, name: str, conv: str, expire: float, wait: float) -> _Hold:
@@ -1113,7 +1125,7 @@ class RedisStore(SessionStore):
         if token is None:  # not in line yet: take the lock if free and nobody waits, else queue
             token = secrets.token_hex(16)
             taken = await self._call(
-                "lock", self._acquire_load(keys=keys, args=[token, px, _QUEUE_TTL_MS])
+                "lock", self._script(self._acquire_load, keys, [token, px, _QUEUE_TTL_MS])
             )
             if taken[0]:
                 return self._held(name, conv, token, expire, taken)
@@ -1123,7 +1135,9 @@ class RedisStore(SessionStore):
             # Cancelled (a stopping process) or failed while in line: leave it, and pass the
             # lock on if it was handed over meanwhile, so nobody waits out a lease for us.
             with contextlib.suppress(Exception):
-                await self._leave(keys=[name, _queue_of(name)], args=[token, px])
+                await self._call(
+                    "lock", self._script(self._leave, [name, _queue_of(name)], [token, px])
+                )
             raise
 
     async def _wait_in_line(
@@ -1135,16 +1149,18 @@ class RedisStore(SessionStore):
         deadline = loop.time() + max(wait, 0.0)
         delay = _POLL_FIRST
         while True:
-            taken = await self._call("lock", self._wait_turn(keys=keys, args=[token, px]))
+            taken = await self._call("lock", self._script(self._wait_turn, keys, [token, px]))
             if taken[0]:
                 return self._held(name, conv, token, expire, taken)
             remaining = deadline - loop.time()
             if remaining <= 0:
                 mine = await self._call(
-                    "lock", self._abandon(keys=[name, _queue_of(name)], args=[token])
+                    "lock", self._script(self._abandon, [name, _queue_of(name)], [token])
                 )
                 if mine:  # handed over just now: take it after all
-                    taken = await self._call("lock", self._wait_turn(keys=keys, args=[token, px]))
+                    taken = await self._call(
+                        "lock", self._script(self._wait_turn, keys, [token, px])
+                    )
                     if taken[0]:
                         return self._held(name, conv, token, expire, taken)
                 msg = f"conversation lock {name} still busy after {wait:g} s"
@@ -1161,7 +1177,9 @@ class RedisStore(SessionStore):
     async def _unlock(self, name: str, token: str, lease: float) -> None:
         try:
             args: list[str | int] = [token, max(1, int(lease * 1000))]
-            released = await self._release(keys=[name, _queue_of(name)], args=args)
+            released = await self._pipe.run(
+                self._script(self._release, [name, _queue_of(name)], args)
+            )
         except (RedisError, OSError) as err:
             # Raising here would hide the body's own outcome; the lock expires by itself.
             log.warning("lock release failed", extra={"lock": name, "error": type(err).__name__})
@@ -1173,11 +1191,14 @@ class RedisStore(SessionStore):
         """Count one failure in the window (one atomic script)."""
         seconds = _check_ttl(window, "window")
         name = redis_key("lockout", scope)
-        return int(await self._call("register_failure", self._window_incr([name], [seconds])))
+        return int(
+            await self._call("register_failure", self._script(self._window_incr, [name], [seconds]))
+        )
 
     async def failures(self, scope: str) -> int:
         """Failures in the current window."""
-        raw = await self._call("failures", self._redis.get(redis_key("lockout", scope)))
+        name = redis_key("lockout", scope)
+        raw = await self._call("failures", lambda p: p.get(name))
         return int(raw or 0)
 
     async def failures_many(self, scopes: list[str]) -> list[int]:
@@ -1185,45 +1206,49 @@ class RedisStore(SessionStore):
         if not scopes:
             return []
         names = [redis_key("lockout", scope) for scope in scopes]
-        raws = await self._call("failures", self._redis.mget(names))
+        raws = await self._call("failures", lambda p: p.mget(names))
         return [int(raw or 0) for raw in raws]
 
     async def clear_failures(self, *scopes: str) -> None:
         """Reset the counters (one DEL)."""
         if scopes:
             names = [redis_key("lockout", scope) for scope in scopes]
-            await self._call("clear_failures", self._redis.delete(*names))
+            await self._call("clear_failures", lambda p: p.delete(*names))
 
     async def hit_rate(self, scope: str, window: int) -> int:
         """Count one hit in the fixed window (one atomic script)."""
         seconds = _check_ttl(window, "window")
         name = redis_key("rate", scope)
-        return int(await self._call("hit_rate", self._window_incr([name], [seconds])))
+        return int(await self._call("hit_rate", self._script(self._window_incr, [name], [seconds])))
 
     async def set_topic(self, thread_id: int, key: ConvKey) -> None:
         """Remember the topic's conversation."""
         name = redis_key("topic", str(thread_id))
-        await self._call("set_topic", self._redis.set(name, str(key)))
+        value = str(key)
+        await self._call("set_topic", lambda p: p.set(name, value))
 
     async def get_topic(self, thread_id: int) -> ConvKey | None:
         """The topic's conversation."""
-        raw = await self._call("get_topic", self._redis.get(redis_key("topic", str(thread_id))))
+        name = redis_key("topic", str(thread_id))
+        raw = await self._call("get_topic", lambda p: p.get(name))
         return _parse_topic(thread_id, raw)
 
     async def drop_topic(self, thread_id: int) -> None:
         """Forget the topic."""
-        await self._call("drop_topic", self._redis.delete(redis_key("topic", str(thread_id))))
+        name = redis_key("topic", str(thread_id))
+        await self._call("drop_topic", lambda p: p.delete(name))
 
     async def scan_conversations(self) -> AsyncIterator[tuple[ConvKey, Session]]:
         """Every stored conversation (SCAN in batches + MGET, never KEYS)."""
         cursor: int = 0
         pattern = f"{PREFIX}:conv:*"
         while True:
-            cursor, names = await self._call(
-                "scan", self._redis.scan(cursor, match=pattern, count=_SCAN_BATCH)
-            )
+            # Off the hot path: straight to Redis, not through the auto-pipeline.
+            with self._wrap("scan"):
+                cursor, names = await self._redis.scan(cursor, match=pattern, count=_SCAN_BATCH)
             if names:
-                values = await self._call("scan", self._redis.mget(names))
+                with self._wrap("scan"):
+                    values = await self._redis.mget(names)
                 for raw_name, raw in zip(names, values, strict=True):
                     name = raw_name.decode() if isinstance(raw_name, bytes) else str(raw_name)
                     key = _key_from_conv(name)
@@ -1245,6 +1270,7 @@ class RedisStore(SessionStore):
     async def aclose(self) -> None:
         """Close the client (and the sentinel connections when this store made them)."""
         await self._leases.aclose()
+        await self._pipe.aclose()
         await self._redis.aclose()
         if self._sentinel is not None:
             await self._sentinel.aclose()

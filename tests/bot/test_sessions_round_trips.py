@@ -6,6 +6,7 @@ trip of its own, and must never hand back a session older than what is stored.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from bot.sessions import RedisStore, Session
+from bot.sessions import RedisStore, Session, StoreUnavailable, redis_key
 from bot.types import ConvKey
 
 KEY = ConvKey("telegram", "4242")
@@ -37,15 +38,29 @@ async def stores() -> AsyncIterator[tuple[RedisStore, RedisStore]]:
 
 
 def count_commands(store: RedisStore) -> list[str]:
-    """Record the name of every command the store sends."""
+    """Record every round trip the store makes: one entry per pipeline (its commands, "+"-joined)
+    or per command sent on its own."""
     sent: list[str] = []
     original: Callable[..., Awaitable[Any]] = store.client.execute_command
+    original_pipeline = store.client.pipeline
 
     async def counting(*args: Any, **kwargs: Any) -> Any:
         sent.append(str(args[0]).upper())
         return await original(*args, **kwargs)
 
+    def pipeline(*args: Any, **kwargs: Any) -> Any:
+        pipe = original_pipeline(*args, **kwargs)
+        execute = pipe.execute
+
+        async def counted(*a: Any, **kw: Any) -> Any:
+            sent.append("+".join(str(c[0][0]).upper() for c in pipe.command_stack))
+            return await execute(*a, **kw)
+
+        pipe.execute = counted  # type: ignore[method-assign]
+        return pipe
+
     store.client.execute_command = counting  # type: ignore[method-assign]
+    store.client.pipeline = pipeline  # type: ignore[method-assign]
     return sent
 
 
@@ -149,3 +164,66 @@ async def test_a_dead_processs_lock_lapses_within_its_lease(
 
     async with alive.lock(KEY, timeout=5, wait=3):  # free half a second later, not minutes
         pass
+
+
+async def test_turns_of_many_conversations_at_once_share_round_trips(
+    stores: tuple[RedisStore, RedisStore],
+) -> None:
+    """Fifty customers writing at the same moment: their turns leave in shared pipelines, so the
+    store makes far fewer round trips than the 150 commands it sends, and every turn is whole."""
+    mine, _ = stores
+    sent = count_commands(mine)
+    keys = [ConvKey("telegram", str(5000 + i)) for i in range(50)]
+
+    await asyncio.gather(*(_one_turn(mine, k, f"burst-{k.chat_id}") for k in keys))
+
+    commands = sum(len(trip.split("+")) for trip in sent)
+    assert commands == 150  # open, save, save-and-release for each
+    assert len(sent) <= 10  # in practice 3: one pipeline per step of the fifty turns
+    for k in keys:
+        stored = await mine.load(k)
+        assert stored is not None
+        assert stored.outbox == []
+        assert await mine.claim_event(k.channel, f"burst-{k.chat_id}") is False  # claimed once
+
+
+async def test_a_redis_that_lost_its_scripts_is_reloaded_and_the_turn_goes_on(
+    stores: tuple[RedisStore, RedisStore],
+) -> None:
+    """A restarted Redis forgets its script cache (NOSCRIPT): the batch loads them and resends."""
+    mine, _ = stores
+    await _one_turn(mine, KEY, "before")
+    await mine.client.script_flush()
+
+    await asyncio.gather(*(_one_turn(mine, ConvKey("telegram", str(i)), f"e{i}") for i in range(5)))
+
+    assert (await mine.load(ConvKey("telegram", "4"))) is not None
+
+
+async def test_one_failing_command_fails_only_its_caller(
+    stores: tuple[RedisStore, RedisStore],
+) -> None:
+    mine, _ = stores
+    await mine.client.set(redis_key("lockout", "doc:1"), "not a number")
+
+    results = await asyncio.gather(
+        mine.register_failure("doc:1", 60),  # INCR of a string: Redis refuses
+        mine.register_failure("doc:2", 60),
+        return_exceptions=True,
+    )
+
+    assert isinstance(results[0], StoreUnavailable)
+    assert results[1] == 1
+
+
+async def test_a_lost_connection_fails_the_whole_batch_as_store_unavailable() -> None:
+    store = RedisStore.from_url("redis://127.0.0.1:1/0")  # nothing listens there
+    try:
+        results = await asyncio.gather(
+            store.claim_event("telegram", "a"),
+            store.failures_many(["doc:1"]),
+            return_exceptions=True,
+        )
+    finally:
+        await store.aclose()
+    assert all(isinstance(r, StoreUnavailable) for r in results)

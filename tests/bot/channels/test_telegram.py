@@ -474,7 +474,7 @@ async def test_private_chat_pacing_allows_a_burst_then_slows(bot: Bot, fake: Fak
     await channel.aclose()
     at = fake.timestamps(CHAT)
     assert at[2] - at[0] < 0.2  # a three-message reply goes out at once
-    assert at[3] - at[0] >= 0.18  # the fourth waits for the bucket to refill
+    assert at[3] - at[0] >= 0.15  # the fourth waits for the bucket to refill (less the 1st trip)
     assert at[4] - at[3] >= 0.18
 
 
