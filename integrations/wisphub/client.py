@@ -57,6 +57,7 @@ from integrations.wisphub.models import (
     Ticket,
     TicketRequest,
 )
+from integrations.wisphub.transport import AiohttpTransport
 
 logger = logging.getLogger(__name__)
 
@@ -352,10 +353,8 @@ class WispHubClient:
         """A client with its own connection pool sized and timed from settings."""
         http = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
-            limits=httpx.Limits(
-                max_connections=settings.max_concurrency,
-                max_keepalive_connections=settings.max_concurrency,
-            ),
+            # httpx's API over aiohttp's wire: half the CPU a request (see transport.py).
+            transport=AiohttpTransport(max_connections=settings.max_concurrency),
             headers={"User-Agent": "wispbot"},
             follow_redirects=False,
         )
