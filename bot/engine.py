@@ -199,7 +199,7 @@ class Engine:
                 log.info("duplicate event dropped", extra={"conv": str(key)})
                 metrics.DUPLICATES.labels(key.channel).inc()
                 return []
-            metrics.MESSAGES_IN.labels(key.channel).inc()
+            metrics.labelled(metrics.MESSAGES_IN, key.channel).inc()
             if start.hits > limit:
                 # Told once, on the first message over the limit; dropped quietly after that.
                 log.warning(

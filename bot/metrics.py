@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+from typing import TypeVar
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
+
+_M = TypeVar("_M", bound=MetricWrapperBase)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -59,3 +65,13 @@ LOCK_TIMEOUTS = Counter(
     ["channel"],
     registry=REGISTRY,
 )
+
+
+@functools.cache
+def _child(metric: MetricWrapperBase, values: tuple[str, ...]) -> MetricWrapperBase:
+    return metric.labels(*values)
+
+
+def labelled(metric: _M, *values: str) -> _M:
+    """``metric.labels(*values)``, looked up once per label set (hot paths call it per message)."""
+    return _child(metric, values)  # type: ignore[return-value]

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 def _observe_wisphub(endpoint: str, outcome: str, seconds: float) -> None:
-    metrics.WISPHUB_CALLS.labels(endpoint, outcome).observe(seconds)
+    metrics.labelled(metrics.WISPHUB_CALLS, endpoint, outcome).observe(seconds)
 
 
 def _circuit_changed(state: str) -> None:

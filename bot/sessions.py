@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import secrets
 import time
@@ -40,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import orjson
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
@@ -103,13 +103,13 @@ class Session:
             "outbox": self.outbox,
             "v": self.v,
         }
-        return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+        return orjson.dumps(fields, option=orjson.OPT_NON_STR_KEYS).decode()
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Session:
         """Parse stored JSON; unknown keys are ignored; unreadable input raises SessionCorrupt."""
         try:
-            obj = json.loads(raw)
+            obj = orjson.loads(raw)
         except (ValueError, TypeError) as err:  # JSONDecodeError and UnicodeDecodeError
             msg = f"session is not valid JSON: {err}"
             raise SessionCorrupt(msg) from err

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import dataclasses
 import hmac
-import json
 import logging
 import mimetypes
 import signal
@@ -24,6 +23,7 @@ from collections.abc import Awaitable, Coroutine
 from contextlib import AsyncExitStack
 from typing import Any
 
+import orjson
 from aiogram.exceptions import TelegramUnauthorizedError
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -224,7 +224,9 @@ class Service:
                 await self.engine.ctx.store.push_inbox(inbound.to_json())
                 log.info("event kept for the next process", extra={"conv": str(inbound.key)})
             raise
-        metrics.REPLY_LATENCY.labels(inbound.key.channel).observe(time.perf_counter() - started)
+        metrics.labelled(metrics.REPLY_LATENCY, inbound.key.channel).observe(
+            time.perf_counter() - started
+        )
 
     async def on_agent(self, msg: AgentMessage) -> None:
         """An agent's message in a topic (the engine keeps a topic's messages in order)."""
@@ -318,7 +320,7 @@ class Service:
                     "reply not delivered, kept in the outbox", extra={"conv": str(reply.key)}
                 )
                 return replies[index:], err
-            metrics.MESSAGES_OUT.labels(reply.key.channel).inc()
+            metrics.labelled(metrics.MESSAGES_OUT, reply.key.channel).inc()
         return [], None
 
     # -- HTTP -------------------------------------------------------------------------------
@@ -383,8 +385,8 @@ class Service:
             log.warning("telegram webhook call with a missing or wrong secret token")
             return web.Response(status=403, text="forbidden")
         try:
-            body = json.loads(await request.read())
-        except (UnicodeDecodeError, json.JSONDecodeError):
+            body = orjson.loads(await request.read())
+        except ValueError:  # not JSON, or not UTF-8
             return web.Response(status=400, text="malformed JSON")
         if not isinstance(body, dict):
             return web.Response(status=400, text="expected a JSON object")

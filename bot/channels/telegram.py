@@ -33,7 +33,6 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-import json
 import logging
 import mimetypes
 import random
@@ -47,6 +46,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 import certifi
+import orjson
 from aiogram import Bot
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
@@ -402,7 +402,15 @@ def _lean_session(timeout: float) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(
         ssl=ssl.create_default_context(cafile=certifi.where()), limit=100, ttl_dns_cache=3600
     )
-    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout))
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=timeout),
+        json_serialize=_json_text,
+    )
+
+
+def _json_text(obj: Any) -> str:
+    return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def api_error(
@@ -750,7 +758,7 @@ class TelegramChannel:
             text = self._scrub(f"{type(err).__name__}: {err}")
             raise TelegramNetworkError(method=_stand_in(method, payload), message=text) from None
         try:
-            body = json.loads(content)
+            body = orjson.loads(content)
         except ValueError as err:
             msg = "Failed to decode object"
             raise ClientDecodeError(msg, err, content[:200]) from err

@@ -36,6 +36,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import httpx
+import orjson
 from async_lru import alru_cache
 from pydantic import ValidationError
 
@@ -937,7 +938,7 @@ class WispHubClient:
     @staticmethod
     def _decode(name: str, response: httpx.Response, *, strict: bool = False) -> Any:
         try:
-            return response.json()
+            return orjson.loads(response.content)
         except ValueError as err:
             if not strict:
                 # An error answer without JSON: its text is still the best detail we have.
