@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -10,6 +11,7 @@ from rapidfuzz.distance import Levenshtein
 _NOT_LETTER = re.compile(r"[^a-z0-9ñ ]+")
 
 
+@functools.lru_cache(maxsize=4096)  # menu labels and commands are folded on every message
 def fold(text: str) -> str:
     """Lower-case, accents dropped (ñ kept as n), punctuation to spaces, spacing collapsed."""
     decomposed = unicodedata.normalize("NFKD", text.casefold())

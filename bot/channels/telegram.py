@@ -75,6 +75,7 @@ from aiogram.types import (
     User,
 )
 from pydantic import SecretStr, ValidationError
+from yarl import URL
 
 from bot.channels.base import AgentMessage, AgentSink, DeliveryError, InboundSink
 from bot.types import Channel, ConvKey, Inbound, Kind, Media, Option, Outbound
@@ -524,6 +525,7 @@ class TelegramChannel:
         self._global = TokenBucket(global_rate, global_rate / 2)
         self._lanes: dict[int | str, _Lane] = {}
         self._http: aiohttp.ClientSession | None = None  # the lean path's, made on first use
+        self._urls: dict[str, URL] = {}  # Bot API method -> its URL (the token is in it)
 
     async def aclose(self) -> None:
         """Close the lean path's HTTP session (aiogram's Bot session is closed by its owner)."""
@@ -744,7 +746,9 @@ class TelegramChannel:
         session = self._http
         if session is None or session.closed:
             session = self._http = _lean_session(self.bot.session.timeout)
-        url = self.bot.session.api.api_url(self.bot.token, method)
+        url = self._urls.get(method)
+        if url is None:  # parsed once per method, not on every call
+            url = self._urls[method] = URL(self.bot.session.api.api_url(self.bot.token, method))
         try:
             async with session.post(url, json=payload) as response:
                 status = response.status
