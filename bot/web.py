@@ -40,7 +40,7 @@ from bot.channels.telegram import (
     make_bot,
     parse_update,
 )
-from bot.channels.whatsapp import WhatsAppChannel, WhatsAppWebhook
+from bot.channels.whatsapp import WhatsAppChannel, WhatsAppWebhook, takes_caption
 from bot.engine import Engine
 from bot.handoff import HandoffError, HandoffPort, NoAgents
 from bot.logs import setup_logging
@@ -58,6 +58,19 @@ DRAIN_SECONDS = 25.0
 POLLING_DRAIN_SECONDS = 20.0  # fetched updates still unhandled then are kept in the inbox
 READY_CACHE_SECONDS = 5.0
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 (a header name)
+
+
+# What Telegram stores each kind of attachment as: (MIME family, MIME to use when the file path
+# does not tell), for the upload to WhatsApp.
+_TELEGRAM_FORMATS = {
+    "photo": ("image/", "image/jpeg"),
+    "sticker": ("image/webp", "image/webp"),
+    "voice": ("audio/", "audio/ogg"),
+    "audio": ("audio/", "audio/mpeg"),
+    "video": ("video/", "video/mp4"),
+    "video_note": ("video/", "video/mp4"),
+    "animation": ("video/", "video/mp4"),
+}
 
 
 class Service:
@@ -259,7 +272,7 @@ class Service:
         return dataclasses.replace(reply, source_key=ConvKey("telegram", str(agents)))
 
     def _agent_file_for_whatsapp(self, reply: Outbound) -> bool:
-        """Whether the reply is an agent's photo or document for a WhatsApp customer."""
+        """Whether the reply is an agent's attachment (with a file to fetch) for WhatsApp."""
         return (
             reply.key.channel == "whatsapp"
             and reply.media is not None
@@ -281,13 +294,16 @@ class Service:
             msg = f"{reply.key}: the customer has not written for 24 hours"
             raise WindowClosed(msg)
         data, mime = await self.telegram.download_file(media.file_id)
-        if media.type == "photo" and not mime.startswith("image/"):
-            mime = "image/jpeg"  # Telegram stores photos as JPEG
+        family, usual = _TELEGRAM_FORMATS.get(media.type, ("", mime))
+        if not mime.startswith(family):
+            mime = usual  # the file path did not tell: the format Telegram stores it in
         extension = mimetypes.guess_extension(mime) or ""
         media_id = await self.whatsapp.upload_media(data, mime, f"{media.type}{extension}")
         await self.whatsapp.send_media(chat, media_id, media.type, media.caption)
-        # The engine relays the caption as the text too: send only what the caption lacks.
-        text = reply.text if reply.text.strip() != media.caption.strip() else ""
+        # The engine relays the caption as the text too: send only what the caption lacks (all
+        # of it for a voice note or a sticker, which show no caption on WhatsApp).
+        same = takes_caption(media.type) and reply.text.strip() == media.caption.strip()
+        text = "" if same else reply.text
         if text.strip() or reply.options:
             await self.whatsapp.send(Outbound(reply.key, text, reply.options))
 

@@ -183,11 +183,25 @@ def _media_of(message: Message) -> Media | None:
 
 
 def _file_id_of(message: Message) -> str:
-    """The file id of a photo (its largest size) or document, else empty."""
+    """The file id of an attachment another channel can be sent a copy of, else empty: a photo
+    (its largest size), GIF, video, round video, voice note, audio, document or still sticker
+    (animated and video stickers have no WhatsApp equivalent)."""
     if message.photo:
         return message.photo[-1].file_id
-    if message.document is not None and message.animation is None:
-        return message.document.file_id
+    if message.sticker is not None:
+        still = not (message.sticker.is_animated or message.sticker.is_video)
+        return message.sticker.file_id if still else ""
+    # An animation message carries a document too: the animation is what was sent.
+    for item in (
+        message.animation,
+        message.video,
+        message.video_note,
+        message.voice,
+        message.audio,
+        message.document,
+    ):
+        if item is not None:
+            return item.file_id
     return ""
 
 

@@ -75,9 +75,22 @@ _SEND_TYPES = {
     "audio": "audio",
     "voice": "audio",
     "video": "video",
+    "video_note": "video",
+    "animation": "video",
     "document": "document",
     "sticker": "sticker",
 }
+_CAPTIONED = frozenset({"image", "video", "document"})  # WhatsApp's types that take a caption
+
+
+def send_type(kind: str) -> str:
+    """The WhatsApp message type a channel-neutral media type is sent as."""
+    return _SEND_TYPES.get(kind, "document")
+
+
+def takes_caption(kind: str) -> bool:
+    """Whether WhatsApp shows a caption on this media type (audio and stickers have none)."""
+    return send_type(kind) in _CAPTIONED
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -575,13 +588,13 @@ class WhatsAppChannel:
         )
 
     def _media_message(self, chat: str, media: Media) -> dict[str, Any]:
-        kind = _SEND_TYPES.get(media.type, "document")
+        kind = send_type(media.type)
         content: dict[str, Any] = (
             {"link": media.ref}
             if media.ref.startswith(("https://", "http://"))
             else {"id": media.ref}
         )
-        if media.caption and kind in ("image", "video", "document"):
+        if media.caption and kind in _CAPTIONED:
             content["caption"] = _shorten(media.caption, BODY_LIMIT)
         return self._envelope(chat, kind, content)
 

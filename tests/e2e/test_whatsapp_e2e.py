@@ -626,8 +626,8 @@ async def _hand_off(bot: BotUnderTest, agents: Agents) -> tuple[Chat, int]:
     return ana, card.message_thread_id
 
 
-def _agent_photo(tg: FakeTelegram, thread: int, file_id: str, caption: str) -> dict[str, Any]:
-    """An agent's captioned photo in a topic, as Telegram sends it."""
+def _agent_post(tg: FakeTelegram, thread: int, **attachment: Any) -> dict[str, Any]:
+    """An agent's message with an attachment in a topic, as Telegram sends it."""
     return {
         "message": {
             "message_id": 9000 + len(tg.calls),
@@ -636,12 +636,15 @@ def _agent_photo(tg: FakeTelegram, thread: int, file_id: str, caption: str) -> d
             "from": {"id": 5001, "is_bot": False, "first_name": "Luis"},
             "message_thread_id": thread,
             "is_topic_message": True,
-            "photo": [
-                {"file_id": file_id, "file_unique_id": f"u{file_id}", "width": 9, "height": 9}
-            ],
-            "caption": caption,
+            **attachment,
         }
     }
+
+
+def _agent_photo(tg: FakeTelegram, thread: int, file_id: str, caption: str) -> dict[str, Any]:
+    """An agent's captioned photo in a topic, as Telegram sends it."""
+    size = {"file_id": file_id, "file_unique_id": f"u{file_id}", "width": 9, "height": 9}
+    return _agent_post(tg, thread, photo=[size], caption=caption)
 
 
 async def test_handoff_both_ways(bot: BotUnderTest) -> None:
@@ -695,6 +698,52 @@ async def test_handoff_both_ways(bot: BotUnderTest) -> None:
     assert bot.peers.telegram.topics[thread].closed
     await ana.press("Estado de cuenta")
     await ana.expect("Valor mensual")
+
+
+async def test_agents_voice_notes_videos_and_stickers_reach_the_whatsapp_customer(
+    bot: BotUnderTest,
+) -> None:
+    """What agents really send besides text: each is fetched from Telegram, uploaded to Graph
+    in a format WhatsApp plays, and sent; a caption WhatsApp cannot show comes as a text."""
+    agents = Agents(bot)
+    ana, thread = await _hand_off(bot, agents)
+    tg, graph = bot.peers.telegram, bot.peers.graph
+    file = {"file_unique_id": "u", "duration": 3}
+
+    tg.add_file("voice-1", b"OggS opus voice", "voice/file_1.oga")
+    first = len(ana.sent)
+    tg.push_update(
+        _agent_post(tg, thread, voice={"file_id": "voice-1", **file}, caption="escucha esto")
+    )
+    audio = await ana.expect(r"\[audio\]")
+    assert graph.uploads[audio["audio"]["id"]] == (b"OggS opus voice", "audio/ogg")
+    await ana.expect("escucha esto")  # a voice note shows no caption on WhatsApp
+
+    tg.add_file("video-1", b"mp4 video", "videos/file_2.mp4")
+    video = {"file_id": "video-1", "width": 9, "height": 9, **file}
+    tg.push_update(_agent_post(tg, thread, video=video, caption="asi se reinicia el router"))
+    sent = await ana.expect(r"\[video\]")
+    assert sent["video"]["caption"] == "asi se reinicia el router"
+    assert graph.uploads[sent["video"]["id"]] == (b"mp4 video", "video/mp4")
+
+    tg.add_file("sticker-1", b"RIFF webp", "stickers/file_3.webp")
+    sticker = {"file_id": "sticker-1", "file_unique_id": "s", "type": "regular", "width": 512}
+    sticker |= {"height": 512, "is_animated": False, "is_video": False}
+    tg.push_update(_agent_post(tg, thread, sticker=sticker))
+    sent = await ana.expect(r"\[sticker\]")
+    assert graph.uploads[sent["sticker"]["id"]] == (b"RIFF webp", "image/webp")
+    assert [content(m) for m in ana.sent[first:]] == [
+        "[audio]",
+        "escucha esto",
+        "[video]",
+        "[sticker]",
+    ]
+
+    # An animated sticker has no WhatsApp form: the agent is told, the customer gets nothing.
+    before = len(ana.sent)
+    tg.push_update(_agent_post(tg, thread, sticker=sticker | {"is_animated": True}))
+    await agents.expect("No pude entregar", thread)
+    assert len(ana.sent) == before
 
 
 async def test_agent_is_told_when_the_24_hour_window_is_closed(bot: BotUnderTest) -> None:

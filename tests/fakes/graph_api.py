@@ -479,6 +479,8 @@ def validate_message(body: dict[str, Any]) -> str:
     elif kind in ("image", "audio", "video", "document", "sticker"):
         if not (content.get("id") or content.get("link")):
             errors.append("media id or link is required")
+        if "caption" in content and kind in ("audio", "sticker"):
+            errors.append(f"{kind} messages take no caption")
     else:
         errors.append(f"unsupported type {kind}")
     return "; ".join(errors)

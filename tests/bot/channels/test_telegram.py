@@ -291,10 +291,29 @@ def test_agents_photo_and_document_keep_their_file_id(fake: FakeTelegram) -> Non
         Media("photo", str(photo["message"]["message_id"]), "la factura", file_id="AgAD-big"),
         Media("document", str(document["message"]["message_id"]), file_id="BQAD-doc"),
     ]
-    other = update_to_agent_message(as_update(sticker), fake.agents_chat_id)
-    assert other is not None
-    assert other.media is not None
-    assert other.media.file_id == ""  # only photos and documents are fetched for WhatsApp
+    still = update_to_agent_message(as_update(sticker), fake.agents_chat_id)
+    assert still is not None
+    assert still.media is not None
+    assert still.media.file_id == "CAAD-st"  # a still WebP sticker can go to WhatsApp
+    sticker["message"]["sticker"]["is_animated"] = True
+    animated = update_to_agent_message(as_update(sticker), fake.agents_chat_id)
+    assert animated is not None
+    assert animated.media is not None
+    assert animated.media.file_id == ""  # WhatsApp has no animated stickers: not fetched
+
+
+def test_an_agents_gif_keeps_the_animation_not_its_document_twin(fake: FakeTelegram) -> None:
+    gif = fake.agent_text(101, "")
+    del gif["message"]["text"]
+    file = {"width": 9, "height": 9, "duration": 1}
+    gif["message"]["animation"] = {"file_id": "CgAD-gif", "file_unique_id": "AQg", **file}
+    gif["message"]["document"] = {"file_id": "CgAD-doc", "file_unique_id": "AQd"}
+
+    message = update_to_agent_message(as_update(gif), fake.agents_chat_id)
+
+    assert message is not None
+    assert message.media is not None
+    assert (message.media.type, message.media.file_id) == ("animation", "CgAD-gif")
 
 
 async def test_download_file_gives_the_bytes_and_a_type_from_the_path(
