@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
+from redis.typing import ScriptTextT
 
 Queue = Callable[[Pipeline], object]
 
@@ -34,14 +35,14 @@ class AutoPipeline:
         self._pending: list[tuple[Queue, asyncio.Future[Any]]] = []
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
-        self._scripts: dict[str, str] = {}  # sha -> source, loaded again after NOSCRIPT
+        self._scripts: dict[str, ScriptTextT] = {}  # sha -> source, loaded again after NOSCRIPT
         self.batches = 0  # pipelines sent (for tests and benchmarks)
         self.commands = 0
 
     def script(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> Queue:
         """The queueing function of one ``EVALSHA`` of ``script``."""
         sha = script.sha
-        self._scripts.setdefault(sha, str(script.script))
+        self._scripts.setdefault(sha, script.script)
         return lambda pipe: pipe.evalsha(sha, len(keys), *keys, *args)
 
     async def run(self, queue: Queue) -> Any:
