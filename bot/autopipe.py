@@ -39,6 +39,11 @@ class AutoPipeline:
         self.batches = 0  # pipelines sent (for tests and benchmarks)
         self.commands = 0
 
+    def know(self, *scripts: AsyncScript) -> None:
+        """Scripts to load again, all of them, when Redis answers NOSCRIPT to any one."""
+        for script in scripts:
+            self._scripts.setdefault(script.sha, script.script)
+
     def script(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> Queue:
         """The queueing function of one ``EVALSHA`` of ``script``."""
         sha = script.sha

@@ -920,6 +920,17 @@ class RedisStore(SessionStore):
         self._save_release = redis.register_script(_SAVE_RELEASE)
         self._renew = redis.register_script(_RENEW)
         self._leases = _LeaseKeeper(self._extend)
+        self._pipe.know(
+            self._release,
+            self._acquire_load,
+            self._wait_turn,
+            self._abandon,
+            self._leave,
+            self._window_incr,
+            self._open_turn,
+            self._save_release,
+            self._renew,
+        )
 
     @classmethod
     def from_url(cls, url: str, *, clock: Clock = time.time) -> RedisStore:
