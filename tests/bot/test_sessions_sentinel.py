@@ -105,12 +105,31 @@ async def _replicated(port: int, name: str) -> None:
         await client.aclose()
 
 
+async def _sentinel_knows_the_replica(servers: Servers) -> None:
+    """A sentinel learns of replicas from the master's INFO, every 10 s: a failover before that
+    has nobody to promote."""
+    sentinel = aioredis.Redis(port=servers.sentinel, decode_responses=True)
+    try:
+        for _ in range(300):
+            replicas = await sentinel.sentinel_slaves(SERVICE)
+            if any(
+                int(r.get("port", 0)) == servers.replica and not r.get("is_disconnected")
+                for r in replicas
+            ):
+                return
+            await asyncio.sleep(0.1)  # polling the sentinel's view, not a fixed wait
+        raise AssertionError("the sentinel never learned of the replica")
+    finally:
+        await sentinel.aclose()
+
+
 async def test_turns_go_through_the_sentinel_and_survive_a_failover(servers: Servers) -> None:
     store = RedisStore.from_url(f"redis+sentinel://127.0.0.1:{servers.sentinel}/{SERVICE}/0")
     keys = [ConvKey("telegram", str(700 + i)) for i in range(20)]
     try:
         await asyncio.gather(*(_turn(store, k, f"a{k.chat_id}", "client.menu") for k in keys))
         await _replicated(servers.replica, f"wispbot:conv:telegram:{keys[-1].chat_id}")
+        await _sentinel_knows_the_replica(servers)
 
         servers.stop("master")  # the master dies; the sentinel promotes the replica
         deadline = time.monotonic() + 30
