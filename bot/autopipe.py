@@ -6,10 +6,11 @@ for its reply); a pipeline pays that once for all of its commands. ``AutoPipelin
 a command and, at the end of the current loop tick, every queued command leaves in one
 non-transactional pipeline on one pooled connection. Each caller still gets its own result or
 its own error; nothing waits for a batch to fill (the flush is the next tick), so a lone
-command costs what it did before.
+command costs about what it did before.
 
 Scripts go by ``EVALSHA``. When Redis answers ``NOSCRIPT`` (it restarted and lost its script
-cache), the batch loads its scripts and sends those commands again, once.
+cache), the batch loads every script the store declared (``know``) and sends those commands
+again, once.
 """
 
 from __future__ import annotations
@@ -36,8 +37,6 @@ class AutoPipeline:
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._scripts: dict[str, ScriptTextT] = {}  # sha -> source, loaded again after NOSCRIPT
-        self.batches = 0  # pipelines sent (for tests and benchmarks)
-        self.commands = 0
 
     def know(self, *scripts: AsyncScript) -> None:
         """Scripts to load again, all of them, when Redis answers NOSCRIPT to any one."""
@@ -71,8 +70,6 @@ class AutoPipeline:
         task.add_done_callback(self._tasks.discard)
 
     async def _send(self, batch: list[tuple[Queue, asyncio.Future[Any]]]) -> None:
-        self.batches += 1
-        self.commands += len(batch)
         try:
             results = await self._execute([q for q, _ in batch])
             missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
