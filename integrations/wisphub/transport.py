@@ -14,6 +14,7 @@ is then reconciled, never sent twice).
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +22,8 @@ from contextlib import contextmanager
 import aiohttp
 import certifi
 import httpx
+
+_QUERY = re.compile(r"\?\S*")
 
 
 @contextmanager
@@ -35,10 +38,12 @@ def _mapped(request: httpx.Request) -> Iterator[None]:
         raise httpx.ReadTimeout(str(err) or "read timed out", request=request) from err
     except TimeoutError as err:
         raise httpx.ReadTimeout("timed out", request=request) from err
-    except aiohttp.InvalidURL as err:
-        raise httpx.UnsupportedProtocol(str(err), request=request) from err
+    except aiohttp.InvalidURL:
+        raise httpx.UnsupportedProtocol("invalid WispHub URL", request=request) from None
     except aiohttp.ClientError as err:  # disconnected, reset, bad payload: maybe sent
-        raise httpx.ReadError(f"{type(err).__name__}: {err}", request=request) from err
+        # A query string may carry a document number: never in an error's text.
+        text = _QUERY.sub("?<redacted>", f"{type(err).__name__}: {err}")
+        raise httpx.ReadError(text, request=request) from None
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):

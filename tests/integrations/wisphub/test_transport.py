@@ -50,7 +50,7 @@ async def server() -> AsyncIterator[str]:
     app.router.add_route("*", "/echo", echo)
     app.router.add_get("/gzip", gzipped)
     app.router.add_get("/slow", slow)
-    app.router.add_post("/hangup", hang_up)
+    app.router.add_route("*", "/hangup", hang_up)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -131,3 +131,13 @@ async def test_closing_the_client_closes_the_session(server: str) -> None:
         session = transport._session
     assert session is not None
     assert session.closed
+
+
+async def test_a_failure_never_quotes_the_query(server: str, http: httpx.AsyncClient) -> None:
+    """The query carries document numbers: the error, and what it chains, must not show them."""
+    with pytest.raises(httpx.ReadError) as caught:
+        await http.get(f"{server}/hangup", params={"cedula": "1020304050"})
+    err: BaseException | None = caught.value
+    while err is not None:
+        assert "1020304050" not in str(err)
+        err = err.__cause__ or err.__context__
