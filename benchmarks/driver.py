@@ -405,6 +405,9 @@ class Customers:
             if r.status != 200:
                 msg = f"webhook answered {r.status}"
                 raise RuntimeError(msg)
+            answer = await r.read()
+        # Telegram runs a method a bot names in its answer (aiogram's handler never does).
+        await self.fake.webhook_reply(answer)
 
     async def conversation(
         self, customer: Customer, steps: Sequence[Step], result: RunResult

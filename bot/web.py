@@ -36,6 +36,7 @@ from bot.channels.telegram import (
     BadUpdate,
     TelegramChannel,
     TelegramPolling,
+    callback_query_id,
     dispatch_update,
     make_bot,
     parse_update,
@@ -413,8 +414,17 @@ class Service:
         except BadUpdate as err:
             log.warning("telegram webhook body is not an update", extra={"error": str(err)})
             return web.Response(status=400, text="not a Telegram update")
-        self._spawn(dispatch_update(update, self.telegram, self.on_inbound, self.on_agent))
-        return web.Response(text="ok")
+        press = callback_query_id(update)
+        self._spawn(
+            dispatch_update(
+                update, self.telegram, self.on_inbound, self.on_agent, answered=press is not None
+            )
+        )
+        if press is None:
+            return web.Response(text="ok")
+        # A button press is answered in the webhook's own answer (Telegram runs the method it
+        # names): the button's spinner stops at once, without a Bot API call of its own.
+        return web.json_response({"method": "answerCallbackQuery", "callback_query_id": press})
 
 
 async def run_service() -> int:

@@ -881,11 +881,14 @@ async def dispatch_update(
     on_inbound: InboundSink,
     on_agent: AgentSink | None,
     on_callback: CallbackSink | None = None,
+    *,
+    answered: bool = False,
 ) -> None:
-    """Route one parsed update: answer a button press, then hand the event to its sink."""
+    """Route one parsed update: answer a button press (unless ``answered``: the webhook's answer
+    did), then hand the event to its sink."""
     answering: asyncio.Future[None] | None = None
     if isinstance(update, QuickUpdate):
-        if update.callback_query_id is not None:
+        if update.callback_query_id is not None and not answered:
             answer = on_callback or channel.answer_callback
             answering = asyncio.ensure_future(answer(update.callback_query_id))
         try:
@@ -894,7 +897,7 @@ async def dispatch_update(
             if answering is not None:
                 await answering
         return
-    if update.callback_query is not None:
+    if update.callback_query is not None and not answered:
         # Answered alongside, not before: awaiting the answer first would let a later update of
         # the same customer reach the sink ahead of this press.
         answer = on_callback or channel.answer_callback
@@ -910,6 +913,13 @@ async def dispatch_update(
     finally:
         if answering is not None:
             await answering
+
+
+def callback_query_id(update: Update | QuickUpdate) -> str | None:
+    """The id of the button press an update carries, else None."""
+    if isinstance(update, QuickUpdate):
+        return update.callback_query_id
+    return update.callback_query.id if update.callback_query is not None else None
 
 
 def parse_update(update_json: dict[str, Any], channel: TelegramChannel) -> Update | QuickUpdate:

@@ -114,6 +114,7 @@ async def fleet(
         ),
     }
     bots = {name: BotProcess(name, env, workdir) for name, env in envs.items()}
+    bots["webhook"].telegram = webhook_fake
     for bot in bots.values():
         bot.owner = str(request.path)
         bot.launch()

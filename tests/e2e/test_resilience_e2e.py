@@ -95,7 +95,9 @@ async def post_update(bot: BotProcess, update: dict[str, Any], secret: str = WEB
     """POST one update to the bot's Telegram webhook as Telegram would; the HTTP status."""
     headers = {"Content-Type": "application/json", SECRET_HEADER: secret}
     body = json.dumps(update).encode()
-    status, _ = await bot.request("POST", "/webhooks/telegram", data=body, headers=headers)
+    status, answer = await bot.request("POST", "/webhooks/telegram", data=body, headers=headers)
+    if status == 200 and bot.telegram is not None:
+        await bot.telegram.webhook_reply(answer)  # a method in the answer runs, as on Telegram
     return status
 
 
@@ -233,6 +235,7 @@ async def bots(
     if own_redis is not None:
         envs["outage"] = bot_env(outage_fake, sandbox.url, free_port(), REDIS_URL=own_redis.url)
     started = {name: BotProcess(f"resilience-{name}", env, workdir) for name, env in envs.items()}
+    started["a"].telegram = started["b"].telegram = webhook_fake
     for bot in started.values():
         bot.owner = str(request.path)
         bot.launch()

@@ -67,7 +67,9 @@ async def post_update(
     headers = {"Content-Type": "application/json"}
     if secret is not None:
         headers[SECRET_HEADER] = secret
-    status, _ = await bot.request("POST", "/webhooks/telegram", data=body, headers=headers)
+    status, answer = await bot.request("POST", "/webhooks/telegram", data=body, headers=headers)
+    if status == 200 and bot.telegram is not None:
+        await bot.telegram.webhook_reply(answer)  # a method in the answer runs, as on Telegram
     return status
 
 
@@ -469,6 +471,40 @@ async def test_webhook_duplicate_update_is_handled_once(
     assert await post_update(webhook_bot, chat.press("Soy cliente")) == 200
     await chat.expect("documento")
     assert count(chat.messages(), "asistente virtual") == 1, chat.transcript()
+
+
+async def test_a_button_press_is_answered_in_the_webhook_answer(
+    webhook_bot: BotProcess, webhook_fake: FakeTelegram, new_chat: NewChat
+) -> None:
+    """The webhook's answer to a press names answerCallbackQuery (Telegram runs it: the spinner
+    stops at once); the bot makes no Bot API call of its own for it, and a text gets none."""
+    chat = new_chat(on=webhook_fake)
+    assert await post_update(webhook_bot, chat.say("/start")) == 200
+    await chat.expect("Soy cliente")
+    press = chat.press("Soy cliente")
+    headers = {"Content-Type": "application/json", SECRET_HEADER: WEBHOOK_SECRET}
+    status, answer = await webhook_bot.request(
+        "POST", "/webhooks/telegram", data=json.dumps(press).encode(), headers=headers
+    )
+    assert status == 200
+    assert json.loads(answer) == {
+        "method": "answerCallbackQuery",
+        "callback_query_id": press["callback_query"]["id"],
+    }
+    await webhook_fake.webhook_reply(answer)
+    await chat.expect("documento")
+    answers = [c for c in webhook_fake.calls if c.method == "answerCallbackQuery"]
+    mine = [
+        c for c in answers if c.params.get("callback_query_id") == press["callback_query"]["id"]
+    ]
+    assert [c.content_type for c in mine] == ["webhook"]  # not also a call from the bot
+    status, answer = await webhook_bot.request(
+        "POST",
+        "/webhooks/telegram",
+        data=json.dumps(chat.say("1020304050")).encode(),
+        headers=headers,
+    )
+    assert (status, answer) == (200, "ok")
 
 
 async def test_readyz_is_503_when_wisphub_is_unreachable(

@@ -113,6 +113,9 @@ class BotProcess:
         self.log_path = workdir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.owner = ""  # the test file that started it (whose failures show its log)
+        # The fake Bot API a webhook-mode bot talks to: runs what the bot puts in its answers
+        # to webhook calls (Telegram's "reply to the webhook with a method").
+        self.telegram: FakeTelegram | None = None
         self._log: IO[bytes] | None = None
 
     @property

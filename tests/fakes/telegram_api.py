@@ -489,6 +489,27 @@ class FakeTelegram:
             return fault
         return None
 
+    async def webhook_reply(self, body: str | bytes) -> None:
+        """Run the method a bot put in its answer to a webhook call, as Telegram does (nothing
+        happens for an answer without one; its result and errors reach nobody)."""
+        try:
+            params = json.loads(body or b"null")
+        except ValueError:
+            return
+        if not isinstance(params, dict) or not isinstance(params.get("method"), str):
+            return
+        method = params.pop("method")
+        call = Call(method=method, params=params, at=time.monotonic(), content_type="webhook")
+        self.calls.append(call)
+        handler = self._handlers().get(method)
+        try:
+            if handler is None:
+                raise _ApiError(404, "Not Found: method not found")
+            await handler(params)
+        except _ApiError as err:
+            call.error_code = err.code
+        self._notify()
+
     async def _api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
         try:
