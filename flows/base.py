@@ -8,7 +8,7 @@ Callbacks receive the ``EventData`` (``send_event=True``); ``event.model`` is th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
@@ -29,6 +29,7 @@ from integrations.wisphub.models import (
 )
 
 if TYPE_CHECKING:
+    from transitions.extensions.asyncio import AsyncCallback as Callback  # stubs only
     from transitions.extensions.asyncio import AsyncCallbackFunc  # declared in its stubs only
 
     from bot.sessions import Session, SessionStore
@@ -152,6 +153,13 @@ class FlowMachine(AsyncMachine):
     @staticmethod
     async def await_all(callables: list[AsyncCallbackFunc]) -> list[bool | None]:
         return [await func() for func in callables]
+
+    async def callbacks(  # type: ignore[override]  # as the stubs declare it
+        self, funcs: Iterable[Callback], event_data: AsyncEventData
+    ) -> None:
+        # Most of a transition's hooks are empty lists: no list, partials or await_all for them.
+        for func in funcs:
+            await self.callback(func, event_data)
 
 
 class Flow:

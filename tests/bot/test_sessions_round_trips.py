@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.connection import Connection
 
 from bot.sessions import RedisStore, Session, StoreUnavailable, redis_key
 from bot.types import ConvKey
@@ -233,3 +234,25 @@ async def test_a_lost_connection_fails_the_whole_batch_as_store_unavailable() ->
     finally:
         await store.aclose()
     assert all(isinstance(r, StoreUnavailable) for r in results)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("EVALSHA", "0" * 40, 2, "wispbot:seen:telegram:1", "wispbot:lock:telegram:1", 86400, 5000),
+        ("SET", "wispbot:conv:telegram:1", '{"state":"menú","data":{"n":"Ñandú"}}', "EX", 604800),
+        ("MGET", b"wispbot:lockout:doc:1", b"wispbot:lockout:chat:1"),
+        ("CONFIG GET", "maxmemory"),
+        ("INCRBYFLOAT", "k", 1.5),
+    ],
+)
+async def test_the_stores_connections_send_what_redis_py_would(command: tuple[Any, ...]) -> None:
+    """The store packs commands with hiredis; the bytes on the wire are redis-py's own."""
+    store = RedisStore.from_url(_url())
+    try:
+        fast = store.client.connection_pool.connection_class()
+        assert type(fast) is not Connection  # the store's own connections
+        ours = b"".join(fast.pack_command(*command))
+    finally:
+        await store.aclose()
+    assert ours == b"".join(Connection().pack_command(*command))
