@@ -9,8 +9,7 @@ its own error; nothing waits for a batch to fill (the flush is the next tick), s
 command costs about what it did before.
 
 Scripts go by ``EVALSHA``. When Redis answers ``NOSCRIPT`` (it restarted and lost its script
-cache), the batch loads every script the store declared (``know``) and sends those commands
-again, once.
+cache), the batch loads every registered script and sends those commands again, once.
 """
 
 from __future__ import annotations
@@ -38,15 +37,16 @@ class AutoPipeline:
         self._tasks: set[asyncio.Task[None]] = set()
         self._scripts: dict[str, ScriptTextT] = {}  # sha -> source, loaded again after NOSCRIPT
 
-    def know(self, *scripts: AsyncScript) -> None:
-        """Scripts to load again, all of them, when Redis answers NOSCRIPT to any one."""
-        for script in scripts:
-            self._scripts.setdefault(script.sha, script.script)
+    def register(self, source: str) -> AsyncScript:
+        """A Lua script of the store (registered at start-up): every registered script is loaded
+        again when Redis answers NOSCRIPT to any one."""
+        script = self._redis.register_script(source)
+        self._scripts[script.sha] = script.script
+        return script
 
     def script(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> Queue:
-        """The queueing function of one ``EVALSHA`` of ``script``."""
+        """The queueing function of one ``EVALSHA`` of a registered ``script``."""
         sha = script.sha
-        self._scripts.setdefault(sha, script.script)
         return lambda pipe: pipe.evalsha(sha, len(keys), *keys, *args)
 
     async def run(self, queue: Queue) -> Any:

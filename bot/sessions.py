@@ -960,32 +960,21 @@ class RedisStore(SessionStore):
         self._pipe = AutoPipeline(redis)
         self._clock = clock
         self._sentinel = sentinel  # closed with the store when from_url built it
-        self._release = redis.register_script(_RELEASE)
-        self._acquire_load = redis.register_script(_ACQUIRE_LOAD)
-        self._wait_turn = redis.register_script(_WAIT_TURN)
-        self._abandon = redis.register_script(_ABANDON)
-        self._leave = redis.register_script(_LEAVE)
+        self._release = self._pipe.register(_RELEASE)
+        self._acquire_load = self._pipe.register(_ACQUIRE_LOAD)
+        self._wait_turn = self._pipe.register(_WAIT_TURN)
+        self._abandon = self._pipe.register(_ABANDON)
+        self._leave = self._pipe.register(_LEAVE)
         # Tokens this process put in a conversation's waiters' line (open_turn found it busy).
         self._queued: dict[str, str] = {}
         # Session JSON read together with a lock this process holds (conv key -> raw or None),
         # handed to the next ``load`` of that conversation; dropped by a save or the release.
         self._prefetched: dict[str, bytes | str | None] = {}
-        self._window_incr = redis.register_script(_WINDOW_INCR)
-        self._open_turn = redis.register_script(_OPEN_TURN)
-        self._save_release = redis.register_script(_SAVE_RELEASE)
-        self._renew = redis.register_script(_RENEW)
+        self._window_incr = self._pipe.register(_WINDOW_INCR)
+        self._open_turn = self._pipe.register(_OPEN_TURN)
+        self._save_release = self._pipe.register(_SAVE_RELEASE)
+        self._renew = self._pipe.register(_RENEW)
         self._leases = _LeaseKeeper(self._extend)
-        self._pipe.know(
-            self._release,
-            self._acquire_load,
-            self._wait_turn,
-            self._abandon,
-            self._leave,
-            self._window_incr,
-            self._open_turn,
-            self._save_release,
-            self._renew,
-        )
 
     @classmethod
     def from_url(cls, url: str, *, clock: Clock = time.time) -> RedisStore:

@@ -329,6 +329,11 @@ class WispHubClient:
         self._clock = clock or (lambda: datetime.now(tz))
         self._country_code = country_code
         self._timeout = httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout)
+        key = settings.api_key.get_secret_value() if settings.api_key is not None else ""
+        # Built once; None without a key, and every request then fails as misconfigured.
+        self._headers = (
+            {"Authorization": f"Api-Key {key}", "Accept": "application/json"} if key else None
+        )
         self._sem = asyncio.Semaphore(settings.max_concurrency)
         self.stats = RequestStats()
         self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_reset)
@@ -842,8 +847,8 @@ class WispHubClient:
         files: Mapping[str, tuple[None, bytes]] | None,
         deadline: _Deadline,
     ) -> Any:
-        key = self._settings.api_key
-        if key is None or not key.get_secret_value():
+        headers = self._headers
+        if headers is None:
             msg = "WISPHUB_API_KEY is not set"
             raise WispHubConfigError(msg)
         name = f"{method} {label}"
@@ -852,10 +857,6 @@ class WispHubClient:
             msg = f"WispHub took too long ({name})"
             raise _Transient(msg, sent=False)
         url = self._base + path
-        headers = {
-            "Authorization": f"Api-Key {key.get_secret_value()}",
-            "Accept": "application/json",
-        }
         started = time.monotonic()
         sent = False
         try:

@@ -29,6 +29,8 @@ from e2e_harness import (
     Chat,
     bot_env,
     free_port,
+    launched,
+    running,
 )
 from telegram_api import FakeTelegram, running_fake_telegram
 
@@ -115,22 +117,8 @@ async def fleet(
     }
     bots = {name: BotProcess(name, env, workdir) for name, env in envs.items()}
     bots["webhook"].telegram = webhook_fake
-    for bot in bots.values():
-        bot.owner = str(request.path)
-        bot.launch()
-    yield bots
-    for bot in bots.values():
-        if bot.running:
-            await bot.terminate()
-
-
-async def _running(bot: BotProcess) -> BotProcess:
-    # Launched by the fleet and not yet ready, or stopped by an earlier test: (re)start it.
-    if bot.proc is not None and bot.running:
-        await bot.wait_ready()
-    else:
-        await bot.start()
-    return bot
+    async with launched(bots, str(request.path)):
+        yield bots
 
 
 @pytest_asyncio.fixture(loop_scope="module")
@@ -151,19 +139,19 @@ async def clean(sandbox: Sandbox, redis_client: aioredis.Redis) -> AsyncIterator
 @pytest_asyncio.fixture(loop_scope="module")
 async def bot(fleet: dict[str, BotProcess], clean: None) -> BotProcess:
     """The shared long-polling bot, running."""
-    return await _running(fleet["polling"])
+    return await running(fleet["polling"])
 
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def timeout_bot(fleet: dict[str, BotProcess], clean: None) -> BotProcess:
     """The long-polling bot with HANDOFF_TIMEOUT=2 (on ``timeout_fake``), running."""
-    return await _running(fleet["timeout"])
+    return await running(fleet["timeout"])
 
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def webhook_bot(fleet: dict[str, BotProcess], clean: None) -> BotProcess:
     """The webhook-mode bot (on ``webhook_fake``, WispHub unreachable), running."""
-    return await _running(fleet["webhook"])
+    return await running(fleet["webhook"])
 
 
 @pytest.fixture

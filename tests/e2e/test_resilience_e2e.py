@@ -47,6 +47,9 @@ from e2e_harness import (
     fold,
     free_port,
     identify,
+    launched,
+    post_update,
+    running,
     wait_for_text,
 )
 from redis_child import RedisChild, redis_server_path
@@ -60,7 +63,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
 SHARED_REDIS_URL = os.environ.get("E2E_RESILIENCE_REDIS_URL", "redis://127.0.0.1:6379/7")
 ANA = ("1020304050", "ana maria ruiz", "Ana")  # service 10: active, no open ticket, nothing owed
-SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 BREAKER_RESET = 2.0  # WISPHUB_BREAKER_RESET of the polling bot
 NewChat = Callable[..., Chat]
 
@@ -89,16 +91,6 @@ JOURNEY: list[tuple[str, str]] = [
 def count(messages: list[Sent], pattern: str) -> int:
     """How many messages' text matches ``pattern`` (accents and case aside)."""
     return sum(1 for m in messages if re.search(fold(pattern), fold(m.text or "")))
-
-
-async def post_update(bot: BotProcess, update: dict[str, Any], secret: str = WEBHOOK_SECRET) -> int:
-    """POST one update to the bot's Telegram webhook as Telegram would; the HTTP status."""
-    headers = {"Content-Type": "application/json", SECRET_HEADER: secret}
-    body = json.dumps(update).encode()
-    status, answer = await bot.request("POST", "/webhooks/telegram", data=body, headers=headers)
-    if status == 200 and bot.telegram is not None:
-        await bot.telegram.webhook_reply(answer)  # a method in the answer runs, as on Telegram
-    return status
 
 
 async def metric(bot: BotProcess, name: str) -> float:
@@ -236,22 +228,8 @@ async def bots(
         envs["outage"] = bot_env(outage_fake, sandbox.url, free_port(), REDIS_URL=own_redis.url)
     started = {name: BotProcess(f"resilience-{name}", env, workdir) for name, env in envs.items()}
     started["a"].telegram = started["b"].telegram = webhook_fake
-    for bot in started.values():
-        bot.owner = str(request.path)
-        bot.launch()
-    yield started
-    for bot in started.values():
-        if bot.running:
-            await bot.terminate()
-
-
-async def running(bot: BotProcess) -> BotProcess:
-    """The bot, ready: launched by the fleet and still starting, or stopped by an earlier test."""
-    if bot.running:
-        await bot.wait_ready()
-    else:
-        await bot.start()
-    return bot
+    async with launched(started, str(request.path)):
+        yield started
 
 
 @pytest_asyncio.fixture(loop_scope="module")
@@ -629,10 +607,7 @@ async def test_replies_saved_but_not_sent_go_out_after_kill9(
     chat.say("/start")
 
     async def refused() -> bool:
-        return any(
-            c.error_code == 500 and str(c.params.get("chat_id")) == str(chat.id)
-            for c in fake.calls_to("sendMessage")
-        )
+        return fake.refused(chat.id, 500)
 
     await eventually(refused, "Telegram to refuse the greeting")
     # Saved before anything was sent: the replies wait in the stored outbox.

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -24,8 +23,10 @@ from e2e_harness import (
     eventually,
     fold,
     identify,
+    post_update,
     wait_for,
     wait_for_text,
+    webhook_call,
 )
 from telegram_api import FakeTelegram, Sent
 
@@ -35,7 +36,6 @@ from integrations.wisphub.sandbox import Sandbox
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
 ANA = ("1020304050", "ana maria ruiz", "Ana")  # service 10: active, Hogar 50 Mbps at $ 89.900
-SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 NewChat = Callable[..., Chat]
 
 
@@ -59,21 +59,24 @@ async def open_handoff(chat: Chat, fake: FakeTelegram) -> Sent:
     return card
 
 
-async def post_update(
-    bot: BotProcess, update: dict[str, Any] | bytes, secret: str | None = WEBHOOK_SECRET
-) -> int:
-    """POST one update to the bot's Telegram webhook as Telegram would; the HTTP status."""
-    body = update if isinstance(update, bytes) else json.dumps(update).encode()
-    headers = {"Content-Type": "application/json"}
-    if secret is not None:
-        headers[SECRET_HEADER] = secret
-    status, answer = await bot.request("POST", "/webhooks/telegram", data=body, headers=headers)
-    if status == 200 and bot.telegram is not None:
-        await bot.telegram.webhook_reply(answer)  # a method in the answer runs, as on Telegram
-    return status
-
-
 # ---- the customer's journey -------------------------------------------------------------------
+
+
+async def _document_look_up_in_flight(chat: Chat, sandbox: Sandbox, delay: float) -> None:
+    """Bring the customer to the document question, slow WispHub down by ``delay`` for one
+    call, send the document and return once its look-up has reached WispHub."""
+    chat.say("/start")
+    await chat.expect("Soy cliente")
+    chat.press("Soy cliente")
+    await chat.expect("documento")
+    sandbox.add_fault("^/clientes/", status=0, delay=delay, count=1)  # slow, then a real answer
+    seen = len(sandbox.requests)
+    chat.say(ANA[0])
+
+    async def in_flight() -> bool:
+        return any(r.path.startswith("/clientes/") for r in sandbox.requests[seen:])
+
+    await eventually(in_flight, "the document look-up to reach WispHub")
 
 
 async def test_greeting_identification_account_and_ticket(
@@ -317,18 +320,7 @@ async def test_kill9_during_a_turn_does_not_silence_the_customer(
     """kill -9 while a message waits on WispHub; after a restart the customer's next message
     is answered promptly (the message that was in flight may be lost: polling confirmed it)."""
     chat = new_chat()
-    chat.say("/start")
-    await chat.expect("Soy cliente")
-    chat.press("Soy cliente")
-    await chat.expect("documento")
-    sandbox.add_fault("^/clientes/", status=0, delay=2.0, count=1)  # slow, then a real answer
-    seen = len(sandbox.requests)
-    chat.say(ANA[0])
-
-    async def in_flight() -> bool:
-        return any(r.path.startswith("/clientes/") for r in sandbox.requests[seen:])
-
-    await eventually(in_flight, "the document look-up to reach WispHub")
+    await _document_look_up_in_flight(chat, sandbox, delay=2.0)
     bot.kill9()
     try:
         await bot.start()
@@ -350,10 +342,7 @@ async def test_a_reply_telegram_refused_is_sent_before_the_next_one(
     chat.say("/start")
 
     async def refused() -> bool:
-        return any(
-            c.error_code == 403 and str(c.params.get("chat_id")) == str(chat.id)
-            for c in fake.calls_to("sendMessage")
-        )
+        return fake.refused(chat.id, 403)
 
     await eventually(refused, "the refused greeting")
     assert chat.messages() == []
@@ -482,28 +471,19 @@ async def test_a_button_press_is_answered_in_the_webhook_answer(
     assert await post_update(webhook_bot, chat.say("/start")) == 200
     await chat.expect("Soy cliente")
     press = chat.press("Soy cliente")
-    headers = {"Content-Type": "application/json", SECRET_HEADER: WEBHOOK_SECRET}
-    status, answer = await webhook_bot.request(
-        "POST", "/webhooks/telegram", data=json.dumps(press).encode(), headers=headers
-    )
+    status, answer = await webhook_call(webhook_bot, press)  # the fake runs what it names
     assert status == 200
     assert json.loads(answer) == {
         "method": "answerCallbackQuery",
         "callback_query_id": press["callback_query"]["id"],
     }
-    await webhook_fake.webhook_reply(answer)
     await chat.expect("documento")
     answers = [c for c in webhook_fake.calls if c.method == "answerCallbackQuery"]
     mine = [
         c for c in answers if c.params.get("callback_query_id") == press["callback_query"]["id"]
     ]
     assert [c.content_type for c in mine] == ["webhook"]  # not also a call from the bot
-    status, answer = await webhook_bot.request(
-        "POST",
-        "/webhooks/telegram",
-        data=json.dumps(chat.say("1020304050")).encode(),
-        headers=headers,
-    )
+    status, answer = await webhook_call(webhook_bot, chat.say("1020304050"))
     assert (status, answer) == (200, "ok")
 
 
@@ -558,17 +538,6 @@ async def test_sigterm_finishes_in_flight_messages_and_exits_0(
 
     Last in the file: it stops the shared bot (a later test would start it again)."""
     chat = new_chat()
-    chat.say("/start")
-    await chat.expect("Soy cliente")
-    chat.press("Soy cliente")
-    await chat.expect("documento")
-    sandbox.add_fault("^/clientes/", status=0, delay=1.0, count=1)  # slow, then a real answer
-    seen = len(sandbox.requests)
-    chat.say(ANA[0])
-
-    async def in_flight() -> bool:
-        return any(r.path.startswith("/clientes/") for r in sandbox.requests[seen:])
-
-    await eventually(in_flight, "the document look-up to reach WispHub")
+    await _document_look_up_in_flight(chat, sandbox, delay=1.0)
     assert await bot.terminate() == 0, bot.logs()
     assert count(chat.window(), "nombre completo") == 1, chat.transcript()

@@ -13,6 +13,8 @@ which waits, event-driven and bounded, for a matching bot message since the last
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import re
 import signal
@@ -21,7 +23,7 @@ import subprocess
 import sys
 import time
 import unicodedata
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -35,6 +37,7 @@ E2E_REDIS_URL = os.environ.get("E2E_REDIS_URL", "redis://127.0.0.1:6379/13")
 START_SECONDS = 30.0  # importing aiogram alone takes seconds; three bots start at once
 REPLY_SECONDS = 10.0
 WEBHOOK_SECRET = "e2e-secret_token-123"
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 # What the child inherits from the parent: nothing of the bot's own settings (a developer's shell
 # must not change the run), only what a Python process needs.
 _INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "VIRTUAL_ENV", "SYSTEMROOT")
@@ -366,6 +369,52 @@ async def identify(chat: Chat, document: str, name: str, first_name: str) -> Non
     chat.say(name)
     await chat.expect(f"Gracias, {first_name}")
     await chat.expect("Estado de cuenta")
+
+
+@contextlib.asynccontextmanager
+async def launched(bots: dict[str, BotProcess], owner: str) -> AsyncIterator[dict[str, BotProcess]]:
+    """Launch the bots together (start-up is mostly imports: they overlap); at the end, stop
+    those still running. ``owner`` is the test file whose failures show their logs."""
+    for bot in bots.values():
+        bot.owner = owner
+        bot.launch()
+    try:
+        yield bots
+    finally:
+        for bot in bots.values():
+            if bot.running:
+                await bot.terminate()
+
+
+async def running(bot: BotProcess) -> BotProcess:
+    """The bot, ready: launched and still starting, or stopped by an earlier test (restarted)."""
+    if bot.running:
+        await bot.wait_ready()
+    else:
+        await bot.start()
+    return bot
+
+
+async def webhook_call(
+    bot: BotProcess, update: dict[str, Any] | bytes, secret: str | None = WEBHOOK_SECRET
+) -> tuple[int, str]:
+    """POST one update to the bot's Telegram webhook as Telegram would: the HTTP status and the
+    answer. A method the answer names is run by the bot's fake Bot API, as Telegram runs it."""
+    body = update if isinstance(update, bytes) else json.dumps(update).encode()
+    headers = {"Content-Type": "application/json"}
+    if secret is not None:
+        headers[SECRET_HEADER] = secret
+    status, answer = await bot.request("POST", "/webhooks/telegram", data=body, headers=headers)
+    if status == 200 and bot.telegram is not None:
+        await bot.telegram.webhook_reply(answer)
+    return status, answer
+
+
+async def post_update(
+    bot: BotProcess, update: dict[str, Any] | bytes, secret: str | None = WEBHOOK_SECRET
+) -> int:
+    """``webhook_call``'s HTTP status."""
+    return (await webhook_call(bot, update, secret))[0]
 
 
 async def eventually(

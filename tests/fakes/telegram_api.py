@@ -189,6 +189,13 @@ class FakeTelegram:
         """Every request to one method (failed attempts included), in arrival order."""
         return [c for c in self.calls if c.method == method]
 
+    def refused(self, chat_id: int | str, code: int, method: str = "sendMessage") -> bool:
+        """Whether a ``method`` call to that chat was answered with error ``code``."""
+        return any(
+            c.error_code == code and str(c.params.get("chat_id")) == str(chat_id)
+            for c in self.calls_to(method)
+        )
+
     def timestamps(self, chat_id: int | str) -> list[float]:
         """Arrival times (monotonic) of the messages delivered to one chat."""
         return [m.at for m in self.sent(chat_id)]
