@@ -114,36 +114,36 @@ class Engine:
 
     @asynccontextmanager
     async def _conversation(self, key: ConvKey) -> AsyncIterator[None]:
-        """The in-process FIFO, then the store's lock (one message at a time across processes)."""
-        async with self._fifo_turn(key), self._store_lock(key):
-            yield
-
-    @asynccontextmanager
-    async def _store_lock(self, key: ConvKey) -> AsyncIterator[None]:
-        """The store's conversation lock, waiting out a short store outage to take it."""
+        """The store's conversation lock (one turn at a time across processes, first come,
+        first served), waiting out a short store outage to take it."""
         async with AsyncExitStack() as stack:
             await self._enter_lock(stack, key)
             yield
 
-    async def _enter_lock(self, stack: AsyncExitStack, key: ConvKey) -> None:
+    async def _enter_lock(
+        self, stack: AsyncExitStack, key: ConvKey, ticket: str | None = None
+    ) -> None:
         store = self.ctx.store
         await self._retry(
             lambda: stack.enter_async_context(
-                store.lock(key, timeout=LOCK_LEASE_SECONDS, wait=LOCK_WAIT_SECONDS)
+                store.lock(key, timeout=LOCK_LEASE_SECONDS, wait=LOCK_WAIT_SECONDS, ticket=ticket)
             ),
             "lock",
         )
 
-    async def _wait_for_lock(self, stack: AsyncExitStack, inbound: Inbound) -> bool:
-        """Wait for a busy conversation lock (another process's turn), twice at most.
+    async def _wait_for_lock(
+        self, stack: AsyncExitStack, inbound: Inbound, ticket: str | None
+    ) -> bool:
+        """Wait for a busy conversation lock (an earlier turn's), twice at most.
 
-        A crashed holder's lock lapses within its lease; a lock still busy after the first wait
-        belongs to a live turn that runs long, so the message waits once more. If even that is
-        not enough, the message is reported (log and metric), never dropped silently.
+        The first wait keeps the place ``open_turn`` took in the line. A crashed holder's lock
+        lapses within its lease; a lock still busy after the first wait belongs to a live turn
+        that runs long, so the message waits once more. If even that is not enough, the message
+        is reported (log and metric), never dropped silently.
         """
         for attempt in (1, 2):
             try:
-                await self._enter_lock(stack, inbound.key)
+                await self._enter_lock(stack, inbound.key, ticket if attempt == 1 else None)
             except LockTimeout:
                 log.warning(
                     "conversation lock still busy", extra={"conv": str(inbound.key), "try": attempt}
@@ -172,56 +172,75 @@ class Engine:
                 delay = min(delay * 2, 2.0)
 
     # -- customer events -----------------------------------------------------------------------
-    async def handle(self, inbound: Inbound, deliver: Deliver | None = None) -> list[Outbound]:
+    async def handle(
+        self,
+        inbound: Inbound,
+        deliver: Deliver | None = None,
+        *,
+        placed: Callable[[], None] | None = None,
+    ) -> list[Outbound]:
         """Handle one customer event.
 
         Without ``deliver`` the replies are returned (console, scenarios). With it, the session
         and its replies are saved first (the outbox), then delivered in order while the
         conversation is still locked, then the outbox is cleared of what was delivered: a
         process killed in between leaves the replies to be sent by the next one.
+
+        ``placed`` is called once the event has its place in the conversation's order (its
+        turn opened, or its place taken in the line of waiters that every process shares), or
+        once it failed to get one: a webhook answers its caller then, so an update posted
+        after that answer, to any process, is handled after this one.
         """
         key = inbound.key
-        async with self._fifo_turn(key):
-            store = self.ctx.store
-            limit = self.settings.rate_limit_per_minute
-            start = await self._retry(
-                lambda: store.open_turn(
-                    key,
-                    inbound.event_id,
-                    rate_scope=f"rate:{key}",
-                    rate_window=RATE_WINDOW,
-                    rate_limit=limit,
-                    lease=LOCK_LEASE_SECONDS,
-                ),
-                "open",
-            )
-            if not start.claimed:
-                log.info("duplicate event dropped", extra={"conv": str(key)})
-                metrics.DUPLICATES.labels(key.channel).inc()
-                return []
-            metrics.labelled(metrics.MESSAGES_IN, key.channel).inc()
-            if start.hits > limit:
-                # Told once, on the first message over the limit; dropped quietly after that.
-                log.warning(
-                    "conversation over its rate limit",
-                    extra={"conv": str(key), "count": start.hits},
+        store = self.ctx.store
+        limit = self.settings.rate_limit_per_minute
+        try:
+            # In-process arrival order into the shared line; the line keeps it from there on.
+            async with self._fifo_turn(key):
+                start = await self._retry(
+                    lambda: store.open_turn(
+                        key,
+                        inbound.event_id,
+                        rate_scope=f"rate:{key}",
+                        rate_window=RATE_WINDOW,
+                        rate_limit=limit,
+                        lease=LOCK_LEASE_SECONDS,
+                    ),
+                    "open",
                 )
-                return await self._answer_flood(inbound, start.hits == limit + 1, deliver)
-            async with AsyncExitStack() as stack:
+        finally:
+            if placed is not None:
+                placed()
+        if not start.claimed:
+            log.info("duplicate event dropped", extra={"conv": str(key)})
+            metrics.DUPLICATES.labels(key.channel).inc()
+            return []
+        metrics.labelled(metrics.MESSAGES_IN, key.channel).inc()
+        if start.hits > limit:
+            # Told once, on the first message over the limit; dropped quietly after that.
+            log.warning(
+                "conversation over its rate limit",
+                extra={"conv": str(key), "count": start.hits},
+            )
+            return await self._answer_flood(inbound, start.hits == limit + 1, deliver)
+        ticket = start.ticket
+        async with AsyncExitStack() as stack:
+            try:
                 if start.locked:
-                    stack.push_async_callback(store.release, key)  # nothing after the last save
-                elif not await self._wait_for_lock(stack, inbound):
+                    # Nothing after the last save; with the ticket, never the next turn's lock.
+                    stack.push_async_callback(store.release, key, ticket)
+                elif not await self._wait_for_lock(stack, inbound, ticket):
                     return []
-                try:
-                    loaded = await self._retry(lambda: store.load(key), "load")
-                    pending = self._pending(loaded)
-                    session, replies = await self._process(inbound, loaded)
-                except asyncio.CancelledError:
-                    # Nothing of this turn was saved: forget the event so that it is handled
-                    # when it comes again (kept in the inbox, or re-delivered).
-                    await store.unclaim_event(key.channel, inbound.event_id)
-                    raise
-                return await self._commit(key, session, pending + replies, deliver)
+                loaded = await self._retry(lambda: store.load(key), "load")
+                pending = self._pending(loaded)
+                session, replies = await self._process(inbound, loaded)
+            except asyncio.CancelledError:
+                # Nothing of this turn was saved (it waited in line, or was cut short): forget
+                # the event so that it is handled when it comes again (kept in the inbox, or
+                # re-delivered).
+                await store.unclaim_event(key.channel, inbound.event_id)
+                raise
+            return await self._commit(key, session, pending + replies, deliver, ticket)
 
     async def _answer_flood(
         self, inbound: Inbound, tell: bool, deliver: Deliver | None
@@ -249,17 +268,22 @@ class Engine:
         return pending
 
     async def _commit(
-        self, key: ConvKey, session: Session, replies: list[Outbound], deliver: Deliver | None
+        self,
+        key: ConvKey,
+        session: Session,
+        replies: list[Outbound],
+        deliver: Deliver | None,
+        ticket: str | None = None,
     ) -> list[Outbound]:
         """Save the turn (with its replies as the outbox while they are sent) and give back the
-        conversation lock with the last save: the caller holds it."""
+        conversation lock with the last save: the caller holds it (``ticket``: its turn's)."""
         ttl = self.settings.session_ttl
         store = self.ctx.store
 
         async def save(*, last: bool) -> None:
             # The flow ran once (it may have filed a ticket): only the save is retried.
             if last:
-                await self._retry(lambda: store.save_and_release(key, session, ttl), "save")
+                await self._retry(lambda: store.save_and_release(key, session, ttl, ticket), "save")
             else:
                 await self._retry(lambda: store.save(key, session, ttl), "save")
 

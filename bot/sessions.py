@@ -33,6 +33,7 @@ import logging
 import secrets
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -146,6 +147,11 @@ class TurnStart:
     claimed: bool  # False: a repeat of an event already seen; nothing else was done
     hits: int  # events in the conversation's rate window, this one included (0 for a repeat)
     locked: bool  # the conversation lock is now held by this store
+    # The turn's place: the token of the lock it holds (``locked``) or of its place in the
+    # conversation's line of waiters (busy); None for a repeat or a message over the limit.
+    # Given back to ``lock``, ``release`` and ``save_and_release``, it tells this turn's lock
+    # from that of the next turn of the same conversation in the same process.
+    ticket: str | None = field(default=None, compare=False)
 
 
 class _Hold:
@@ -338,12 +344,19 @@ class SessionStore(ABC):
 
     @abstractmethod
     def lock(
-        self, key: ConvKey, *, timeout: float = 30.0, wait: float = 20.0
+        self,
+        key: ConvKey,
+        *,
+        timeout: float = 30.0,
+        wait: float = 20.0,
+        ticket: str | None = None,
     ) -> AbstractAsyncContextManager[None]:
         """Hold the conversation lock, waiting ``wait`` s at most for it.
 
         ``timeout`` is the lock's lease: renewed while the lock is held, so it lapses only
         ``timeout`` s after its holder stopped (died); it never cuts a running turn short.
+        Waiters are served first come, first served; ``ticket`` is the place ``open_turn``
+        already took in the line (else the caller joins the line's end).
         """
 
     @abstractmethod
@@ -360,20 +373,24 @@ class SessionStore(ABC):
     ) -> TurnStart:
         """Open a customer's turn in one step: claim the event; when it is new, count it in the
         rate window; when within ``rate_limit``, try the conversation lock once (no waiting) and
-        read the session for the next ``load``. A lock taken here is given back with ``release``
-        or ``save_and_release``; a busy one is for the caller to wait on with ``lock``."""
+        read the session for the next ``load``. A busy conversation puts the turn in its line
+        of waiters (``TurnStart.ticket``), for the caller to wait on with ``lock``. A lock taken
+        here is given back with ``release`` or ``save_and_release``."""
 
     @abstractmethod
-    async def release(self, key: ConvKey) -> None:
+    async def release(self, key: ConvKey, ticket: str | None = None) -> None:
         """Give back the conversation lock this store holds (nothing when none is held).
 
-        A store holds one lock per conversation at a time: the engine's in-process queue runs a
-        conversation's turns one after the other.
+        With ``ticket``, only the lock of that turn: the next turn of the conversation may
+        already hold the lock (handed over by this turn's ``save_and_release``).
         """
 
     @abstractmethod
-    async def save_and_release(self, key: ConvKey, session: Session, ttl: int) -> None:
-        """Save the session, then give back the lock ``open_turn`` took (one step)."""
+    async def save_and_release(
+        self, key: ConvKey, session: Session, ttl: int, ticket: str | None = None
+    ) -> None:
+        """Save the session, then give back the lock (one step); the lock goes to the
+        conversation's oldest waiter."""
 
     @abstractmethod
     async def register_failure(self, scope: str, window: int) -> int:
@@ -433,6 +450,7 @@ class MemoryStore(SessionStore):
         self._values: dict[str, tuple[str, float | None]] = {}
         self._locks: dict[str, tuple[str, float]] = {}
         self._released: dict[str, asyncio.Event] = {}
+        self._lines: dict[str, deque[str]] = {}  # lock name -> tokens waiting, oldest first
         self._writes = 0
         self._leases = _LeaseKeeper(self._extend)
         self._inbox: list[str] = []
@@ -506,14 +524,21 @@ class MemoryStore(SessionStore):
         return taken
 
     def lock(
-        self, key: ConvKey, *, timeout: float = 30.0, wait: float = 20.0
+        self,
+        key: ConvKey,
+        *,
+        timeout: float = 30.0,
+        wait: float = 20.0,
+        ticket: str | None = None,
     ) -> AbstractAsyncContextManager[None]:
         """Hold the conversation lock (asyncio-based, expiry by the injected clock)."""
-        return self._lock(_lock_key(key), _check_lease(timeout), wait)
+        return self._lock(_lock_key(key), _check_lease(timeout), wait, ticket)
 
     @asynccontextmanager
-    async def _lock(self, name: str, expire: float, wait: float) -> AsyncIterator[None]:
-        hold = await self._acquire(name, expire, wait)
+    async def _lock(
+        self, name: str, expire: float, wait: float, ticket: str | None
+    ) -> AsyncIterator[None]:
+        hold = await self._acquire(name, expire, wait, ticket)
         try:
             yield
         finally:
@@ -530,7 +555,7 @@ class MemoryStore(SessionStore):
         lease: float,
         seen_ttl: int = 86400,
     ) -> TurnStart:
-        """Claim, count, try the lock once (see ``SessionStore.open_turn``)."""
+        """Claim, count, try the lock once or join its line (see ``SessionStore.open_turn``)."""
         lease = _check_lease(lease)
         if not await self.claim_event(key.channel, event_id, seen_ttl):
             return TurnStart(claimed=False, hits=0, locked=False)
@@ -538,28 +563,30 @@ class MemoryStore(SessionStore):
         if hits > rate_limit:
             return TurnStart(claimed=True, hits=hits, locked=False)
         hold = _Hold(_lock_key(key), secrets.token_hex(16), lease)
-        if not self._try_acquire(hold.name, hold.token, lease):
-            return TurnStart(claimed=True, hits=hits, locked=False)
+        if not self._take_or_queue(hold.name, hold.token, lease):
+            return TurnStart(claimed=True, hits=hits, locked=False, ticket=hold.token)
         self._leases.add(hold)
-        return TurnStart(claimed=True, hits=hits, locked=True)
+        return TurnStart(claimed=True, hits=hits, locked=True, ticket=hold.token)
 
-    async def release(self, key: ConvKey) -> None:
+    async def release(self, key: ConvKey, ticket: str | None = None) -> None:
         """Give back the lock ``open_turn`` took."""
         hold = self._leases.holds.get(_lock_key(key))
-        if hold is not None:
+        if hold is not None and (ticket is None or hold.token == ticket):
             self._give_back(hold)
 
-    async def save_and_release(self, key: ConvKey, session: Session, ttl: int) -> None:
+    async def save_and_release(
+        self, key: ConvKey, session: Session, ttl: int, ticket: str | None = None
+    ) -> None:
         """Save, then give back the lock."""
         await self.save(key, session, ttl)
-        await self.release(key)
+        await self.release(key, ticket)
 
     def _give_back(self, hold: _Hold) -> None:
         if hold.released:
             return
         hold.released = True
         self._leases.discard(hold)
-        self._release(hold.name, hold.token)
+        self._release(hold.name, hold.token, hold.lease)
 
     async def _extend(self, holds: list[_Hold]) -> list[bool]:
         now = self._clock()
@@ -572,21 +599,61 @@ class MemoryStore(SessionStore):
             kept.append(ours)
         return kept
 
-    def _try_acquire(self, name: str, token: str, expire: float) -> bool:
-        now = self._clock()
+    def _free(self, name: str) -> bool:
         held = self._locks.get(name)
-        if held is not None and held[1] > now:
+        return held is None or held[1] <= self._clock()
+
+    def _take_or_queue(self, name: str, token: str, expire: float) -> bool:
+        """Take the lock when it is free and nobody waits, else join the line (the Redis
+        store's ``_ACQUIRE_LOAD``)."""
+        line = self._lines.get(name)
+        if not line and self._free(name):
+            self._locks[name] = (token, self._clock() + expire)
+            return True
+        self._lines.setdefault(name, deque()).append(token)
+        return False
+
+    def _my_turn(self, name: str, token: str, expire: float) -> bool:
+        """Handed the lock, or found it free (its holder died): take it, leave the line."""
+        held = self._locks.get(name)
+        mine = held is not None and held[0] == token and held[1] > self._clock()
+        if not mine and not self._free(name):
             return False
-        self._locks[name] = (token, now + expire)
+        self._locks[name] = (token, self._clock() + expire)
+        self._leave_line(name, token)
         return True
 
-    async def _acquire(self, name: str, expire: float, wait: float) -> _Hold:
-        token = secrets.token_hex(16)
+    def _leave_line(self, name: str, token: str) -> None:
+        line = self._lines.get(name)
+        if line is not None:
+            with contextlib.suppress(ValueError):
+                line.remove(token)
+            if not line:
+                del self._lines[name]
+
+    async def _acquire(self, name: str, expire: float, wait: float, ticket: str | None) -> _Hold:
+        token = ticket or secrets.token_hex(16)
+        if ticket is not None or not self._take_or_queue(name, token, expire):
+            try:
+                await self._wait_in_line(name, token, expire, wait)
+            except BaseException:
+                # Gave up or cancelled: leave the line, and pass the lock on if it was handed
+                # over meanwhile, so nobody waits out a lease for us.
+                held = self._locks.get(name)
+                if held is not None and held[0] == token:
+                    self._release(name, token, expire)
+                self._leave_line(name, token)
+                raise
+        hold = _Hold(name, token, expire)
+        self._leases.add(hold)
+        return hold
+
+    async def _wait_in_line(self, name: str, token: str, expire: float, wait: float) -> None:
         loop = asyncio.get_running_loop()
         # The wait is measured in real time: a simulated clock may stand still while we wait.
         deadline = loop.time() + max(wait, 0.0)
         delay = _POLL_FIRST
-        while not self._try_acquire(name, token, expire):
+        while not self._my_turn(name, token, expire):
             remaining = deadline - loop.time()
             if remaining <= 0:
                 msg = f"conversation lock {name} still busy after {wait:g} s"
@@ -597,16 +664,19 @@ class MemoryStore(SessionStore):
                 await asyncio.wait_for(event.wait(), min(delay, remaining))
             except TimeoutError:
                 delay = min(delay * 2, _POLL_MAX)
-        hold = _Hold(name, token, expire)
-        self._leases.add(hold)
-        return hold
 
-    def _release(self, name: str, token: str) -> None:
+    def _release(self, name: str, token: str, lease: float) -> None:
         held = self._locks.get(name)
         if held is None or held[0] != token:
             log.warning("lock expired before its owner released it", extra={"lock": name})
             return
         del self._locks[name]
+        line = self._lines.get(name)
+        if line:
+            # Straight to the oldest waiter, as the Redis store's release does.
+            self._locks[name] = (line.popleft(), self._clock() + lease)
+            if not line:
+                del self._lines[name]
         event = self._released.pop(name, None)
         if event is not None:
             event.set()
@@ -965,8 +1035,6 @@ class RedisStore(SessionStore):
         self._wait_turn = self._pipe.register(_WAIT_TURN)
         self._abandon = self._pipe.register(_ABANDON)
         self._leave = self._pipe.register(_LEAVE)
-        # Tokens this process put in a conversation's waiters' line (open_turn found it busy).
-        self._queued: dict[str, str] = {}
         # Session JSON read together with a lock this process holds (conv key -> raw or None),
         # handed to the next ``load`` of that conversation; dropped by a save or the release.
         self._prefetched: dict[str, bytes | str | None] = {}
@@ -1078,14 +1146,21 @@ class RedisStore(SessionStore):
         return [i.decode() if isinstance(i, bytes) else str(i) for i in items]
 
     def lock(
-        self, key: ConvKey, *, timeout: float = 30.0, wait: float = 20.0
+        self,
+        key: ConvKey,
+        *,
+        timeout: float = 30.0,
+        wait: float = 20.0,
+        ticket: str | None = None,
     ) -> AbstractAsyncContextManager[None]:
         """Hold the conversation lock (SET NX PX with a random token; owner-only release)."""
-        return self._lock(_lock_key(key), conv_key(key), _check_lease(timeout), wait)
+        return self._lock(_lock_key(key), conv_key(key), _check_lease(timeout), wait, ticket)
 
     @asynccontextmanager
-    async def _lock(self, name: str, conv: str, expire: float, wait: float) -> AsyncIterator[None]:
-        hold = await self._acquire(name, conv, expire, wait)
+    async def _lock(
+        self, name: str, conv: str, expire: float, wait: float, ticket: str | None
+    ) -> AsyncIterator[None]:
+        hold = await self._acquire(name, conv, expire, wait, ticket)
         try:
             yield
         finally:
@@ -1123,22 +1198,30 @@ class RedisStore(SessionStore):
         ]
         found = await self._call("open_turn", self._script(self._open_turn, keys, args))
         claimed, hits, locked = bool(found[0]), int(found[1]), bool(found[2])
-        if len(found) > 4 and found[4]:
-            self._queued[name] = token  # in line: the lock wait polls with this token
+        queued = len(found) > 4 and bool(found[4])  # in line: the lock wait polls with the token
         if locked:
             self._prefetched[conv] = found[3] if len(found) > 3 else None
             self._leases.add(_Hold(name, token, lease))
-        return TurnStart(claimed=claimed, hits=hits, locked=locked)
+        ticket = token if locked or queued else None
+        return TurnStart(claimed=claimed, hits=hits, locked=locked, ticket=ticket)
 
-    async def release(self, key: ConvKey) -> None:
-        """Give back the lock ``open_turn`` took (owner-only)."""
+    def _own_hold(self, key: ConvKey, ticket: str | None) -> _Hold | None:
         hold = self._leases.holds.get(_lock_key(key))
+        if hold is None or (ticket is not None and hold.token != ticket):
+            return None
+        return hold
+
+    async def release(self, key: ConvKey, ticket: str | None = None) -> None:
+        """Give back the lock ``open_turn`` took (owner-only)."""
+        hold = self._own_hold(key, ticket)
         if hold is not None:
             await self._give_back(hold, conv_key(key))
 
-    async def save_and_release(self, key: ConvKey, session: Session, ttl: int) -> None:
+    async def save_and_release(
+        self, key: ConvKey, session: Session, ttl: int, ticket: str | None = None
+    ) -> None:
         """The final save and the owner-only release in one script."""
-        hold = self._leases.holds.get(_lock_key(key))
+        hold = self._own_hold(key, ticket)
         if hold is None or hold.released:
             await self.save(key, session, ttl)
             return
@@ -1160,9 +1243,9 @@ class RedisStore(SessionStore):
             log.warning("lock expired before its owner released it", extra={"lock": hold.name})
 
     async def _give_back(self, hold: _Hold, conv: str) -> None:
-        self._prefetched.pop(conv, None)
         if hold.released:
-            return
+            return  # and what is prefetched now belongs to the next holder
+        self._prefetched.pop(conv, None)
         hold.released = True
         self._leases.discard(hold)
         await self._unlock(hold.name, hold.token, hold.lease)
@@ -1175,10 +1258,12 @@ class RedisStore(SessionStore):
         kept = await self._call("renew", self._script(self._renew, names, args))
         return [bool(k) for k in kept]
 
-    async def _acquire(self, name: str, conv: str, expire: float, wait: float) -> _Hold:
+    async def _acquire(
+        self, name: str, conv: str, expire: float, wait: float, ticket: str | None
+    ) -> _Hold:
         px = max(1, int(expire * 1000))
         keys = [name, conv, _queue_of(name)]
-        token = self._queued.pop(name, None)
+        token = ticket
         if token is None:  # not in line yet: take the lock if free and nobody waits, else queue
             token = secrets.token_hex(16)
             taken = await self._call(

@@ -20,7 +20,7 @@ import logging
 import mimetypes
 import signal
 import time
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -57,6 +57,9 @@ log = logging.getLogger(__name__)
 SWEEP_SECONDS = 15.0
 DRAIN_SECONDS = 25.0
 POLLING_DRAIN_SECONDS = 20.0  # fetched updates still unhandled then are kept in the inbox
+HTTP_CLOSE_SECONDS = 3.0
+STOP_REPORT_SECONDS = 25.0  # a stop still running then logs what it waits for
+PLACE_WAIT_SECONDS = 5.0  # a webhook update's wait for its place in the order before the answer
 READY_CACHE_SECONDS = 5.0
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 (a header name)
 
@@ -142,7 +145,10 @@ class Service:
             open_runtime(self.settings, self.handoff)
         )
 
-        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        # A request still running at stop gets a few seconds, not aiohttp's default minute.
+        runner = web.AppRunner(
+            self.app(), access_log=None, handle_signals=False, shutdown_timeout=HTTP_CLOSE_SECONDS
+        )
         await runner.setup()
         site = web.TCPSite(runner, self.settings.bot.http_host, self.settings.bot.http_port)
         await site.start()
@@ -173,9 +179,18 @@ class Service:
         return runner
 
     async def stop(self, runner: web.AppRunner) -> None:
-        """Drain: no new updates, in-flight ones finish and are saved, then close everything."""
+        """Drain: no new updates, in-flight ones finish and are saved, then close everything.
+
+        Each step is logged with the seconds it took, so a stop that overruns its grace period
+        tells which step held it."""
+        started = time.monotonic()
+
+        def done(step: str) -> None:
+            log.info(step, extra={"seconds": round(time.monotonic() - started, 3)})
+
         if self.polling is not None:
             await self.polling.stop()
+            done("stop: fetched updates handled or kept")
         for task in [t for t in self._tasks if t.get_name() == "sweeper"]:
             task.cancel()
         await runner.shutdown()
@@ -184,18 +199,24 @@ class Service:
                 async with asyncio.timeout(DRAIN_SECONDS):
                     await self.whatsapp_hook.drain()
         if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=DRAIN_SECONDS)
+            _, left = await asyncio.wait(set(self._tasks), timeout=DRAIN_SECONDS)
+            if left:
+                log.warning("stop: tasks still running", extra={"count": len(left)})
+        done("stop: in-flight messages done")
         await runner.cleanup()
+        done("stop: http closed")
         await self.close()
+        done("stop: clients closed")
 
     async def close(self) -> None:
         """Close clients and pools (also after a failed start)."""
         await self._stack.aclose()
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str = "update") -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str = "update") -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._done)
+        return task
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
@@ -227,11 +248,11 @@ class Service:
                 log.exception("sweep failed")
 
     # -- events -----------------------------------------------------------------------------
-    async def on_inbound(self, inbound: Inbound) -> None:
-        """A customer event from any channel."""
+    async def on_inbound(self, inbound: Inbound, placed: Callable[[], None] | None = None) -> None:
+        """A customer event from any channel (``placed``: see ``Engine.handle``)."""
         started = time.perf_counter()
         try:
-            await self.engine.handle(inbound, self.deliver)
+            await self.engine.handle(inbound, self.deliver, placed=placed)
         except asyncio.CancelledError:
             # Stopping with this event not yet handled: keep it for the next process (a turn
             # that had saved its replies is a duplicate there and only its outbox is sent).
@@ -415,11 +436,29 @@ class Service:
             log.warning("telegram webhook body is not an update", extra={"error": str(err)})
             return web.Response(status=400, text="not a Telegram update")
         press = callback_query_id(update)
-        self._spawn(
+        # Answered once the update has its place in its conversation's order (shared by every
+        # process through Redis): Telegram posts a chat's next update only after this answer,
+        # to whichever process, and that one is then handled after this one.
+        placed = asyncio.get_running_loop().create_future()
+
+        def on_placed() -> None:
+            if not placed.done():
+                placed.set_result(None)
+
+        async def on_inbound(inbound: Inbound) -> None:
+            await self.on_inbound(inbound, on_placed)
+
+        task = self._spawn(
             dispatch_update(
-                update, self.telegram, self.on_inbound, self.on_agent, answered=press is not None
+                update, self.telegram, on_inbound, self.on_agent, answered=press is not None
             )
         )
+        task.add_done_callback(lambda _: on_placed())  # an agent's message, junk, a failure
+        with contextlib.suppress(TimeoutError):
+            # A store outage must not hold Telegram's connection: answered anyway, the update
+            # is handled once Redis is back.
+            async with asyncio.timeout(PLACE_WAIT_SECONDS):
+                await asyncio.shield(placed)
         if press is None:
             return web.Response(text="ok")
         # A button press is answered in the webhook's own answer (Telegram runs the method it
@@ -453,6 +492,18 @@ async def run_service() -> int:
     log.info("wispbot running")
     await stop.wait()
     log.info("stopping: draining in-flight messages")
-    await service.stop(runner)
+    report = loop.call_later(STOP_REPORT_SECONDS, _report_stuck_stop)
+    try:
+        await service.stop(runner)
+    finally:
+        report.cancel()
     log.info("stopped")
     return 0
+
+
+def _report_stuck_stop() -> None:
+    """A stop that overruns: log every task still running, where it waits (no locals)."""
+    for task in asyncio.all_tasks():
+        frames = task.get_stack(limit=3)
+        where = [f"{f.f_code.co_filename}:{f.f_lineno} {f.f_code.co_name}" for f in frames]
+        log.warning("stop: still waiting on a task", extra={"task": task.get_name(), "at": where})

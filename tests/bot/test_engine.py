@@ -240,16 +240,21 @@ class LongTurnElsewhere(MemoryStore):
         await self.other.__aenter__()
 
     def lock(
-        self, key: ConvKey, *, timeout: float = 30.0, wait: float = 20.0
+        self,
+        key: ConvKey,
+        *,
+        timeout: float = 30.0,
+        wait: float = 20.0,
+        ticket: str | None = None,
     ) -> AbstractAsyncContextManager[None]:
-        return self._waited(key, timeout)
+        return self._waited(key, timeout, ticket)
 
     @asynccontextmanager
-    async def _waited(self, key: ConvKey, lease: float) -> AsyncIterator[None]:
+    async def _waited(self, key: ConvKey, lease: float, ticket: str | None) -> AsyncIterator[None]:
         self.waits += 1
         if self.waits == self.ends_after and self.other is not None:
             await self.other.__aexit__(None, None, None)
-        async with super().lock(key, timeout=lease, wait=0):
+        async with super().lock(key, timeout=lease, wait=0, ticket=ticket):
             yield
 
 

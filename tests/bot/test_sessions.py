@@ -374,6 +374,32 @@ class TestStoreContract:
             start = await store.open_turn(ANA, "ev1", rate_scope="r:ana", rate_window=60, **LIMITS)
             assert start == TurnStart(claimed=True, hits=1, locked=False)
 
+    async def test_busy_turns_are_served_in_the_order_they_opened(
+        self, store: SessionStore
+    ) -> None:
+        """The line is the order of ``open_turn``, not the order in which waiters start."""
+        first = await store.open_turn(ANA, "ev1", rate_scope="r:ana", rate_window=60, **LIMITS)
+        second = await store.open_turn(ANA, "ev2", rate_scope="r:ana", rate_window=60, **LIMITS)
+        third = await store.open_turn(ANA, "ev3", rate_scope="r:ana", rate_window=60, **LIMITS)
+        assert (first.locked, second.locked, third.locked) == (True, False, False)
+        assert None not in (first.ticket, second.ticket, third.ticket)
+        served: list[str] = []
+
+        async def turn(name: str, start: TurnStart) -> None:
+            async with store.lock(ANA, timeout=5, wait=5, ticket=start.ticket):
+                served.append(name)
+                await store.save_and_release(ANA, _session(f"s{name}"), DAY, start.ticket)
+            await store.release(ANA, start.ticket)  # given back already: nothing happens
+
+        later = [asyncio.create_task(turn("3", third)), asyncio.create_task(turn("2", second))]
+        await asyncio.sleep(0.05)
+        assert served == []
+        await store.save_and_release(ANA, _session("s1"), DAY, first.ticket)
+        await asyncio.wait_for(asyncio.gather(*later), timeout=5)
+        assert served == ["2", "3"]
+        async with store.lock(ANA, wait=0):  # the last turn freed it
+            pass
+
     async def test_open_turn_of_a_repeat_claims_nothing_and_counts_nothing(
         self, store: SessionStore
     ) -> None:

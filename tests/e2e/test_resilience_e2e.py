@@ -34,6 +34,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import pytest_asyncio
@@ -53,6 +54,7 @@ from e2e_harness import (
     wait_for_text,
 )
 from redis_child import RedisChild, redis_server_path
+from slow_link import SlowLink
 from telegram_api import FakeTelegram, Sent, running_fake_telegram
 
 from bot.sessions import Session, conv_key, redis_key
@@ -179,6 +181,18 @@ async def own_redis(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[R
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def slow_link() -> AsyncIterator[SlowLink]:
+    """Process a's link to the shared Redis: made slow by a test that needs one process late."""
+    target = urlsplit(SHARED_REDIS_URL)
+    link = SlowLink(target.hostname or "127.0.0.1", target.port or 6379)
+    await link.start()
+    try:
+        yield link
+    finally:
+        await link.aclose()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def shared_redis() -> AsyncIterator[aioredis.Redis]:
     """A client of database 7 of the shared Redis."""
     client = aioredis.from_url(SHARED_REDIS_URL)
@@ -197,22 +211,26 @@ async def bots(
     sandbox: Sandbox,
     workdir: Path,
     own_redis: RedisChild | None,
+    slow_link: SlowLink,
 ) -> AsyncIterator[dict[str, BotProcess]]:
     """The module's bots, launched together (start-up is mostly imports; they overlap):
 
-    - ``a``, ``b``: webhook mode on ``webhook_fake``, each on its own port, one Redis database;
+    - ``a``, ``b``: webhook mode on ``webhook_fake``, each on its own port, one Redis database
+      (``a`` reaches it through ``slow_link``, fast unless a test slows it);
     - ``polling``: long polling on ``fake``, HANDOFF_TIMEOUT=4 (the outbox sweeper runs every
       second) and WISPHUB_BREAKER_RESET=2;
     - ``outage``: long polling on ``outage_fake`` with this module's own redis-server.
     """
     envs: dict[str, dict[str, str]] = {}
-    for name in ("a", "b"):
+    target = urlsplit(SHARED_REDIS_URL)
+    linked = target._replace(netloc=f"127.0.0.1:{slow_link.listen_port}").geturl()
+    for name, redis_url in (("a", linked), ("b", SHARED_REDIS_URL)):
         port = free_port()
         envs[name] = bot_env(
             webhook_fake,
             sandbox.url,
             port,
-            REDIS_URL=SHARED_REDIS_URL,
+            REDIS_URL=redis_url,
             TELEGRAM_WEBHOOK_URL=f"http://127.0.0.1:{port}/webhooks/telegram",
             TELEGRAM_WEBHOOK_SECRET=WEBHOOK_SECRET,
         )
@@ -234,12 +252,17 @@ async def bots(
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def fresh(
-    sandbox: Sandbox, shared_redis: aioredis.Redis, fake: FakeTelegram, webhook_fake: FakeTelegram
+    sandbox: Sandbox,
+    shared_redis: aioredis.Redis,
+    fake: FakeTelegram,
+    webhook_fake: FakeTelegram,
+    slow_link: SlowLink,
 ) -> AsyncIterator[None]:
     """Database 7 flushed, the sandbox's starting data, no faults left behind."""
     await shared_redis.flushdb()
     sandbox.reset()
     yield
+    slow_link.delay = 0.0
     sandbox.clear_faults()
     clear_telegram_faults(fake)
     clear_telegram_faults(webhook_fake)
@@ -377,18 +400,21 @@ async def test_a_burst_split_between_two_processes_is_answered_in_order(
     pair: tuple[BotProcess, BotProcess],
     webhook_fake: FakeTelegram,
     new_chat: NewChat,
+    slow_link: SlowLink,
 ) -> None:
     """A verified customer's burst, each update posted as soon as the previous POST was answered,
-    alternating between the two processes: each message is answered once, in the order posted,
-    against the step the previous message led to."""
+    alternating between the two processes, the first of which reaches Redis 0.2 s late: each
+    message is answered once, in the order posted, against the step the previous message led
+    to (a process answers a webhook once the update has its place in the shared line, so the
+    fast process cannot overtake the slow one)."""
     base = await finished_turns(pair)
     chat = new_chat(on=webhook_fake)
-    bots = itertools.cycle(pair)
     with setting_up():  # a failure here is not the one this test expects
-        await identify_via(bots, chat)
+        await identify_via(itertools.cycle(pair), chat)
     start = chat.mark()
-    for text, _ in BURST:
-        assert await post_update(next(bots), chat.say(text)) == 200
+    slow_link.delay = 0.2
+    for i, (text, _) in enumerate(BURST):
+        assert await post_update(pair[i % 2], chat.say(text)) == 200
     await turns_done(pair, base + 4 + len(BURST))
     got = [fold(m.text or "") for m in chat.messages()[start:]]
     expected = [pattern for _, replies in BURST for pattern in replies]
