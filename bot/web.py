@@ -55,10 +55,10 @@ from integrations.wisphub.errors import WispHubError
 log = logging.getLogger(__name__)
 
 SWEEP_SECONDS = 15.0
-DRAIN_SECONDS = 25.0
+DRAIN_SECONDS = 22.0  # in all, for the messages in flight at stop
 POLLING_DRAIN_SECONDS = 20.0  # fetched updates still unhandled then are kept in the inbox
-HTTP_CLOSE_SECONDS = 3.0
-STOP_REPORT_SECONDS = 25.0  # a stop still running then logs what it waits for
+CLOSE_SECONDS = 3.0  # for closing the server, then the clients, after the drain
+STOP_REPORT_SECONDS = 27.0  # a stop still running then logs what it waits for
 PLACE_WAIT_SECONDS = 5.0  # a webhook update's wait for its place in the order before the answer
 READY_CACHE_SECONDS = 5.0
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 (a header name)
@@ -147,7 +147,7 @@ class Service:
 
         # A request still running at stop gets a few seconds, not aiohttp's default minute.
         runner = web.AppRunner(
-            self.app(), access_log=None, handle_signals=False, shutdown_timeout=HTTP_CLOSE_SECONDS
+            self.app(), access_log=None, handle_signals=False, shutdown_timeout=CLOSE_SECONDS
         )
         await runner.setup()
         site = web.TCPSite(runner, self.settings.bot.http_host, self.settings.bot.http_port)
@@ -181,12 +181,19 @@ class Service:
     async def stop(self, runner: web.AppRunner) -> None:
         """Drain: no new updates, in-flight ones finish and are saved, then close everything.
 
-        Each step is logged with the seconds it took, so a stop that overruns its grace period
-        tells which step held it."""
-        started = time.monotonic()
+        The whole stop fits compose's 30 s grace period: messages get ``DRAIN_SECONDS`` in all
+        (those still running then are cancelled, and their events kept in the inbox for the
+        next process, while the store is still open); closing the server and the clients gets
+        ``CLOSE_SECONDS`` each. Each step is logged with the seconds it took, and one that
+        overruns logs where every task waits."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
 
         def done(step: str) -> None:
-            log.info(step, extra={"seconds": round(time.monotonic() - started, 3)})
+            log.info(step, extra={"seconds": round(loop.time() - started, 3)})
+
+        def left() -> float:
+            return max(0.5, started + DRAIN_SECONDS - loop.time())
 
         if self.polling is not None:
             await self.polling.stop()
@@ -196,17 +203,33 @@ class Service:
         await runner.shutdown()
         if self.whatsapp_hook is not None:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(DRAIN_SECONDS):
+                async with asyncio.timeout(left()):
                     await self.whatsapp_hook.drain()
         if self._tasks:
-            _, left = await asyncio.wait(set(self._tasks), timeout=DRAIN_SECONDS)
-            if left:
-                log.warning("stop: tasks still running", extra={"count": len(left)})
+            _, running = await asyncio.wait(set(self._tasks), timeout=left())
+            if running:
+                log.warning(
+                    "stop: messages cut short, kept for the next process",
+                    extra={"count": len(running)},
+                )
+                for task in running:
+                    task.cancel()
+                await asyncio.wait(running, timeout=CLOSE_SECONDS)
         done("stop: in-flight messages done")
-        await runner.cleanup()
-        done("stop: http closed")
-        await self.close()
-        done("stop: clients closed")
+        await self._bounded(runner.cleanup(), "stop: http closed", done)
+        await self._bounded(self.close(), "stop: clients closed", done)
+
+    async def _bounded(
+        self, step: Coroutine[Any, Any, None], name: str, done: Callable[[str], None]
+    ) -> None:
+        try:
+            async with asyncio.timeout(CLOSE_SECONDS):
+                await step
+        except TimeoutError:
+            log.warning("stop: step given up", extra={"step": name, "seconds": CLOSE_SECONDS})
+            _report_stuck_stop()
+        else:
+            done(name)
 
     async def close(self) -> None:
         """Close clients and pools (also after a failed start)."""
@@ -504,6 +527,22 @@ async def run_service() -> int:
 def _report_stuck_stop() -> None:
     """A stop that overruns: log every task still running, where it waits (no locals)."""
     for task in asyncio.all_tasks():
-        frames = task.get_stack(limit=3)
-        where = [f"{f.f_code.co_filename}:{f.f_lineno} {f.f_code.co_name}" for f in frames]
-        log.warning("stop: still waiting on a task", extra={"task": task.get_name(), "at": where})
+        log.warning(
+            "stop: still waiting on a task",
+            extra={"task": task.get_name(), "at": " <- ".join(reversed(_awaiting(task)))},
+        )
+
+
+def _awaiting(task: asyncio.Task[Any]) -> list[str]:
+    """The chain of coroutines a task is suspended in, outermost first (file:line function),
+    ending with what the innermost one awaits when that is no coroutine (a future, a sleep)."""
+    where: list[str] = []
+    awaited: Any = task.get_coro()
+    while awaited is not None and len(where) < 40:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+        if frame is None:
+            where.append(type(awaited).__name__)
+            break
+        where.append(f"{frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    return where[-6:]

@@ -995,10 +995,12 @@ class TelegramPolling:
                 task.cancel()
             if pending:
                 log.warning("telegram updates cancelled at stop", extra={"count": len(pending)})
+                # Let them keep their events (the inbox) while the store is still open.
+                await asyncio.wait(pending, timeout=2)
         if self.offset is not None:
             # Confirm what was handled so a restart does not fetch it again.
             with contextlib.suppress(TelegramAPIError, ClientDecodeError, TimeoutError):
-                async with asyncio.timeout(5):
+                async with asyncio.timeout(2):
                     await self.channel.bot.get_updates(offset=self.offset, limit=1, timeout=0)
 
     async def _run(self) -> None:

@@ -31,6 +31,7 @@ import json
 import os
 import re
 import time
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -583,6 +584,7 @@ async def test_sigterm_during_a_burst_loses_and_repeats_nothing(
         assert count(chat.messages(), "no entendi|no responde") == 0, chat.transcript()
 
 
+@pytest.mark.filterwarnings("always::UserWarning")  # an overrun step is shown, not a failure
 async def test_sigterm_with_a_backlog_longer_than_the_drain_loses_nothing(
     polling_bot: BotProcess, fake: FakeTelegram, new_chat: NewChat, sandbox: Sandbox
 ) -> None:
@@ -603,7 +605,11 @@ async def test_sigterm_with_a_backlog_longer_than_the_drain_loses_nothing(
 
     with setting_up():
         await eventually(looking_up, "the first account look-up to reach WispHub")
-        assert await bot.terminate() == 0, bot.logs()
+        # The stop fits compose's 30 s; the test allows more, so that a machine under load
+        # fails it only for what it asserts: nothing lost, nothing answered twice.
+        assert await bot.terminate(timeout=40) == 0, bot.logs()
+    if "step given up" in bot.logs():  # the stop overran a step: shown, with where it waited
+        warnings.warn(f"a stop step overran:\n{bot.logs()}", stacklevel=1)
     sandbox.clear_faults()
     await bot.start()
 
