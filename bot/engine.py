@@ -10,6 +10,7 @@ commands; ``sweep`` ends handoffs that no agent answered in time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -21,7 +22,7 @@ from typing import Any, TypeVar
 from bot import metrics
 from bot.channels.base import AgentMessage
 from bot.handoff import HandoffError
-from bot.sessions import LockTimeout, Session, StoreUnavailable
+from bot.sessions import LockTimeout, Session, StoreError, StoreUnavailable
 from bot.types import ConvKey, Inbound, Kind, Option, Outbound
 from flows.agent import WAITING
 from flows.base import Conversation, FlowContext
@@ -121,12 +122,16 @@ class Engine:
             yield
 
     async def _enter_lock(
-        self, stack: AsyncExitStack, key: ConvKey, ticket: str | None = None
+        self,
+        stack: AsyncExitStack,
+        key: ConvKey,
+        ticket: str | None = None,
+        wait: float = LOCK_WAIT_SECONDS,
     ) -> None:
         store = self.ctx.store
         await self._retry(
             lambda: stack.enter_async_context(
-                store.lock(key, timeout=LOCK_LEASE_SECONDS, wait=LOCK_WAIT_SECONDS, ticket=ticket)
+                store.lock(key, timeout=LOCK_LEASE_SECONDS, wait=wait, ticket=ticket)
             ),
             "lock",
         )
@@ -134,28 +139,34 @@ class Engine:
     async def _wait_for_lock(
         self, stack: AsyncExitStack, inbound: Inbound, ticket: str | None
     ) -> bool:
-        """Wait for a busy conversation lock (an earlier turn's), twice at most.
+        """Wait for a busy conversation lock (an earlier turn's) in the place ``open_turn`` took
+        in the line, never leaving it: a turn in flight always holds the lock or a place in
+        line, which is how a dead process's turns are told from live ones (``take_orphans``).
 
-        The first wait keeps the place ``open_turn`` took in the line. A crashed holder's lock
-        lapses within its lease; a lock still busy after the first wait belongs to a live turn
-        that runs long, so the message waits once more. If even that is not enough, the message
-        is reported (log and metric), never dropped silently.
+        A crashed holder's lock lapses within its lease; a live turn that runs long is waited
+        for twice ``LOCK_WAIT_SECONDS`` (a warning after the first). If even that is not
+        enough, the message is reported (log and metric), never dropped silently.
         """
-        for attempt in (1, 2):
-            try:
-                await self._enter_lock(stack, inbound.key, ticket if attempt == 1 else None)
-            except LockTimeout:
-                log.warning(
-                    "conversation lock still busy", extra={"conv": str(inbound.key), "try": attempt}
-                )
-            else:
-                return True
-        metrics.LOCK_TIMEOUTS.labels(inbound.key.channel).inc()
-        log.error(
-            "message not handled: its conversation stayed locked",
-            extra={"conv": str(inbound.key), "event": inbound.event_id},
+        conv = str(inbound.key)
+        warn = asyncio.get_running_loop().call_later(
+            LOCK_WAIT_SECONDS,
+            lambda: log.warning("conversation lock still busy", extra={"conv": conv}),
         )
-        return False
+        try:
+            await self._enter_lock(stack, inbound.key, ticket, wait=2 * LOCK_WAIT_SECONDS)
+        except LockTimeout:
+            taken = False
+        else:
+            taken = True
+        finally:
+            warn.cancel()
+        if not taken:
+            metrics.LOCK_TIMEOUTS.labels(inbound.key.channel).inc()
+            log.error(
+                "message not handled: its conversation stayed locked",
+                extra={"conv": conv, "event": inbound.event_id},
+            )
+        return taken
 
     async def _retry(self, op: Callable[[], Awaitable[_T]], what: str) -> _T:
         """Run a store operation, retrying while the store is unavailable (a Redis restart)."""
@@ -178,6 +189,7 @@ class Engine:
         deliver: Deliver | None = None,
         *,
         placed: Callable[[], None] | None = None,
+        journal: bool = True,
     ) -> list[Outbound]:
         """Handle one customer event.
 
@@ -190,6 +202,11 @@ class Engine:
         turn opened, or its place taken in the line of waiters that every process shares), or
         once it failed to get one: a webhook answers its caller then, so an update posted
         after that answer, to any process, is handled after this one.
+
+        From the opening of its turn to the save that makes its outcome durable, the event is
+        in the store's journal of turns in flight: if this process dies meanwhile, another
+        handles it again (``take_orphans``). ``journal=False`` for such a second try: an event
+        that kills every process that handles it is tried twice, not forever.
         """
         key = inbound.key
         store = self.ctx.store
@@ -205,6 +222,7 @@ class Engine:
                         rate_window=RATE_WINDOW,
                         rate_limit=limit,
                         lease=LOCK_LEASE_SECONDS,
+                        journal=inbound.to_json() if journal else None,
                     ),
                     "open",
                 )
@@ -223,13 +241,14 @@ class Engine:
                 extra={"conv": str(key), "count": start.hits},
             )
             return await self._answer_flood(inbound, start.hits == limit + 1, deliver)
-        ticket = start.ticket
+        ticket, event = start.ticket, inbound.event_id
         async with AsyncExitStack() as stack:
             try:
                 if start.locked:
                     # Nothing after the last save; with the ticket, never the next turn's lock.
                     stack.push_async_callback(store.release, key, ticket)
                 elif not await self._wait_for_lock(stack, inbound, ticket):
+                    await store.drop_turn(key, event)  # reported, not tried again
                     return []
                 loaded = await self._retry(lambda: store.load(key), "load")
                 pending = self._pending(loaded)
@@ -238,9 +257,16 @@ class Engine:
                 # Nothing of this turn was saved (it waited in line, or was cut short): forget
                 # the event so that it is handled when it comes again (kept in the inbox, or
                 # re-delivered).
-                await store.unclaim_event(key.channel, inbound.event_id)
+                await store.unclaim_event(key.channel, event)
+                await store.drop_turn(key, event)
                 raise
-            return await self._commit(key, session, pending + replies, deliver, ticket)
+            except StoreError:
+                raise  # the journal keeps the turn: handled again once the store is back
+            except Exception:
+                with contextlib.suppress(StoreError):  # a bug: reported, not tried again
+                    await store.drop_turn(key, event)
+                raise
+            return await self._commit(key, session, pending + replies, deliver, ticket, event)
 
     async def _answer_flood(
         self, inbound: Inbound, tell: bool, deliver: Deliver | None
@@ -274,18 +300,22 @@ class Engine:
         replies: list[Outbound],
         deliver: Deliver | None,
         ticket: str | None = None,
+        event: str | None = None,
     ) -> list[Outbound]:
         """Save the turn (with its replies as the outbox while they are sent) and give back the
-        conversation lock with the last save: the caller holds it (``ticket``: its turn's)."""
+        conversation lock with the last save: the caller holds it (``ticket``: its turn's).
+        The first save takes the customer's turn (``event``) out of the journal."""
         ttl = self.settings.session_ttl
         store = self.ctx.store
 
         async def save(*, last: bool) -> None:
             # The flow ran once (it may have filed a ticket): only the save is retried.
             if last:
-                await self._retry(lambda: store.save_and_release(key, session, ttl, ticket), "save")
+                await self._retry(
+                    lambda: store.save_and_release(key, session, ttl, ticket, event), "save"
+                )
             else:
-                await self._retry(lambda: store.save(key, session, ttl), "save")
+                await self._retry(lambda: store.save(key, session, ttl, event), "save")
 
         if deliver is None or not replies:
             session.outbox = []

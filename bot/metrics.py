@@ -59,6 +59,11 @@ FLOW_ERRORS = Counter(
     ["kind"],
     registry=REGISTRY,
 )
+RECOVERED_TURNS = Counter(
+    "wispbot_recovered_turns_total",
+    "Customer messages handled again because the process handling them died mid-turn",
+    registry=REGISTRY,
+)
 LOCK_TIMEOUTS = Counter(
     "wispbot_lock_timeouts_total",
     "Customer events not handled: their conversation stayed locked by another turn",

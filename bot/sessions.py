@@ -63,7 +63,7 @@ from bot.types import ConvKey
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
-KeyKind = Literal["conv", "lock", "seen", "topic", "lockout", "rate", "chatlock", "inbox"]
+KeyKind = Literal["conv", "lock", "seen", "topic", "lockout", "rate", "chatlock", "inbox", "turns"]
 PREFIX = "wispbot"
 SCHEMA_VERSION = 1
 
@@ -278,6 +278,37 @@ def _queue_of(lock: str) -> str:
 # A waiters' line outlives its waiters by this much (they give up long before).
 _QUEUE_TTL_MS = 120_000
 
+# The journal of turns in flight: one hash, a field per turn from ``open_turn`` to the save that
+# makes its outcome durable. What a dead process left there is handled by another.
+JOURNAL_KEY = redis_key("turns", "inflight")
+
+
+def _hdel(name: str, item: str | bytes) -> Queue:
+    return lambda p: p.hdel(name, item)
+
+
+def _journal_field(key: ConvKey, event_id: str) -> str:
+    return f"{key}|{event_id}"
+
+
+def _journal_entry(key: ConvKey, event_id: str, event: str, at: float) -> str:
+    return orjson.dumps({"conv": str(key), "event_id": event_id, "at": at, "event": event}).decode()
+
+
+def _parse_journal(raw: str | bytes) -> tuple[ConvKey, str, float, str] | None:
+    """(conversation, event id, when written, the event's JSON), or None when unreadable."""
+    try:
+        entry = orjson.loads(raw)
+        return (
+            ConvKey.parse(entry["conv"]),
+            str(entry["event_id"]),
+            float(entry["at"]),
+            str(entry["event"]),
+        )
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        log.warning("unreadable journal entry dropped")
+        return None
+
 
 def _key_from_conv(name: str) -> ConvKey | None:
     """Reverse of ``conv_key``; None for a key that is not a conversation key."""
@@ -319,8 +350,11 @@ class SessionStore(ABC):
         """The conversation's session, or None when there is none (or it expired)."""
 
     @abstractmethod
-    async def save(self, key: ConvKey, session: Session, ttl: int) -> None:
-        """Store the session with an idle TTL in seconds (one write)."""
+    async def save(
+        self, key: ConvKey, session: Session, ttl: int, closes: str | None = None
+    ) -> None:
+        """Store the session with an idle TTL in seconds (one write). ``closes``: the event id
+        of the turn whose outcome this save makes durable; it leaves the journal."""
 
     @abstractmethod
     async def delete(self, key: ConvKey) -> None:
@@ -370,9 +404,11 @@ class SessionStore(ABC):
         rate_limit: int,
         lease: float,
         seen_ttl: int = 86400,
+        journal: str | None = None,
     ) -> TurnStart:
         """Open a customer's turn in one step: claim the event; when it is new, count it in the
-        rate window; when within ``rate_limit``, try the conversation lock once (no waiting) and
+        rate window; when within ``rate_limit``, write ``journal`` (the event's JSON) in the
+        journal of turns in flight, try the conversation lock once (no waiting) and
         read the session for the next ``load``. A busy conversation puts the turn in its line
         of waiters (``TurnStart.ticket``), for the caller to wait on with ``lock``. A lock taken
         here is given back with ``release`` or ``save_and_release``."""
@@ -387,10 +423,25 @@ class SessionStore(ABC):
 
     @abstractmethod
     async def save_and_release(
-        self, key: ConvKey, session: Session, ttl: int, ticket: str | None = None
+        self,
+        key: ConvKey,
+        session: Session,
+        ttl: int,
+        ticket: str | None = None,
+        closes: str | None = None,
     ) -> None:
-        """Save the session, then give back the lock (one step); the lock goes to the
-        conversation's oldest waiter."""
+        """Save the session (``closes`` as in ``save``), then give back the lock (one step);
+        the lock goes to the conversation's oldest waiter."""
+
+    @abstractmethod
+    async def drop_turn(self, key: ConvKey, event_id: str) -> None:
+        """Take a turn out of the journal without a save (it ended some other way)."""
+
+    @abstractmethod
+    async def take_orphans(self, older_than: float) -> list[str]:
+        """Take the journal's turns whose process died: written at least ``older_than`` s ago,
+        with nobody holding their conversation's lock or waiting in its line. Each is taken by
+        one caller only, and its dedupe mark is cleared: the events' JSON, to handle again."""
 
     @abstractmethod
     async def register_failure(self, scope: str, window: int) -> int:
@@ -451,6 +502,8 @@ class MemoryStore(SessionStore):
         self._locks: dict[str, tuple[str, float]] = {}
         self._released: dict[str, asyncio.Event] = {}
         self._lines: dict[str, deque[str]] = {}  # lock name -> tokens waiting, oldest first
+        # The journal of turns in flight: field -> (conversation, event id, written at, event).
+        self._journal: dict[str, tuple[ConvKey, str, float, str]] = {}
         self._writes = 0
         self._leases = _LeaseKeeper(self._extend)
         self._inbox: list[str] = []
@@ -493,9 +546,30 @@ class MemoryStore(SessionStore):
             msg = f"session {key} is corrupt: {err}"
             raise SessionCorrupt(msg) from err
 
-    async def save(self, key: ConvKey, session: Session, ttl: int) -> None:
+    async def save(
+        self, key: ConvKey, session: Session, ttl: int, closes: str | None = None
+    ) -> None:
         """Store the session with an idle TTL."""
         self._set(conv_key(key), session.to_json(), _check_ttl(ttl, "ttl"))
+        if closes is not None:
+            self._journal.pop(_journal_field(key, closes), None)
+
+    async def drop_turn(self, key: ConvKey, event_id: str) -> None:
+        """Forget the turn's journal entry."""
+        self._journal.pop(_journal_field(key, event_id), None)
+
+    async def take_orphans(self, older_than: float) -> list[str]:
+        """Entries old enough whose conversation has neither a lock nor a line."""
+        limit = self._clock() - older_than
+        taken: list[str] = []
+        for name, (key, event_id, at, event) in list(self._journal.items()):
+            lock = _lock_key(key)
+            if at > limit or not self._free(lock) or self._lines.get(lock):
+                continue
+            del self._journal[name]
+            await self.unclaim_event(key.channel, event_id)
+            taken.append(event)
+        return taken
 
     async def delete(self, key: ConvKey) -> None:
         """Forget the session."""
@@ -554,14 +628,18 @@ class MemoryStore(SessionStore):
         rate_limit: int,
         lease: float,
         seen_ttl: int = 86400,
+        journal: str | None = None,
     ) -> TurnStart:
-        """Claim, count, try the lock once or join its line (see ``SessionStore.open_turn``)."""
+        """Claim, count, journal, try the lock or join its line (``SessionStore.open_turn``)."""
         lease = _check_lease(lease)
         if not await self.claim_event(key.channel, event_id, seen_ttl):
             return TurnStart(claimed=False, hits=0, locked=False)
         hits = await self.hit_rate(rate_scope, rate_window)
         if hits > rate_limit:
             return TurnStart(claimed=True, hits=hits, locked=False)
+        if journal is not None:
+            entry = (key, event_id, self._clock(), journal)
+            self._journal[_journal_field(key, event_id)] = entry
         hold = _Hold(_lock_key(key), secrets.token_hex(16), lease)
         if not self._take_or_queue(hold.name, hold.token, lease):
             return TurnStart(claimed=True, hits=hits, locked=False, ticket=hold.token)
@@ -575,10 +653,15 @@ class MemoryStore(SessionStore):
             self._give_back(hold)
 
     async def save_and_release(
-        self, key: ConvKey, session: Session, ttl: int, ticket: str | None = None
+        self,
+        key: ConvKey,
+        session: Session,
+        ttl: int,
+        ticket: str | None = None,
+        closes: str | None = None,
     ) -> None:
         """Save, then give back the lock."""
-        await self.save(key, session, ttl)
+        await self.save(key, session, ttl, closes)
         await self.release(key, ticket)
 
     def _give_back(self, hold: _Hold) -> None:
@@ -853,8 +936,10 @@ return 0
 """
 
 # Open a customer's turn in one round trip: claim the event (a repeat stops here), count it in
-# the conversation's rate window, and within the limit try the lock and read the session.
-# KEYS: seen mark, rate counter, lock, session; ARGV: seen TTL, window, limit, token, lease ms.
+# the conversation's rate window, and within the limit write the event in the journal of turns
+# in flight, try the lock and read the session.
+# KEYS: seen mark, rate counter, lock, session, queue, journal; ARGV: seen TTL, window, limit,
+# token, lease ms, queue TTL ms, journal field, journal entry ('' for none).
 _OPEN_TURN = """
 if not redis.call('set', KEYS[1], 1, 'NX', 'EX', ARGV[1]) then
     return {0, 0, 0}
@@ -863,6 +948,9 @@ redis.call('set', KEYS[2], 0, 'EX', ARGV[2], 'NX')
 local hits = redis.call('incr', KEYS[2])
 if hits > tonumber(ARGV[3]) then
     return {1, hits, 0}
+end
+if ARGV[8] ~= '' then
+    redis.call('hset', KEYS[6], ARGV[7], ARGV[8])
 end
 if redis.call('llen', KEYS[5]) > 0 or not redis.call('set', KEYS[3], ARGV[4], 'NX', 'PX', ARGV[5]) then
     -- Busy: wait in line (the caller polls _WAIT_TURN with this token).
@@ -877,14 +965,41 @@ end
 return {1, hits, 1}
 """
 
-# Close a turn in one round trip: the final save, then the owner-only release.
+# Close a turn in one round trip: the final save, the turn out of the journal ('' for none),
+# then the owner-only release. KEYS: session, lock, queue, journal; ARGV: session, TTL, token,
+# lease ms, journal field.
 _SAVE_RELEASE = (
     _HANDOFF
     + """
 redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if ARGV[5] ~= '' then
+    redis.call('hdel', KEYS[4], ARGV[5])
+end
 return release(KEYS[2], KEYS[3], ARGV[3], ARGV[4])
 """
 )
+
+# A save that makes a turn's outcome durable (its replies in the outbox): the turn leaves the
+# journal. KEYS: session, journal; ARGV: session, TTL, journal field.
+_SAVE_DONE = """
+redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('hdel', KEYS[2], ARGV[3])
+"""
+
+# Take a turn of the journal whose process died: nobody holds its conversation's lock and nobody
+# waits in its line (a live turn always has one or the other), so nobody else will handle it.
+# Its dedupe mark goes too, so the event is handled as new. KEYS: journal, lock, queue, seen
+# mark; ARGV: journal field. 1 when taken.
+_TAKE_ORPHAN = """
+if redis.call('exists', KEYS[2]) == 1 or redis.call('llen', KEYS[3]) > 0 then
+    return 0
+end
+if redis.call('hdel', KEYS[1], ARGV[1]) == 0 then
+    return 0
+end
+redis.call('del', KEYS[4])
+return 1
+"""
 
 # Extend every lock still held by its token (KEYS: locks; ARGV: token, lease ms, token, ...).
 _RENEW = """
@@ -1041,6 +1156,8 @@ class RedisStore(SessionStore):
         self._window_incr = self._pipe.register(_WINDOW_INCR)
         self._open_turn = self._pipe.register(_OPEN_TURN)
         self._save_release = self._pipe.register(_SAVE_RELEASE)
+        self._save_done = self._pipe.register(_SAVE_DONE)
+        self._take_orphan = self._pipe.register(_TAKE_ORPHAN)
         self._renew = self._pipe.register(_RENEW)
         self._leases = _LeaseKeeper(self._extend)
 
@@ -1108,13 +1225,45 @@ class RedisStore(SessionStore):
             msg = f"session {key} is corrupt: {err}"
             raise SessionCorrupt(msg) from err
 
-    async def save(self, key: ConvKey, session: Session, ttl: int) -> None:
-        """Store the session with an idle TTL (one SET EX)."""
+    async def save(
+        self, key: ConvKey, session: Session, ttl: int, closes: str | None = None
+    ) -> None:
+        """Store the session with an idle TTL (one SET EX; with ``closes``, one script)."""
         seconds = _check_ttl(ttl, "ttl")
         name = conv_key(key)
         self._prefetched.pop(name, None)
         value = session.to_json()
-        await self._call("save", lambda p: p.set(name, value, ex=seconds))
+        if closes is None:
+            await self._call("save", lambda p: p.set(name, value, ex=seconds))
+            return
+        args: list[str | int] = [value, seconds, _journal_field(key, closes)]
+        await self._call("save", self._script(self._save_done, [name, JOURNAL_KEY], args))
+
+    async def drop_turn(self, key: ConvKey, event_id: str) -> None:
+        """HDEL the turn's journal entry."""
+        field = _journal_field(key, event_id)
+        await self._call("drop_turn", lambda p: p.hdel(JOURNAL_KEY, field))
+
+    async def take_orphans(self, older_than: float) -> list[str]:
+        """HGETALL the journal, then take each old enough entry whose conversation has neither a
+        lock nor a line (one script each, so one process takes it)."""
+        found = await self._call("take_orphans", lambda p: p.hgetall(JOURNAL_KEY))
+        taken: list[str] = []
+        limit = self._clock() - older_than
+        for name, raw in (found or {}).items():
+            entry = _parse_journal(raw)
+            if entry is None:
+                await self._call("take_orphans", _hdel(JOURNAL_KEY, name))
+                continue
+            key, event_id, at, event = entry
+            if at > limit:
+                continue
+            lock = _lock_key(key)
+            keys = [JOURNAL_KEY, lock, _queue_of(lock), redis_key("seen", key.channel, event_id)]
+            script = self._script(self._take_orphan, keys, [_journal_field(key, event_id)])
+            if await self._call("take_orphans", script):
+                taken.append(event)
+        return taken
 
     async def delete(self, key: ConvKey) -> None:
         """Forget the session."""
@@ -1176,8 +1325,9 @@ class RedisStore(SessionStore):
         rate_limit: int,
         lease: float,
         seen_ttl: int = 86400,
+        journal: str | None = None,
     ) -> TurnStart:
-        """Claim, count, try the lock and read the session: one script, one round trip."""
+        """Claim, count, journal, try the lock and read the session: one script, one trip."""
         lease = _check_lease(lease)
         name, conv = _lock_key(key), conv_key(key)
         keys = [
@@ -1186,6 +1336,7 @@ class RedisStore(SessionStore):
             name,
             conv,
             _queue_of(name),
+            JOURNAL_KEY,
         ]
         token = secrets.token_hex(16)
         args: list[str | int] = [
@@ -1195,6 +1346,8 @@ class RedisStore(SessionStore):
             token,
             max(1, int(lease * 1000)),
             _QUEUE_TTL_MS,
+            _journal_field(key, event_id),
+            "" if journal is None else _journal_entry(key, event_id, journal, self._clock()),
         ]
         found = await self._call("open_turn", self._script(self._open_turn, keys, args))
         claimed, hits, locked = bool(found[0]), int(found[1]), bool(found[2])
@@ -1218,12 +1371,18 @@ class RedisStore(SessionStore):
             await self._give_back(hold, conv_key(key))
 
     async def save_and_release(
-        self, key: ConvKey, session: Session, ttl: int, ticket: str | None = None
+        self,
+        key: ConvKey,
+        session: Session,
+        ttl: int,
+        ticket: str | None = None,
+        closes: str | None = None,
     ) -> None:
-        """The final save and the owner-only release in one script."""
+        """The final save, the turn out of the journal and the owner-only release: one
+        script."""
         hold = self._own_hold(key, ticket)
         if hold is None or hold.released:
-            await self.save(key, session, ttl)
+            await self.save(key, session, ttl, closes)
             return
         seconds = _check_ttl(ttl, "ttl")
         name = conv_key(key)
@@ -1233,8 +1392,9 @@ class RedisStore(SessionStore):
             seconds,
             hold.token,
             max(1, int(hold.lease * 1000)),
+            "" if closes is None else _journal_field(key, closes),
         ]
-        keys = [name, hold.name, _queue_of(hold.name)]
+        keys = [name, hold.name, _queue_of(hold.name), JOURNAL_KEY]
         released = await self._call("save", self._script(self._save_release, keys, args))
         # Given back only once the script ran: when it did not, ``release`` still owes it.
         hold.released = True

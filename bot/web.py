@@ -42,7 +42,7 @@ from bot.channels.telegram import (
     parse_update,
 )
 from bot.channels.whatsapp import WhatsAppChannel, WhatsAppWebhook, takes_caption
-from bot.engine import Engine
+from bot.engine import LOCK_LEASE_SECONDS, Engine
 from bot.handoff import HandoffError, HandoffPort, NoAgents
 from bot.logs import setup_logging
 from bot.runtime import Runtime, open_runtime
@@ -55,6 +55,9 @@ from integrations.wisphub.errors import WispHubError
 log = logging.getLogger(__name__)
 
 SWEEP_SECONDS = 15.0
+# A journal entry this old with neither a lock nor a line is a dead process's turn; the age
+# only allows for clocks of different machines disagreeing.
+ORPHAN_SECONDS = 2 * LOCK_LEASE_SECONDS
 DRAIN_SECONDS = 22.0  # in all, for the messages in flight at stop
 POLLING_DRAIN_SECONDS = 20.0  # fetched updates still unhandled then are kept in the inbox
 CLOSE_SECONDS = 3.0  # for closing the server, then the clients, after the drain
@@ -154,8 +157,10 @@ class Service:
         await site.start()
         log.info("http serving", extra={"addresses": str(runner.addresses)})
 
-        # Events a stopped process kept go first, before anything new is fetched.
+        # Events a stopped process kept go first, before anything new is fetched; then the
+        # turns of a process that died (their conversation's lock lapsed already).
         await self._resume_inbox()
+        await self._resume_orphans()
         if self.telegram is not None:
             if tg.webhook_url is None:
                 await self.telegram.bot.delete_webhook(drop_pending_updates=False)
@@ -261,21 +266,44 @@ class Service:
             )
             self._spawn(self.on_inbound(inbound))
 
+    async def _resume_orphans(self) -> None:
+        """Handle again the turns a dead process left unfinished (the store's journal)."""
+        try:
+            orphans = await self.engine.ctx.store.take_orphans(ORPHAN_SECONDS)
+        except StoreError:
+            log.warning("could not read the journal of turns in flight")
+            return
+        for raw in orphans:
+            inbound = Inbound.from_json(raw)
+            log.warning(
+                "handling again a message whose process died mid-turn",
+                extra={"conv": str(inbound.key)},
+            )
+            metrics.RECOVERED_TURNS.inc()
+            self._spawn(self.on_inbound(inbound, journal=False))
+
     async def _sweeper(self) -> None:
         interval = min(SWEEP_SECONDS, self.settings.bot.handoff_timeout / 4)
         while True:
             await asyncio.sleep(interval)
+            await self._resume_orphans()
             try:
                 await self.engine.sweep(self.deliver)
             except Exception:
                 log.exception("sweep failed")
 
     # -- events -----------------------------------------------------------------------------
-    async def on_inbound(self, inbound: Inbound, placed: Callable[[], None] | None = None) -> None:
-        """A customer event from any channel (``placed``: see ``Engine.handle``)."""
+    async def on_inbound(
+        self,
+        inbound: Inbound,
+        placed: Callable[[], None] | None = None,
+        *,
+        journal: bool = True,
+    ) -> None:
+        """A customer event from any channel (``placed``, ``journal``: see ``Engine.handle``)."""
         started = time.perf_counter()
         try:
-            await self.engine.handle(inbound, self.deliver, placed=placed)
+            await self.engine.handle(inbound, self.deliver, placed=placed, journal=journal)
         except asyncio.CancelledError:
             # Stopping with this event not yet handled: keep it for the next process (a turn
             # that had saved its replies is a duplicate there and only its outbox is sent).

@@ -400,6 +400,53 @@ class TestStoreContract:
         async with store.lock(ANA, wait=0):  # the last turn freed it
             pass
 
+    async def test_a_turn_in_flight_is_in_the_journal_until_its_save(
+        self, store: SessionStore
+    ) -> None:
+        opened = await store.open_turn(
+            ANA, "ev1", rate_scope="r:ana", rate_window=60, journal='{"e": 1}', **LIMITS
+        )
+        assert await store.take_orphans(0) == []  # it holds the lock: alive
+        await store.save(ANA, _session("client.menu"), DAY, closes="ev1")  # the outbox save
+        await store.release(ANA, opened.ticket)
+        assert await store.take_orphans(0) == []  # its outcome is durable: not an orphan
+
+        opened = await store.open_turn(
+            ANA, "ev2", rate_scope="r:ana", rate_window=60, journal='{"e": 2}', **LIMITS
+        )
+        await store.save_and_release(ANA, _session("client.menu"), DAY, opened.ticket, "ev2")
+        assert await store.take_orphans(0) == []
+
+    async def test_a_dead_turn_is_taken_once_and_its_event_can_be_claimed_again(
+        self, store: SessionStore
+    ) -> None:
+        opened = await store.open_turn(
+            ANA, "ev1", rate_scope="r:ana", rate_window=60, journal='{"e": 1}', **LIMITS
+        )
+        in_line = await store.open_turn(
+            ANA, "ev2", rate_scope="r:ana", rate_window=60, journal='{"e": 2}', **LIMITS
+        )
+        assert not in_line.locked
+        # The process dies: its lock lapses (given back here) and nobody polls its place in line.
+        await store.release(ANA, opened.ticket)
+        # ev2 was handed the lock: it looks alive until that lapses too.
+        assert await store.take_orphans(0) == []
+        async with store.lock(ANA, wait=1, ticket=in_line.ticket):
+            pass  # (standing in for the lapse of the lock handed to the dead waiter)
+        assert await store.take_orphans(3600) == []  # too recent for that caller
+        assert sorted(await store.take_orphans(0)) == ['{"e": 1}', '{"e": 2}']
+        assert await store.take_orphans(0) == []  # taken once
+        assert await store.claim_event("telegram", "ev1")  # handled as new by the taker
+        assert await store.claim_event("telegram", "ev2")
+
+    async def test_a_turn_dropped_from_the_journal_is_not_taken(self, store: SessionStore) -> None:
+        opened = await store.open_turn(
+            ANA, "ev1", rate_scope="r:ana", rate_window=60, journal='{"e": 1}', **LIMITS
+        )
+        await store.drop_turn(ANA, "ev1")
+        await store.release(ANA, opened.ticket)
+        assert await store.take_orphans(0) == []
+
     async def test_open_turn_of_a_repeat_claims_nothing_and_counts_nothing(
         self, store: SessionStore
     ) -> None:

@@ -622,6 +622,73 @@ async def test_sigterm_with_a_backlog_longer_than_the_drain_loses_nothing(
     assert count(chat.messages()[start:], "valor mensual") == 5, chat.transcript()
 
 
+async def test_a_message_whose_process_died_mid_turn_is_answered_after_restart(
+    polling_bot: BotProcess, fake: FakeTelegram, new_chat: NewChat, sandbox: Sandbox
+) -> None:
+    """kill -9 while a verified customer's account look-up waits on a slow WispHub. Telegram
+    will not send the update again (its offset was confirmed), but the turn was in the journal
+    of turns in flight: once the dead process's lock lapsed, the next process handles the
+    message again, and the customer is answered once."""
+    bot = polling_bot
+    chat = new_chat()
+    with setting_up():
+        await identify(chat, *ANA)
+    start = chat.mark()
+    sandbox.add_fault("^/", status=0, delay=5.0, count=1)  # only this look-up is slow
+    seen = len(sandbox.requests)
+    fake.user_text(chat.id, "Estado de cuenta")
+
+    async def looking_up() -> bool:
+        return len(sandbox.requests) > seen
+
+    await eventually(looking_up, "the account look-up to reach WispHub")
+    bot.kill9()
+    sandbox.clear_faults()
+    await bot.start()
+    # The lock lapses within its lease (5 s); the sweeper looks every second here.
+    await chat.expect("valor mensual", timeout=30)
+    await chat.expect("algo mas")
+    assert count(chat.messages()[start:], "valor mensual") == 1, chat.transcript()
+    assert count(chat.messages()[start:], "no entendi") == 0, chat.transcript()
+    assert await metric(bot, "wispbot_recovered_turns_total") == 1
+
+
+async def test_a_turn_of_a_dead_webhook_process_is_finished_by_the_other(
+    bots: dict[str, BotProcess],
+    pair: tuple[BotProcess, BotProcess],
+    webhook_fake: FakeTelegram,
+    new_chat: NewChat,
+    sandbox: Sandbox,
+) -> None:
+    """Process a answered Telegram's POST (so Telegram forgets the update) and dies mid-turn;
+    process b, still running, finds the turn in the journal once a's lock lapsed and answers
+    the customer, once."""
+    a, b = pair
+    # The only other process on the database: the polling bot would take the turn too, and
+    # answer through its own fake Telegram.
+    if bots["polling"].running:
+        assert await bots["polling"].terminate() == 0
+    chat = new_chat(on=webhook_fake)
+    with setting_up():
+        await identify_via(itertools.cycle(pair), chat)
+    start = chat.mark()
+    sandbox.add_fault("^/", status=0, delay=5.0, count=1)
+    seen = len(sandbox.requests)
+    assert await post_update(a, chat.say("Estado de cuenta")) == 200
+
+    async def looking_up() -> bool:
+        return len(sandbox.requests) > seen
+
+    await eventually(looking_up, "the account look-up to reach WispHub")
+    a.kill9()
+    sandbox.clear_faults()
+    # b's sweeper looks every 15 s (HANDOFF_TIMEOUT/4, at most 15 s).
+    await chat.expect("valor mensual", timeout=40)
+    await chat.expect("algo mas")
+    assert count(chat.messages()[start:], "valor mensual") == 1, chat.transcript()
+    assert await metric(b, "wispbot_recovered_turns_total") == 1
+
+
 async def chat_answered(chat: Chat, pattern: str, timeout: float = 10.0) -> Sent:  # noqa: ASYNC109
     """The first message of the whole chat matching ``pattern`` (waits, bounded)."""
     return await wait_for_text(chat.fake, chat.id, pattern, 0, timeout)
