@@ -168,7 +168,9 @@ class Service:
                     self.telegram,
                     on_inbound=self.on_inbound,
                     on_agent=self.on_agent,
+                    placing=self.on_inbound,
                     drain_timeout=POLLING_DRAIN_SECONDS,
+                    place_timeout=PLACE_WAIT_SECONDS,
                 )
                 await self.polling.start()
                 log.info("telegram long polling started")

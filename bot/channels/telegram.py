@@ -873,6 +873,14 @@ class TelegramChannel:
 # ---- dispatch: shared by long polling and the webhook -----------------------------------------
 
 CallbackSink = Callable[[str], Awaitable[None]]
+# An InboundSink that also takes a callback, called once the event has its place in its
+# conversation's order (``Engine.handle``'s ``placed``).
+PlacingSink = Callable[[Inbound, Callable[[], None]], Awaitable[None]]
+
+
+def _settle(future: asyncio.Future[None], *_: object) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 async def dispatch_update(
@@ -955,13 +963,19 @@ class TelegramPolling:
         on_inbound: InboundSink,
         on_agent: AgentSink | None = None,
         on_callback: CallbackSink | None = None,
+        placing: PlacingSink | None = None,
         timeout: int = 30,
         max_in_flight: int = 256,
         drain_timeout: float = 10.0,
         retry_backoff: float = 1.0,
+        place_timeout: float = 5.0,
     ) -> None:
         self.channel = channel
         self.on_inbound = on_inbound
+        # With ``placing`` (used instead of ``on_inbound``), a batch is confirmed to Telegram
+        # (the next getUpdates) only once each of its updates has its place in the store.
+        self.placing = placing
+        self.place_timeout = place_timeout
         self.on_agent = on_agent
         self.on_callback = on_callback
         self.timeout = timeout
@@ -1030,20 +1044,36 @@ class TelegramPolling:
                 await asyncio.sleep(delay)
                 continue
             failures = 0
+            batch: list[asyncio.Future[None]] = []
             for update in updates:
                 self.offset = update.update_id + 1
                 await self._slots.acquire()
+                placed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                batch.append(placed)
                 # Tasks start in creation order, so each sink call begins in update order; the
                 # engine's per-conversation queue keeps that order from there on.
-                task = asyncio.create_task(self._handle(update))
+                task = asyncio.create_task(self._handle(update, placed))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+                task.add_done_callback(functools.partial(_settle, placed))
+            if batch and self.placing is not None:
+                # The next getUpdates confirms this batch, after which Telegram never sends it
+                # again: first each update takes its place in the store (the journal of turns
+                # in flight), so a process killed from then on loses none of them.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.place_timeout):
+                        await asyncio.wait(batch)
 
-    async def _handle(self, update: Update) -> None:
+    async def _handle(self, update: Update, placed: asyncio.Future[None]) -> None:
+        sink = self.on_inbound
+        if self.placing is not None:
+            placing = self.placing
+
+            async def sink(inbound: Inbound) -> None:
+                await placing(inbound, functools.partial(_settle, placed))
+
         try:
-            await dispatch_update(
-                update, self.channel, self.on_inbound, self.on_agent, self.on_callback
-            )
+            await dispatch_update(update, self.channel, sink, self.on_agent, self.on_callback)
         except Exception:
             # One bad update must not stop the others; it is logged with its id, not its text.
             self.handler_errors += 1

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import re
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -619,6 +620,40 @@ async def test_polling_delivers_updates_in_order_and_stops_cleanly(
         "message",
         "callback_query",
     ]
+
+
+async def test_polling_confirms_a_batch_only_once_its_updates_have_their_place(
+    channel: TelegramChannel, fake: FakeTelegram
+) -> None:
+    """Telegram forgets what the next getUpdates confirms: a process killed after that must
+    already have each update in its store. The runtime says so through ``placing``'s callback."""
+    release = asyncio.Event()
+    both = asyncio.Event()
+    seen: list[str] = []
+
+    async def placing(event: Inbound, placed: Callable[[], None]) -> None:
+        seen.append(event.text)
+        if len(seen) == 2:
+            both.set()
+        await release.wait()  # (the store is slow to answer)
+        placed()
+
+    async def unused(event: Inbound) -> None:
+        pytest.fail("the plain sink is not used when placing is given")
+
+    polling = TelegramPolling(channel, on_inbound=unused, placing=placing, timeout=5)
+    fake.user_text(CHAT, "hola")
+    fake.user_text(CHAT, "sigo aquí")
+    await polling.start()
+    await fake.wait_for_calls("getUpdates", 1)
+    await asyncio.wait_for(both.wait(), timeout=5)
+    await asyncio.sleep(0.2)
+    assert len(fake.calls_to("getUpdates")) == 1  # not confirmed while not placed
+    assert fake.pending_updates == 2
+    release.set()
+    await fake.wait_until_consumed()
+    await polling.stop()
+    assert seen == ["hola", "sigo aquí"]
 
 
 async def test_polling_survives_a_failing_handler_and_a_server_error(
