@@ -56,6 +56,9 @@ class Options:
     # test run never wipes a benchmark that is running.
     wispbot_db: int = 11
     peer_db: int = 10
+    # The control: the same peer on uvloop, wispbot's event loop (its lead is not the loop's).
+    peer_uvloop: bool = True
+    peer_uvloop_db: int = 12
 
 
 @dataclass
@@ -147,6 +150,8 @@ async def bench(opts: Options) -> Report:
     specs = [wispbot_spec(redis_db=opts.wispbot_db)]
     if opts.peer:
         specs.append(peer_spec(redis_db=opts.peer_db))
+        if opts.peer_uvloop:
+            specs.append(peer_spec(redis_db=opts.peer_uvloop_db, uvloop=True))
     for spec in specs:
         report.bots.append(await compare_one(spec, opts, workdir))
     if opts.outage and opts.outage_customers > 0:
@@ -185,7 +190,7 @@ def render(report: Report) -> str:
         name = (
             f"aiogram {aiogram.__version__} Dispatcher+Router+FSM, RedisStorage, "
             "SimpleRequestHandler, httpx"
-            if b.spec.label == "peer"
+            if b.spec.label.startswith("peer")
             else "python -m bot run"
         )
         lines.append(f"{b.spec.label}: {name}; Telegram pacing: {b.spec.pacing}")
@@ -247,6 +252,13 @@ def render(report: Report) -> str:
             f"  <= 1 WispHub call per identified conversation: "
             f"{wd.calls_per_conversation:.2f} -> {_check(wd.calls_per_conversation <= 1)}"
         )
+        if len(bots) > 2:
+            ud = bots[2].distinct
+            lines.append(
+                f"control, the peer on uvloop: wispbot/peer+uvloop messages/s "
+                f"{_ratio(wd.rate, ud.rate)}, p99 {_ratio(wd.percentile(99), ud.percentile(99))}, "
+                f"CPU per message {_ratio(_cpu_per_msg(wd), _cpu_per_msg(ud))}"
+            )
     if report.outage is not None:
         o = report.outage
         lines += [
@@ -289,6 +301,9 @@ def parse(argv: list[str] | None = None) -> Options:
     ap.add_argument("--outage-window", type=float, default=60.0, help="seconds (60)")
     ap.add_argument("--quick", action="store_true", help="small loads: a minute in all")
     ap.add_argument("--no-peer", action="store_true", help="wispbot only")
+    ap.add_argument(
+        "--no-uvloop-peer", action="store_true", help="skip the control: the peer on uvloop"
+    )
     ap.add_argument("--log-level", default="WARNING", help="both bots' LOG_LEVEL (WARNING)")
     ap.add_argument("--profile", type=Path, help="write a cProfile of wispbot's process here")
     args = ap.parse_args(argv)
@@ -298,6 +313,7 @@ def parse(argv: list[str] | None = None) -> Options:
         outage_customers=args.outage_customers,
         outage_window=args.outage_window,
         peer=not args.no_peer,
+        peer_uvloop=not args.no_uvloop_peer,
         log_level=args.log_level.upper(),
         profile=args.profile.resolve() if args.profile else None,
     )

@@ -187,8 +187,11 @@ def wispbot_spec(*, pacing: bool = False, redis_db: int = 11) -> BotSpec:
     return BotSpec("wispbot", "bot", ("run",), redis_db, env, note)
 
 
-def peer_spec(*, redis_db: int = 10) -> BotSpec:
-    """The idiomatic aiogram 3 peer."""
+def peer_spec(*, redis_db: int = 10, uvloop: bool = False) -> BotSpec:
+    """The idiomatic aiogram 3 peer (on asyncio's loop, as aiogram's templates; or on uvloop)."""
+    if uvloop:
+        env = {"PEER_UVLOOP": "1"}
+        return BotSpec("peer+uvloop", "benchmarks.peer_aiogram", (), redis_db, env, "none")
     return BotSpec("peer", "benchmarks.peer_aiogram", (), redis_db, {}, "none (aiogram default)")
 
 

@@ -11,6 +11,7 @@ message for message. Run: ``python -m benchmarks.peer_aiogram`` with ``TELEGRAM_
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -161,8 +162,14 @@ def build() -> tuple[web.Application, str, int]:
 
 
 def main() -> None:
-    """Serve the peer until SIGTERM/SIGINT."""
+    """Serve the peer until SIGTERM/SIGINT (on uvloop when ``PEER_UVLOOP=1``: the benchmark's
+    control that wispbot's lead is not its event loop's)."""
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "WARNING").upper())
+    if os.environ.get("PEER_UVLOOP") == "1":
+        import uvloop  # only for this variant
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        logging.getLogger("peer").warning("event loop: uvloop")
     app, host, port = build()
     web.run_app(app, host=host, port=port, print=None, access_log=None)
 

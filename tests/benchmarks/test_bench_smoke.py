@@ -13,16 +13,23 @@ pytestmark = pytest.mark.e2e
 
 
 async def test_both_bots_answer_every_step_and_the_outage_run_answers_everyone() -> None:
-    # Databases 8 and 9: not the ones `make bench` uses, so a test run never wipes a benchmark.
+    # Databases 8, 9 and 13: not the ones `make bench` uses, so a test run never wipes a benchmark.
     opts = Options(
-        customers=3, rounds=1, outage_customers=20, outage_window=1.0, wispbot_db=8, peer_db=9
+        customers=3,
+        rounds=1,
+        outage_customers=20,
+        outage_window=1.0,
+        wispbot_db=8,
+        peer_db=9,
+        peer_uvloop_db=13,
     )
 
     report = await bench(opts)
 
-    wispbot, peer = report.bots
-    assert (wispbot.spec.label, peer.spec.label) == ("wispbot", "peer")
-    for bot in (wispbot, peer):
+    wispbot, peer, peer_uvloop = report.bots
+    labels = (wispbot.spec.label, peer.spec.label, peer_uvloop.spec.label)
+    assert labels == ("wispbot", "peer", "peer+uvloop")
+    for bot in (wispbot, peer, peer_uvloop):
         for run in (bot.distinct, bot.same):
             assert run.errors == []
             assert (run.completed, run.conversations) == (3, 3)
@@ -45,3 +52,7 @@ async def test_both_bots_answer_every_step_and_the_outage_run_answers_everyone()
     text = render(report)
     assert "messages/s" in text
     assert "mass outage" in text
+    assert "control, the peer on uvloop" in text
+    assert report.logs is not None
+    [log] = report.logs.glob("peer+uvloop-*.log")
+    assert "event loop: uvloop" in log.read_text()
