@@ -199,9 +199,10 @@ class Engine:
         process killed in between leaves the replies to be sent by the next one.
 
         ``placed`` is called once the event has its place in the conversation's order (its
-        turn opened, or its place taken in the line of waiters that every process shares), or
-        once it failed to get one: a webhook answers its caller then, so an update posted
-        after that answer, to any process, is handled after this one.
+        turn opened, or its place taken in the line of waiters that every process shares; or
+        found a repeat): a webhook answers its caller then, so an update posted after that
+        answer, to any process, is handled after this one. When the store cannot be reached,
+        it is never called, and the caller does not confirm the event to its channel.
 
         From the opening of its turn to the save that makes its outcome durable, the event is
         in the store's journal of turns in flight: if this process dies meanwhile, another
@@ -211,24 +212,22 @@ class Engine:
         key = inbound.key
         store = self.ctx.store
         limit = self.settings.rate_limit_per_minute
-        try:
-            # In-process arrival order into the shared line; the line keeps it from there on.
-            async with self._fifo_turn(key):
-                start = await self._retry(
-                    lambda: store.open_turn(
-                        key,
-                        inbound.event_id,
-                        rate_scope=f"rate:{key}",
-                        rate_window=RATE_WINDOW,
-                        rate_limit=limit,
-                        lease=LOCK_LEASE_SECONDS,
-                        journal=inbound.to_json() if journal else None,
-                    ),
-                    "open",
-                )
-        finally:
-            if placed is not None:
-                placed()
+        # In-process arrival order into the shared line; the line keeps it from there on.
+        async with self._fifo_turn(key):
+            start = await self._retry(
+                lambda: store.open_turn(
+                    key,
+                    inbound.event_id,
+                    rate_scope=f"rate:{key}",
+                    rate_window=RATE_WINDOW,
+                    rate_limit=limit,
+                    lease=LOCK_LEASE_SECONDS,
+                    journal=inbound.to_json() if journal else None,
+                ),
+                "open",
+            )
+        if placed is not None:
+            placed()
         if not start.claimed:
             log.info("duplicate event dropped", extra={"conv": str(key)})
             metrics.DUPLICATES.labels(key.channel).inc()

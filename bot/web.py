@@ -63,6 +63,10 @@ POLLING_DRAIN_SECONDS = 20.0  # fetched updates still unhandled then are kept in
 CLOSE_SECONDS = 3.0  # for closing the server, then the clients, after the drain
 STOP_REPORT_SECONDS = 27.0  # a stop still running then logs what it waits for
 PLACE_WAIT_SECONDS = 5.0  # a webhook update's wait for its place in the order before the answer
+# Polling: how long a fetched batch waits for its updates' places before the next getUpdates
+# confirms it (the engine waits out a store outage for 20 s; what is still unplaced then is
+# fetched again).
+POLL_PLACE_SECONDS = 25.0
 READY_CACHE_SECONDS = 5.0
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 (a header name)
 
@@ -170,7 +174,7 @@ class Service:
                     on_agent=self.on_agent,
                     placing=self.on_inbound,
                     drain_timeout=POLLING_DRAIN_SECONDS,
-                    place_timeout=PLACE_WAIT_SECONDS,
+                    place_timeout=POLL_PLACE_SECONDS,
                 )
                 await self.polling.start()
                 log.info("telegram long polling started")
@@ -492,11 +496,10 @@ class Service:
         # Answered once the update has its place in its conversation's order (shared by every
         # process through Redis): Telegram posts a chat's next update only after this answer,
         # to whichever process, and that one is then handled after this one.
-        placed = asyncio.get_running_loop().create_future()
+        placed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
 
         def on_placed() -> None:
-            if not placed.done():
-                placed.set_result(None)
+            _settle(placed, True)
 
         async def on_inbound(inbound: Inbound) -> None:
             await self.on_inbound(inbound, on_placed)
@@ -506,12 +509,19 @@ class Service:
                 update, self.telegram, on_inbound, self.on_agent, answered=press is not None
             )
         )
-        task.add_done_callback(lambda _: on_placed())  # an agent's message, junk, a failure
+        # An agent's message or junk is done when its task is; a task that failed before the
+        # update had its place (the store unreachable) leaves it unplaced.
+        task.add_done_callback(
+            lambda t: _settle(placed, not t.cancelled() and t.exception() is None)
+        )
         with contextlib.suppress(TimeoutError):
-            # A store outage must not hold Telegram's connection: answered anyway, the update
-            # is handled once Redis is back.
             async with asyncio.timeout(PLACE_WAIT_SECONDS):
                 await asyncio.shield(placed)
+        if not (placed.done() and placed.result()):
+            # Not taken (Redis unreachable or too slow): Telegram sends the update again later.
+            # Should this process still open its turn meanwhile, the copy is a duplicate.
+            log.warning("telegram update not accepted: the session store did not answer")
+            return web.Response(status=503, text="try again")
         if press is None:
             return web.Response(text="ok")
         # A button press is answered in the webhook's own answer (Telegram runs the method it
@@ -552,6 +562,11 @@ async def run_service() -> int:
         report.cancel()
     log.info("stopped")
     return 0
+
+
+def _settle(future: asyncio.Future[bool], value: bool) -> None:
+    if not future.done():
+        future.set_result(value)
 
 
 def _report_stuck_stop() -> None:

@@ -878,9 +878,17 @@ CallbackSink = Callable[[str], Awaitable[None]]
 PlacingSink = Callable[[Inbound, Callable[[], None]], Awaitable[None]]
 
 
-def _settle(future: asyncio.Future[None], *_: object) -> None:
+MAX_FETCHES_UNPLACED = 3  # fetched again at most this many times while the store is unreachable
+
+
+def _settle(future: asyncio.Future[bool], value: bool) -> None:
     if not future.done():
-        future.set_result(None)
+        future.set_result(value)
+
+
+def _settle_when_done(future: asyncio.Future[bool], task: asyncio.Task[bool]) -> None:
+    """An update whose task ended: placed unless the task failed (its sink raised first)."""
+    _settle(future, not task.cancelled() and task.result())
 
 
 async def dispatch_update(
@@ -984,8 +992,9 @@ class TelegramPolling:
         self.offset: int | None = None
         self.handler_errors = 0
         self._slots = asyncio.Semaphore(max_in_flight)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[bool]] = set()
         self._loop_task: asyncio.Task[None] | None = None
+        self._fetched_again: dict[int, int] = {}  # update id -> times not placed
         self._stopping = False
 
     async def start(self) -> None:
@@ -1044,33 +1053,61 @@ class TelegramPolling:
                 await asyncio.sleep(delay)
                 continue
             failures = 0
-            batch: list[asyncio.Future[None]] = []
+            batch: list[asyncio.Future[bool]] = []
             for update in updates:
                 self.offset = update.update_id + 1
                 await self._slots.acquire()
-                placed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                placed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
                 batch.append(placed)
                 # Tasks start in creation order, so each sink call begins in update order; the
                 # engine's per-conversation queue keeps that order from there on.
                 task = asyncio.create_task(self._handle(update, placed))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-                task.add_done_callback(functools.partial(_settle, placed))
+                task.add_done_callback(functools.partial(_settle_when_done, placed))
             if batch and self.placing is not None:
-                # The next getUpdates confirms this batch, after which Telegram never sends it
-                # again: first each update takes its place in the store (the journal of turns
-                # in flight), so a process killed from then on loses none of them.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.place_timeout):
-                        await asyncio.wait(batch)
+                await self._confirm_only_placed(updates, batch)
 
-    async def _handle(self, update: Update, placed: asyncio.Future[None]) -> None:
+    async def _confirm_only_placed(
+        self, updates: list[Update], batch: list[asyncio.Future[bool]]
+    ) -> None:
+        """The next getUpdates confirms this batch, after which Telegram never sends it again:
+        first each update takes its place in the store (the journal of turns in flight), so a
+        process killed from then on loses none of them. Updates that could not (the store
+        unreachable) are left unconfirmed: fetched again, and a copy whose first try got
+        through after all is a duplicate."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.place_timeout):
+                await asyncio.wait(batch)
+        unplaced = [
+            u.update_id
+            for u, f in zip(updates, batch, strict=True)
+            if not (f.done() and f.result())
+        ]
+        retry = []
+        for update_id in unplaced:
+            tries = self._fetched_again.get(update_id, 0) + 1
+            if tries > MAX_FETCHES_UNPLACED:  # failing for another reason: do not loop on it
+                log.error("telegram update dropped: never placed", extra={"update_id": update_id})
+                self._fetched_again.pop(update_id, None)
+            else:
+                self._fetched_again[update_id] = tries
+                retry.append(update_id)
+        for update in updates:
+            if update.update_id not in retry:
+                self._fetched_again.pop(update.update_id, None)
+        if retry:
+            self.offset = min(retry)
+            log.warning("telegram updates not placed, fetched again", extra={"count": len(retry)})
+
+    async def _handle(self, update: Update, placed: asyncio.Future[bool]) -> bool:
+        """Dispatch one update; False when it failed (logged), True otherwise."""
         sink = self.on_inbound
         if self.placing is not None:
             placing = self.placing
 
             async def sink(inbound: Inbound) -> None:
-                await placing(inbound, functools.partial(_settle, placed))
+                await placing(inbound, functools.partial(_settle, placed, True))
 
         try:
             await dispatch_update(update, self.channel, sink, self.on_agent, self.on_callback)
@@ -1078,5 +1115,7 @@ class TelegramPolling:
             # One bad update must not stop the others; it is logged with its id, not its text.
             self.handler_errors += 1
             log.exception("telegram update failed", extra={"update_id": update.update_id})
+            return False
         finally:
             self._slots.release()
+        return True

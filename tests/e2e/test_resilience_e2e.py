@@ -426,6 +426,29 @@ async def test_a_burst_split_between_two_processes_is_answered_in_order(
         assert re.search(pattern, text), (pattern, transcript)
 
 
+async def test_an_update_the_store_cannot_place_is_refused_for_telegram_to_send_again(
+    pair: tuple[BotProcess, BotProcess],
+    webhook_fake: FakeTelegram,
+    new_chat: NewChat,
+    slow_link: SlowLink,
+) -> None:
+    """Redis answers process a 6 s late: a cannot give the update its place within 5 s, so it
+    answers 503 and Telegram sends the update again later (a 200 would make Telegram forget
+    it). The turn a opened meanwhile answers the customer; the copy is a duplicate: once."""
+    a, _ = pair
+    chat = new_chat(on=webhook_fake)
+    update = chat.say("/start")
+    slow_link.delay = 6.0
+    assert await post_update(a, update) == 503
+    slow_link.delay = 0.0
+    await chat.expect("asistente virtual", timeout=20)
+    before = await metric(a, 'wispbot_duplicate_events_total{channel="telegram"}')
+    assert await post_update(a, update) == 200  # Telegram's second try
+    after = await metric(a, 'wispbot_duplicate_events_total{channel="telegram"}')
+    assert after == before + 1
+    assert count(chat.messages(), "asistente virtual") == 1, chat.transcript()
+
+
 # ---- Redis restarting (the bot on this module's own redis-server) -----------------------------
 
 

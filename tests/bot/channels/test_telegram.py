@@ -27,6 +27,7 @@ from telegram_api import FakeTelegram
 
 from bot.channels.base import AgentMessage, DeliveryError
 from bot.channels.telegram import (
+    MAX_FETCHES_UNPLACED,
     BadUpdate,
     TelegramChannel,
     TelegramPolling,
@@ -654,6 +655,46 @@ async def test_polling_confirms_a_batch_only_once_its_updates_have_their_place(
     await fake.wait_until_consumed()
     await polling.stop()
     assert seen == ["hola", "sigo aquí"]
+
+
+async def test_polling_fetches_again_what_could_not_take_its_place(
+    channel: TelegramChannel, fake: FakeTelegram
+) -> None:
+    """The store unreachable for a message's first two tries: it is not confirmed to Telegram,
+    so it comes again and is handled; one that never gets a place is dropped after a few
+    tries (logged) instead of blocking the bot."""
+    tries: dict[str, int] = {}
+    handled: list[str] = []
+    done = asyncio.Event()
+
+    async def placing(event: Inbound, placed: Callable[[], None]) -> None:
+        if event.text in handled:  # fetched again with one before it: a repeat (the dedupe)
+            placed()
+            return
+        tries[event.text] = tries.get(event.text, 0) + 1
+        if event.text == "nunca" or tries[event.text] <= 2:
+            raise RuntimeError("session store unavailable")
+        placed()
+        handled.append(event.text)
+        if event.text == "después":
+            done.set()
+
+    async def unused(event: Inbound) -> None:
+        pytest.fail("the plain sink is not used when placing is given")
+
+    polling = TelegramPolling(
+        channel, on_inbound=unused, placing=placing, timeout=1, place_timeout=1
+    )
+    fake.user_text(CHAT, "hola")
+    fake.user_text(CHAT, "nunca")
+    fake.user_text(CHAT, "después")
+    await polling.start()
+    await asyncio.wait_for(done.wait(), timeout=10)
+    await fake.wait_until_consumed()
+    await polling.stop()
+    assert handled == ["hola", "después"]
+    assert tries["hola"] == 3
+    assert tries["nunca"] == 1 + MAX_FETCHES_UNPLACED  # then dropped, not fetched forever
 
 
 async def test_polling_survives_a_failing_handler_and_a_server_error(
