@@ -31,7 +31,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bot import metrics
 from bot.agents_telegram import TelegramAgents
-from bot.channels.base import AgentMessage, ChannelAdapter, DeliveryError, WindowClosed
+from bot.channels.base import (
+    AgentMessage,
+    ChannelAdapter,
+    DeliveryError,
+    WindowClosed,
+    settle,
+)
 from bot.channels.telegram import (
     BadUpdate,
     TelegramChannel,
@@ -142,7 +148,12 @@ class Service:
                 # A WhatsApp customer's photo or document reaches the topic as a file.
                 self.handoff.media_sources["whatsapp"] = self.whatsapp.fetch_media
             self.whatsapp_hook = WhatsAppWebhook(
-                wa, self.on_inbound, on_mark_read=self.whatsapp.mark_read, channel=self.whatsapp
+                wa,
+                self.on_inbound,
+                on_mark_read=self.whatsapp.mark_read,
+                channel=self.whatsapp,
+                placing=self.on_inbound,
+                place_timeout=PLACE_WAIT_SECONDS,
             )
         if not self.channels:
             log.warning(
@@ -499,7 +510,7 @@ class Service:
         placed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
 
         def on_placed() -> None:
-            _settle(placed, True)
+            settle(placed, True)
 
         async def on_inbound(inbound: Inbound) -> None:
             await self.on_inbound(inbound, on_placed)
@@ -512,7 +523,7 @@ class Service:
         # An agent's message or junk is done when its task is; a task that failed before the
         # update had its place (the store unreachable) leaves it unplaced.
         task.add_done_callback(
-            lambda t: _settle(placed, not t.cancelled() and t.exception() is None)
+            lambda t: settle(placed, not t.cancelled() and t.exception() is None)
         )
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(PLACE_WAIT_SECONDS):
@@ -562,11 +573,6 @@ async def run_service() -> int:
         report.cancel()
     log.info("stopped")
     return 0
-
-
-def _settle(future: asyncio.Future[bool], value: bool) -> None:
-    if not future.done():
-        future.set_result(value)
 
 
 def _report_stuck_stop() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -19,6 +20,20 @@ class WindowClosed(DeliveryError):
 
 # The runtime's entry point for customer events; adapters call it for every Inbound.
 InboundSink = Callable[[Inbound], Awaitable[None]]
+# The same, with a callback called once the event has its place in its conversation's order
+# (``Engine.handle``'s ``placed``): an adapter confirms the event to its channel only then.
+PlacingSink = Callable[[Inbound, Callable[[], None]], Awaitable[None]]
+
+
+def settle(future: asyncio.Future[bool], value: bool) -> None:
+    """Give an event's "placed" future its outcome, once."""
+    if not future.done():
+        future.set_result(value)
+
+
+def settle_when_done(future: asyncio.Future[bool], task: asyncio.Task[bool]) -> None:
+    """An event's task ended: placed unless it failed first (it returns False then)."""
+    settle(future, not task.cancelled() and task.result())
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,7 +77,15 @@ from aiogram.types import (
 from pydantic import SecretStr, ValidationError
 from yarl import URL
 
-from bot.channels.base import AgentMessage, AgentSink, DeliveryError, InboundSink
+from bot.channels.base import (
+    AgentMessage,
+    AgentSink,
+    DeliveryError,
+    InboundSink,
+    PlacingSink,
+    settle,
+    settle_when_done,
+)
 from bot.types import Channel, ConvKey, Inbound, Kind, Media, Option, Outbound
 
 log = logging.getLogger(__name__)
@@ -873,22 +881,9 @@ class TelegramChannel:
 # ---- dispatch: shared by long polling and the webhook -----------------------------------------
 
 CallbackSink = Callable[[str], Awaitable[None]]
-# An InboundSink that also takes a callback, called once the event has its place in its
-# conversation's order (``Engine.handle``'s ``placed``).
-PlacingSink = Callable[[Inbound, Callable[[], None]], Awaitable[None]]
 
 
 MAX_FETCHES_UNPLACED = 3  # fetched again at most this many times while the store is unreachable
-
-
-def _settle(future: asyncio.Future[bool], value: bool) -> None:
-    if not future.done():
-        future.set_result(value)
-
-
-def _settle_when_done(future: asyncio.Future[bool], task: asyncio.Task[bool]) -> None:
-    """An update whose task ended: placed unless the task failed (its sink raised first)."""
-    _settle(future, not task.cancelled() and task.result())
 
 
 async def dispatch_update(
@@ -1064,7 +1059,7 @@ class TelegramPolling:
                 task = asyncio.create_task(self._handle(update, placed))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-                task.add_done_callback(functools.partial(_settle_when_done, placed))
+                task.add_done_callback(functools.partial(settle_when_done, placed))
             if batch and self.placing is not None:
                 await self._confirm_only_placed(updates, batch)
 
@@ -1107,7 +1102,7 @@ class TelegramPolling:
             placing = self.placing
 
             async def sink(inbound: Inbound) -> None:
-                await placing(inbound, functools.partial(_settle, placed, True))
+                await placing(inbound, functools.partial(settle, placed, True))
 
         try:
             await dispatch_update(update, self.channel, sink, self.on_agent, self.on_callback)

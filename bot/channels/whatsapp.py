@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
@@ -31,16 +32,25 @@ import logging
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from typing import Any, TypeVar
 
 import httpx
 from aiohttp import web
 from pydantic import SecretStr
 
-from bot.channels.base import DeliveryError, InboundSink, WindowClosed
+from bot.channels.base import (
+    DeliveryError,
+    InboundSink,
+    PlacingSink,
+    WindowClosed,
+    settle,
+    settle_when_done,
+)
 from bot.settings import WhatsAppSettings
 from bot.types import Channel, ConvKey, Inbound, Kind, Media, Option, Outbound
+
+_T = TypeVar("_T")
 
 log = logging.getLogger(__name__)
 
@@ -324,15 +334,22 @@ class WhatsAppWebhook:
         on_mark_read: Callable[[str], Awaitable[None]] | None = None,
         channel: WhatsAppChannel | None = None,
         clock: Callable[[], float] = time.time,
+        placing: PlacingSink | None = None,
+        place_timeout: float = 5.0,
     ) -> None:
         # ``channel``, when given, learns of each inbound (the 24-hour window) and serves the
         # "more" rows of paged lists itself, so the engine never sees those presses.
+        # ``placing``, when given, is used instead of ``on_inbound``: the POST is answered 200
+        # only once its events have their places (Meta forgets what was answered 200), else 503
+        # and Meta sends it again (the events that did get a place are repeats then).
         self._settings = settings
         self._sink = on_inbound
+        self._placing = placing
+        self._place_timeout = place_timeout
         self._mark_read = on_mark_read
         self._channel = channel
         self._clock = clock
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     async def get(self, request: web.Request) -> web.Response:
         """Meta's subscription handshake: echo ``hub.challenge`` when the verify token matches."""
@@ -364,31 +381,54 @@ class WhatsAppWebhook:
         if not isinstance(payload, dict):
             return web.Response(status=400, text="expected a JSON object")
         events = parse_webhook(payload)
-        if events:
-            self._spawn(self._handle(events, _timestamps(payload)))
+        stamps = _timestamps(payload)
+        placed: list[asyncio.Future[bool]] = []
+        loop = asyncio.get_running_loop()
+        for inbound in events:
+            # A task per event, started in order: they reach the engine's per-conversation
+            # queue in that order, and one customer's turn does not hold up another's.
+            future: asyncio.Future[bool] = loop.create_future()
+            placed.append(future)
+            task = self._spawn(self._handle(inbound, stamps, future))
+            task.add_done_callback(functools.partial(settle_when_done, future))
+        if self._placing is not None and placed:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._place_timeout):
+                    await asyncio.wait(placed)
+            if not all(f.done() and f.result() for f in placed):
+                log.warning("whatsapp events not accepted: the session store did not answer")
+                return web.Response(status=503, text="try again")
         return web.Response(text="ok")
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
         # Keep a reference: the loop holds tasks weakly, and drain() waits for them.
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
-    async def _handle(self, events: list[Inbound], stamps: dict[str, float]) -> None:
-        for inbound in events:
-            conv = str(inbound.key)
-            if self._channel is not None:
-                at = stamps.get(inbound.event_id, self._clock())
-                self._channel.note_inbound(inbound.key.chat_id, at)
-            if self._mark_read is not None:
-                self._spawn(self._read(inbound.event_id, conv))
-            try:
-                if self._channel is not None and await self._channel.serve_more(inbound):
-                    continue
+    async def _handle(
+        self, inbound: Inbound, stamps: dict[str, float], placed: asyncio.Future[bool]
+    ) -> bool:
+        """One event: False when it failed before it had its place (logged)."""
+        conv = str(inbound.key)
+        if self._channel is not None:
+            at = stamps.get(inbound.event_id, self._clock())
+            self._channel.note_inbound(inbound.key.chat_id, at)
+        if self._mark_read is not None:
+            self._spawn(self._read(inbound.event_id, conv))
+        try:
+            if self._channel is not None and await self._channel.serve_more(inbound):
+                return True
+            if self._placing is not None:
+                await self._placing(inbound, functools.partial(settle, placed, True))
+            else:
                 await self._sink(inbound)
-            except Exception:
-                # One bad event must not drop the others of the same call.
-                log.exception("whatsapp inbound failed", extra={"conv": conv})
+        except Exception:
+            # One bad event must not drop the others of the same call.
+            log.exception("whatsapp inbound failed", extra={"conv": conv})
+            return False
+        return True
 
     async def _read(self, wamid: str, conv: str) -> None:
         assert self._mark_read is not None

@@ -253,6 +253,41 @@ async def test_statuses_are_acknowledged_and_ignored(hook: Hook) -> None:
     assert hook.reads == []
 
 
+async def test_with_placing_the_answer_waits_for_the_events_places() -> None:
+    """Meta forgets what was answered 200: with ``placing``, the POST is answered once the
+    event has its place in the store, and 503 (Meta sends it again) when it cannot get one."""
+    placed_first = asyncio.Event()
+    store_up = True
+    handled: list[str] = []
+
+    async def placing(inbound: Inbound, placed: Callable[[], None]) -> None:
+        if not store_up:
+            raise RuntimeError("session store unavailable")
+        await placed_first.wait()
+        placed()
+        handled.append(inbound.text)
+
+    async def unused(inbound: Inbound) -> None:
+        pytest.fail("the plain sink is not used when placing is given")
+
+    webhook = WhatsAppWebhook(make_settings(), unused, placing=placing, place_timeout=2)
+    async with serve(webhook) as client:
+        body, headers = signed_request(graph_api.inbound_text(ANA, "hola"), SECRET)
+        answer = asyncio.ensure_future(
+            client.post("/webhooks/whatsapp", data=body, headers=headers)
+        )
+        await asyncio.sleep(0.2)
+        assert not answer.done()  # not answered before the event has its place
+        placed_first.set()
+        assert (await answer).status == 200
+        store_up = False
+        body, headers = signed_request(graph_api.inbound_text(ANA, "sigo"), SECRET)
+        response = await client.post("/webhooks/whatsapp", data=body, headers=headers)
+        assert response.status == 503
+        await webhook.drain()
+    assert handled == ["hola"]
+
+
 async def test_answer_comes_before_handling_and_drain_waits_for_it() -> None:
     release = asyncio.Event()
     received: list[Inbound] = []
