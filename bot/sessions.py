@@ -283,28 +283,22 @@ _QUEUE_TTL_MS = 120_000
 JOURNAL_KEY = redis_key("turns", "inflight")
 
 
-def _hdel(name: str, item: str | bytes) -> Queue:
-    return lambda p: p.hdel(name, item)
-
-
 def _journal_field(key: ConvKey, event_id: str) -> str:
+    """A turn's field in the journal: its conversation and event (neither holds a ``|``)."""
     return f"{key}|{event_id}"
 
 
-def _journal_entry(key: ConvKey, event_id: str, event: str, at: float) -> str:
-    return orjson.dumps({"conv": str(key), "event_id": event_id, "at": at, "event": event}).decode()
+def _journal_entry(event: str, at: float) -> str:
+    return orjson.dumps({"at": at, "event": event}).decode()
 
 
-def _parse_journal(raw: str | bytes) -> tuple[ConvKey, str, float, str] | None:
+def _parse_journal(field: str | bytes, raw: str | bytes) -> tuple[ConvKey, str, float, str] | None:
     """(conversation, event id, when written, the event's JSON), or None when unreadable."""
     try:
+        name = field.decode() if isinstance(field, bytes) else field
+        conv, _, event_id = name.partition("|")
         entry = orjson.loads(raw)
-        return (
-            ConvKey.parse(entry["conv"]),
-            str(entry["event_id"]),
-            float(entry["at"]),
-            str(entry["event"]),
-        )
+        return ConvKey.parse(conv), event_id, float(entry["at"]), str(entry["event"])
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         log.warning("unreadable journal entry dropped")
         return None
@@ -1248,22 +1242,25 @@ class RedisStore(SessionStore):
         """HGETALL the journal, then take each old enough entry whose conversation has neither a
         lock nor a line (one script each, so one process takes it)."""
         found = await self._call("take_orphans", lambda p: p.hgetall(JOURNAL_KEY))
-        taken: list[str] = []
         limit = self._clock() - older_than
+        unreadable: list[str | bytes] = []
+        candidates: list[tuple[str, Queue]] = []
         for name, raw in (found or {}).items():
-            entry = _parse_journal(raw)
+            entry = _parse_journal(name, raw)
             if entry is None:
-                await self._call("take_orphans", _hdel(JOURNAL_KEY, name))
+                unreadable.append(name)
                 continue
             key, event_id, at, event = entry
             if at > limit:
                 continue
             lock = _lock_key(key)
             keys = [JOURNAL_KEY, lock, _queue_of(lock), redis_key("seen", key.channel, event_id)]
-            script = self._script(self._take_orphan, keys, [_journal_field(key, event_id)])
-            if await self._call("take_orphans", script):
-                taken.append(event)
-        return taken
+            candidates.append((event, self._script(self._take_orphan, keys, [name])))
+        if unreadable:
+            await self._call("take_orphans", lambda p: p.hdel(JOURNAL_KEY, *unreadable))
+        # Issued together, they leave in one pipeline.
+        took = await asyncio.gather(*(self._call("take_orphans", q) for _, q in candidates))
+        return [event for (event, _), ok in zip(candidates, took, strict=True) if ok]
 
     async def delete(self, key: ConvKey) -> None:
         """Forget the session."""
@@ -1347,7 +1344,7 @@ class RedisStore(SessionStore):
             max(1, int(lease * 1000)),
             _QUEUE_TTL_MS,
             _journal_field(key, event_id),
-            "" if journal is None else _journal_entry(key, event_id, journal, self._clock()),
+            "" if journal is None else _journal_entry(journal, self._clock()),
         ]
         found = await self._call("open_turn", self._script(self._open_turn, keys, args))
         claimed, hits, locked = bool(found[0]), int(found[1]), bool(found[2])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import gc
 import hmac
 import logging
@@ -36,7 +37,9 @@ from bot.channels.base import (
     ChannelAdapter,
     DeliveryError,
     WindowClosed,
+    placed_within,
     settle,
+    settle_when_done,
 )
 from bot.channels.telegram import (
     BadUpdate,
@@ -276,12 +279,7 @@ class Service:
         except StoreError:
             log.exception("could not read the kept events")
             return
-        for raw in kept:
-            inbound = Inbound.from_json(raw)
-            log.info(
-                "handling an event kept by a stopped process", extra={"conv": str(inbound.key)}
-            )
-            self._spawn(self.on_inbound(inbound))
+        self._handle_again(kept, "handling an event kept by a stopped process", journal=True)
 
     async def _resume_orphans(self) -> None:
         """Handle again the turns a dead process left unfinished (the store's journal)."""
@@ -290,14 +288,15 @@ class Service:
         except StoreError:
             log.warning("could not read the journal of turns in flight")
             return
-        for raw in orphans:
+        metrics.RECOVERED_TURNS.inc(len(orphans))
+        # A second try is not journalled: a message that kills its process is not tried forever.
+        self._handle_again(orphans, "handling again a message whose process died", journal=False)
+
+    def _handle_again(self, events: list[str], why: str, *, journal: bool) -> None:
+        for raw in events:
             inbound = Inbound.from_json(raw)
-            log.warning(
-                "handling again a message whose process died mid-turn",
-                extra={"conv": str(inbound.key)},
-            )
-            metrics.RECOVERED_TURNS.inc()
-            self._spawn(self.on_inbound(inbound, journal=False))
+            log.warning(why, extra={"conv": str(inbound.key)})
+            self._spawn(self.on_inbound(inbound, journal=journal))
 
     async def _sweeper(self) -> None:
         interval = min(SWEEP_SECONDS, self.settings.bot.handoff_timeout / 4)
@@ -509,11 +508,8 @@ class Service:
         # to whichever process, and that one is then handled after this one.
         placed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
 
-        def on_placed() -> None:
-            settle(placed, True)
-
         async def on_inbound(inbound: Inbound) -> None:
-            await self.on_inbound(inbound, on_placed)
+            await self.on_inbound(inbound, functools.partial(settle, placed, True))
 
         task = self._spawn(
             dispatch_update(
@@ -522,13 +518,8 @@ class Service:
         )
         # An agent's message or junk is done when its task is; a task that failed before the
         # update had its place (the store unreachable) leaves it unplaced.
-        task.add_done_callback(
-            lambda t: settle(placed, not t.cancelled() and t.exception() is None)
-        )
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(PLACE_WAIT_SECONDS):
-                await asyncio.shield(placed)
-        if not (placed.done() and placed.result()):
+        task.add_done_callback(functools.partial(settle_when_done, placed))
+        if not (await placed_within([placed], PLACE_WAIT_SECONDS))[0]:
             # Not taken (Redis unreachable or too slow): Telegram sends the update again later.
             # Should this process still open its turn meanwhile, the copy is a duplicate.
             log.warning("telegram update not accepted: the session store did not answer")

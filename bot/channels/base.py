@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from bot.types import Channel, Inbound, Media, Outbound
 
@@ -31,9 +31,16 @@ def settle(future: asyncio.Future[bool], value: bool) -> None:
         future.set_result(value)
 
 
-def settle_when_done(future: asyncio.Future[bool], task: asyncio.Task[bool]) -> None:
-    """An event's task ended: placed unless it failed first (it returns False then)."""
-    settle(future, not task.cancelled() and task.result())
+def settle_when_done(future: asyncio.Future[bool], task: asyncio.Task[Any]) -> None:
+    """An event's task ended: placed unless it failed first (raised, or returned False)."""
+    settle(future, not task.cancelled() and task.exception() is None and task.result() is not False)
+
+
+async def placed_within(futures: list[asyncio.Future[bool]], timeout: float) -> list[bool]:  # noqa: ASYNC109
+    """Wait (bounded) for events' places: for each, whether it got one in time."""
+    if futures:
+        await asyncio.wait(futures, timeout=timeout)
+    return [f.done() and f.result() for f in futures]
 
 
 @dataclass(frozen=True, slots=True)

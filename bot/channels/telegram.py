@@ -83,6 +83,7 @@ from bot.channels.base import (
     DeliveryError,
     InboundSink,
     PlacingSink,
+    placed_within,
     settle,
     settle_when_done,
 )
@@ -1071,29 +1072,23 @@ class TelegramPolling:
         process killed from then on loses none of them. Updates that could not (the store
         unreachable) are left unconfirmed: fetched again, and a copy whose first try got
         through after all is a duplicate."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.place_timeout):
-                await asyncio.wait(batch)
-        unplaced = [
-            u.update_id
-            for u, f in zip(updates, batch, strict=True)
-            if not (f.done() and f.result())
-        ]
-        retry = []
-        for update_id in unplaced:
-            tries = self._fetched_again.get(update_id, 0) + 1
-            if tries > MAX_FETCHES_UNPLACED:  # failing for another reason: do not loop on it
-                log.error("telegram update dropped: never placed", extra={"update_id": update_id})
-                self._fetched_again.pop(update_id, None)
-            else:
-                self._fetched_again[update_id] = tries
-                retry.append(update_id)
-        for update in updates:
-            if update.update_id not in retry:
-                self._fetched_again.pop(update.update_id, None)
-        if retry:
-            self.offset = min(retry)
-            log.warning("telegram updates not placed, fetched again", extra={"count": len(retry)})
+        placed = await placed_within(batch, self.place_timeout)
+        tries = {
+            u.update_id: self._fetched_again.get(u.update_id, 0) + 1
+            for u, ok in zip(updates, placed, strict=True)
+            if not ok
+        }
+        for update_id in [u for u, n in tries.items() if n > MAX_FETCHES_UNPLACED]:
+            # Failing for another reason than the store: do not loop on it.
+            log.error("telegram update dropped: never placed", extra={"update_id": update_id})
+        # Only what is fetched again keeps its count: the next batch starts with those.
+        self._fetched_again = {u: n for u, n in tries.items() if n <= MAX_FETCHES_UNPLACED}
+        if self._fetched_again:
+            self.offset = min(self._fetched_again)
+            log.warning(
+                "telegram updates not placed, fetched again",
+                extra={"count": len(self._fetched_again)},
+            )
 
     async def _handle(self, update: Update, placed: asyncio.Future[bool]) -> bool:
         """Dispatch one update; False when it failed (logged), True otherwise."""

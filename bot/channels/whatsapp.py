@@ -44,6 +44,7 @@ from bot.channels.base import (
     InboundSink,
     PlacingSink,
     WindowClosed,
+    placed_within,
     settle,
     settle_when_done,
 )
@@ -391,13 +392,10 @@ class WhatsAppWebhook:
             placed.append(future)
             task = self._spawn(self._handle(inbound, stamps, future))
             task.add_done_callback(functools.partial(settle_when_done, future))
-        if self._placing is not None and placed:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._place_timeout):
-                    await asyncio.wait(placed)
-            if not all(f.done() and f.result() for f in placed):
-                log.warning("whatsapp events not accepted: the session store did not answer")
-                return web.Response(status=503, text="try again")
+        accepted = self._placing is None or all(await placed_within(placed, self._place_timeout))
+        if not accepted:
+            log.warning("whatsapp events not accepted: the session store did not answer")
+            return web.Response(status=503, text="try again")
         return web.Response(text="ok")
 
     def _spawn(self, coro: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
