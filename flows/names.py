@@ -30,16 +30,40 @@ def _word_matches(typed: str, real: str) -> bool:
     )
 
 
+def _all_placed(typed: list[str], real: list[str]) -> bool:
+    """Every typed word matched to its own word of the name (Kuhn's augmenting paths)."""
+    owner: dict[int, int] = {}  # index in ``real`` -> index in ``typed``
+
+    def place(t: int, seen: set[int]) -> bool:
+        for r, word in enumerate(real):
+            if r in seen or not _word_matches(typed[t], word):
+                continue
+            seen.add(r)
+            if r not in owner or place(owner[r], seen):
+                owner[r] = t
+                return True
+        return False
+
+    return all(place(t, set()) for t in range(len(typed)))
+
+
 def name_matches(typed: str, holder: str) -> bool:
     """The verification rule of design.md section 5.
 
-    Passes when the answer has at least two words, its first word matches the holder's first
-    word, and every typed word matches some word of the holder's name.
+    Passes when each typed word matches a different word of the holder's name, and the matched
+    words include the name's first word and one of its last two (a Spanish name ends with two
+    surnames; a two-word name needs both words). Knowing a first name is not enough.
     """
     words, real = fold(typed).split(), fold(holder).split()
-    if len(words) < 2 or not real or not _word_matches(words[0], real[0]):
+    if not real or len(words) > len(real) or not _all_placed(words, real):
         return False
-    return all(any(_word_matches(w, r) for r in real) for w in words)
+    # Mendelsohn-Dulmage: when every typed word can be placed, and two different typed words
+    # can take the first word and a surname, one placement does both at once.
+    firsts = {t for t, w in enumerate(words) if _word_matches(w, real[0])}
+    surnames = range(max(len(real) - 2, 1), len(real))
+    return any(
+        firsts - {t} for r in surnames for t, w in enumerate(words) if _word_matches(w, real[r])
+    )
 
 
 def normalise_document(text: str) -> str | None:
