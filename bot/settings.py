@@ -188,7 +188,8 @@ class BotSettings(BaseSettings):
     handoff_timeout: int = Field(default=10 * 60, gt=0)
     promise_max_days: int = Field(default=5, ge=1, le=30)
     lockout_attempts: int = Field(default=3, ge=1)
-    lookup_attempts: int = Field(default=5, ge=1)  # unknown documents per chat before a lockout
+    lookup_attempts: int = Field(default=5, ge=1)  # documents and unknown phones a chat looks up
+    lockout_document_attempts: int = Field(default=5, ge=1)  # wrong names on one document, any chat
     lockout_seconds: int = Field(default=30 * 60, gt=0)
     rate_limit_per_minute: int = Field(default=30, ge=1)
     currency_symbol: str = "$"

@@ -120,7 +120,7 @@ class Conversation:
     def end_verification(self) -> None:
         """Forget who the customer is."""
         self.session.verified_until = None
-        for name in ("doc", "service_id", "services", "first_name", "name_tries"):
+        for name in ("doc", "service_id", "services", "first_name", "name_tries", "proven"):
             self.data.pop(name, None)
 
     async def client(self) -> Client:

@@ -1,7 +1,14 @@
 """Identification (document, or the WhatsApp sender's phone) and verification by holder name.
 
 Nothing of the record is revealed before the name check passes: not the name, the address or
-the plan. Failures count per document and per chat; reaching the limit locks both.
+the plan. Three budgets, each a counter in a window of ``lockout_seconds``:
+
+- per chat, wrong names (``chat:``): at ``lockout_attempts`` the chat is locked;
+- per chat, look-ups (``lookup:``): every document typed, found or not, and every unknown phone;
+  at ``lookup_attempts`` the chat may look up nothing more, so documents cannot be probed;
+- per document, wrong names from any chat (``doc:``): at ``lockout_document_attempts`` the
+  document is locked for every chat except one that proved itself another way (the sender's own
+  phone matched the record), so guessers cannot lock the real holder out cheaply.
 """
 
 from __future__ import annotations
@@ -23,26 +30,28 @@ log = logging.getLogger(__name__)
 DOCUMENT_STATES = ["ask_document", "not_found"]
 
 
-def _scopes(conv: Conversation) -> list[str]:
-    scopes = [f"chat:{conv.key}"]
-    if "doc" in conv.data:
-        scopes.append(f"doc:{conv.data['doc']}")
-    return scopes
+def _chat_scopes(conv: Conversation) -> tuple[str, str]:
+    return f"chat:{conv.key}", f"lookup:{conv.key}"
 
 
-async def _over_limits(conv: Conversation, scopes: list[str]) -> bool:
-    """Any of ``scopes`` at the lockout limit, or the chat locked (failed verifications or
-    unknown documents): every counter read in one store call."""
+async def _counts(conv: Conversation) -> tuple[int, int, int]:
+    """This chat's wrong names and look-ups, and its document's wrong names: one store call."""
+    chat, lookup = _chat_scopes(conv)
+    scopes = [chat, lookup] + ([f"doc:{conv.data['doc']}"] if "doc" in conv.data else [])
+    counts = await conv.ctx.store.failures_many(scopes)
+    return counts[0], counts[1], counts[2] if len(counts) > 2 else 0
+
+
+def _document_locked(conv: Conversation, doc_count: int) -> bool:
+    """Too many wrong names on the document, and this chat has no other proof of identity."""
     settings = conv.ctx.settings.bot
-    chat, lookup = f"chat:{conv.key}", f"lookup:{conv.key}"
-    others = [scope for scope in scopes if scope not in (chat, lookup)]
-    counts = await conv.ctx.store.failures_many([*others, chat, lookup])
-    *scoped, chat_count, lookup_count = counts
-    return (
-        any(count >= settings.lockout_attempts for count in scoped)
-        or chat_count >= settings.lockout_attempts
-        or lookup_count >= settings.lookup_attempts
-    )
+    return doc_count >= settings.lockout_document_attempts and not conv.data.get("proven")
+
+
+async def _count_lookup(conv: Conversation) -> None:
+    """One more look-up spent by this chat."""
+    window = conv.ctx.settings.bot.lockout_seconds
+    await conv.ctx.store.register_failure(_chat_scopes(conv)[1], window)
 
 
 class IdentifyFlow(Flow):
@@ -99,7 +108,14 @@ class IdentifyFlow(Flow):
                 "trigger": "text",
                 "source": DOCUMENT_STATES,
                 "dest": "blocked",
-                "conditions": self.locked,
+                "conditions": self.chat_locked,
+                "after": self.say_locked,
+            },
+            {
+                "trigger": "text",
+                "source": DOCUMENT_STATES,
+                "dest": "blocked",
+                "conditions": [self.found, self.document_locked],
                 "after": self.say_locked,
             },
             {
@@ -132,7 +148,7 @@ class IdentifyFlow(Flow):
                 "trigger": "text",
                 "source": "ask_name",
                 "dest": "blocked",
-                "conditions": self.locked,
+                "conditions": self.name_locked,
                 "after": self.say_locked,
             },
             {
@@ -168,35 +184,54 @@ class IdentifyFlow(Flow):
 
     # -- conditions ------------------------------------------------------------------------
     async def valid_document(self, ev: AsyncEventData) -> bool:
-        """The text is a plausible document number; remember it."""
+        """The text is a plausible document number; remember it (it replaces a phone match)."""
         conv = model(ev)
         doc = normalise_document(ev.kwargs.get("text", ""))
         if doc is None:
             return False
         conv.data["doc"] = doc
+        conv.data.pop("proven", None)
         return True
 
     async def chat_locked(self, ev: AsyncEventData) -> bool:
-        """This chat failed verification, or guessed unknown documents, too often."""
-        return await _over_limits(model(ev), [])
-
-    async def locked(self, ev: AsyncEventData) -> bool:
-        """This chat or this document failed verification too often."""
+        """This chat gave too many wrong names, or spent its look-ups."""
         conv = model(ev)
-        return await _over_limits(conv, _scopes(conv))
+        settings = conv.ctx.settings.bot
+        chat, lookups, _ = await _counts(conv)
+        return chat >= settings.lockout_attempts or lookups >= settings.lookup_attempts
+
+    async def name_locked(self, ev: AsyncEventData) -> bool:
+        """This chat gave too many wrong names, or its document is locked for it."""
+        conv = model(ev)
+        chat, _, doc = await _counts(conv)
+        return chat >= conv.ctx.settings.bot.lockout_attempts or _document_locked(conv, doc)
+
+    async def document_locked(self, ev: AsyncEventData) -> bool:
+        """The document had too many wrong names from any chat."""
+        conv = model(ev)
+        _, _, doc = await _counts(conv)
+        return _document_locked(conv, doc)
 
     async def found(self, ev: AsyncEventData) -> bool:
-        """The document belongs to at least one service (exact matches only)."""
+        """The document belongs to at least one service (exact matches only).
+
+        Found or not, the look-up is spent: "tell me the name" tells a prober the document is a
+        customer's as surely as "not found" tells the opposite. Asked once per message.
+        """
         conv = model(ev)
-        records = await conv.ctx.wisphub.find_by_document(conv.data["doc"])
-        return self._remember(conv, records)
+        if "found" not in ev.kwargs:
+            await _count_lookup(conv)
+            records = await conv.ctx.wisphub.find_by_document(conv.data["doc"])
+            ev.kwargs["found"] = self._remember(conv, records)
+        return bool(ev.kwargs["found"])
 
     async def phone_known(self, ev: AsyncEventData) -> bool:
-        """WhatsApp sender (or a shared contact) matches a client's phone."""
+        """The sender's own number (WhatsApp ``from``, or a Telegram contact of the sender)
+        matches exactly one holder. An unknown number spends a look-up, once per number."""
         conv = model(ev)
         inbound = conv.inbound
         phone = inbound.phone if inbound else None
-        if not phone:
+        if not phone or conv.data.get("phone_missed") == phone:
             return False
         try:
             records = await conv.ctx.wisphub.find_by_phone(phone)
@@ -205,10 +240,15 @@ class IdentifyFlow(Flow):
                 "phone look-up failed; asking for the document", extra={"conv": str(conv.key)}
             )
             return False
+        if not records:
+            conv.data["phone_missed"] = phone
+            await _count_lookup(conv)
+            return False
         holders = {r.document for r in records if r.document}
-        if len(holders) != 1:  # nobody, or a number shared by several holders: ask the document
+        if len(holders) != 1:  # a number shared by several holders: ask the document
             return False
         conv.data["doc"] = holders.pop()
+        conv.data["proven"] = "phone"
         return self._remember(conv, records)
 
     @staticmethod
@@ -237,18 +277,17 @@ class IdentifyFlow(Flow):
         return len(model(ev).data.get("services", [])) > 1
 
     async def failure_locks(self, ev: AsyncEventData) -> bool:
-        """Count a failed name; True when the limit is reached."""
+        """Count a wrong name for the chat and the document; True when either is locked now."""
         conv = model(ev)
         settings = conv.ctx.settings.bot
-        counts = [
-            await conv.ctx.store.register_failure(scope, settings.lockout_seconds)
-            for scope in _scopes(conv)
-        ]
+        window = settings.lockout_seconds
+        chat = await conv.ctx.store.register_failure(_chat_scopes(conv)[0], window)
+        doc = await conv.ctx.store.register_failure(f"doc:{conv.data['doc']}", window)
         log.info(
             "verification failed", extra={"conv": str(conv.key), "doc": mask(conv.data["doc"])}
         )
-        conv.data["name_tries"] = max(counts)
-        return max(counts) >= settings.lockout_attempts
+        conv.data["name_tries"] = chat
+        return chat >= settings.lockout_attempts or _document_locked(conv, doc)
 
     async def service_picked(self, ev: AsyncEventData) -> bool:
         """The chosen service is one of the holder's."""
@@ -274,10 +313,8 @@ class IdentifyFlow(Flow):
         conv.say(conv.t("document_invalid"))
 
     async def say_not_found(self, ev: AsyncEventData) -> None:
-        """No service with that document (counted: guessing documents gets the chat locked)."""
+        """No service with that document (the look-up was counted in ``found``)."""
         conv = model(ev)
-        settings = conv.ctx.settings.bot
-        await conv.ctx.store.register_failure(f"lookup:{conv.key}", settings.lockout_seconds)
         conv.data.pop("doc", None)
         conv.say(conv.t("not_found"), conv.opts("retry", "agent"))
 
@@ -320,7 +357,9 @@ class IdentifyFlow(Flow):
         conv.data.setdefault("service_id", conv.data["services"][0])
         conv.data.pop("name_tries", None)
         conv.session.verified_until = conv.now + conv.ctx.settings.bot.verified_ttl
-        await conv.ctx.store.clear_failures(*_scopes(conv))
+        # The chat's wrong names are forgiven; its look-ups and the document's wrong names are
+        # not: a guesser's budget must not refill when the holder (or the guesser) gets in.
+        await conv.ctx.store.clear_failures(_chat_scopes(conv)[0])
         if ev.event.name == "text":
             conv.say(conv.t("verified", first_name=conv.data["first_name"]))
         conv.jump("client", "menu")
