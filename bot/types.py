@@ -61,7 +61,7 @@ class Inbound:
     kind: Kind = Kind.TEXT
     text: str = ""
     payload: str | None = None  # the option id of a pressed button
-    phone: str | None = None  # a shared contact, or the WhatsApp sender's number
+    phone: str | None = None  # the sender's own number (WhatsApp ``from``, their own contact)
     user_id: str | None = None
     display_name: str | None = None  # the channel profile name (topic titles), never verified
     media: Media | None = None

@@ -243,6 +243,18 @@ def _phone(raw: str) -> str | None:
     return "+" + digits if raw.strip().startswith("+") else digits
 
 
+def _card_numbers(msg: dict[str, Any]) -> list[str]:
+    """Every number on a message's shared contact cards."""
+    numbers = []
+    for contact in _dicts(msg.get("contacts")):
+        for phone in _dicts(contact.get("phones")):
+            shared = _str(phone.get("wa_id"))
+            number = "+" + shared if shared.isdigit() else _phone(_str(phone.get("phone")))
+            if number:
+                numbers.append(number)
+    return numbers
+
+
 def _message(msg: dict[str, Any], names: dict[str, str]) -> Inbound | None:
     wa_id, wamid = _str(msg.get("from")), _str(msg.get("id"))
     if not wa_id or not wamid:
@@ -271,13 +283,13 @@ def _message(msg: dict[str, Any], names: dict[str, str]) -> Inbound | None:
         payload = _str(button.get("payload")) or _str(button.get("text"))
         return Inbound(kind=Kind.BUTTON, payload=payload, text=_str(button.get("text")), **base)
     if kind == "contacts":
-        for contact in _dicts(msg.get("contacts")):
-            for phone in _dicts(contact.get("phones")):
-                shared = _str(phone.get("wa_id"))
-                number = "+" + shared if shared.isdigit() else _phone(_str(phone.get("phone")))
-                if number:
-                    return Inbound(kind=Kind.CONTACT, **{**base, "phone": number})
-        return Inbound(kind=Kind.OTHER, **base)
+        # Anyone can share anyone's card: only the sender's own number (``from``) may identify.
+        # A card of another number is a contact without a phone (the document is asked).
+        numbers = _card_numbers(msg)
+        if not numbers:
+            return Inbound(kind=Kind.OTHER, **base)
+        own = base["phone"] if base["phone"] in numbers else None
+        return Inbound(kind=Kind.CONTACT, **{**base, "phone": own})
     if kind in _MEDIA_TYPES:
         body = _dict(msg.get(kind))
         media_id = _str(body.get("id"))

@@ -541,13 +541,85 @@ async def test_unknown_number_is_asked_the_document(bot: BotUnderTest) -> None:
     await stranger.expect("Gracias, Ana")
 
 
-async def test_a_shared_contact_card_identifies_by_its_number(bot: BotUnderTest) -> None:
+async def to_document_question(chat: Chat) -> None:
+    """Greeting → Soy cliente → the bot asks for the document (the number matched nobody)."""
+    await chat.say("hola")
+    await chat.press("Soy cliente")
+    await chat.expect(r"documento \(cedula\)")
+
+
+def phone_lookups(bot: BotUnderTest) -> list[str]:
+    """The numbers the bot asked WispHub about."""
+    return [
+        r.query["telefono__contains"]
+        for r in bot.peers.sandbox.requests
+        if "telefono__contains" in r.query
+    ]
+
+
+async def test_a_contact_card_of_another_number_does_not_identify(bot: BotUnderTest) -> None:
+    """Only the sender's own number identifies: Ana's card from a stranger is answered with the
+    document question, and cards of unknown numbers are not even looked up (no enumeration)."""
     stranger = bot.chat(STRANGER)
-    await stranger.say("hola")
-    await stranger.press("Soy cliente")
-    await stranger.expect("documento")
-    await stranger.send(inbound_contact(STRANGER, "+57 300 111 2233", contact_wa_id=ANA))
-    await stranger.expect("asociado a este numero.*nombre completo")
+    await to_document_question(stranger)
+    cards = [
+        inbound_contact(STRANGER, "+57 300 111 2233", contact_wa_id=ANA),
+        inbound_contact(STRANGER, "+57 300 111 2233"),
+        *(inbound_contact(STRANGER, f"+57 310 555 00{n:02}") for n in range(8)),
+    ]
+    for card in cards:
+        await stranger.send(card)
+        await stranger.expect(r"documento \(cedula\)")
+        assert "nombre completo" not in fold(stranger.transcript())
+    # WispHub was asked about the sender's own number at most (an earlier test may have left
+    # it in the bot's look-up cache), never about a card's.
+    assert set(phone_lookups(bot)) <= {"3125550000"}
+    # The cards spent none of the chat's look-ups: a real document is still answered.
+    await stranger.say(ANA_DOCUMENT)
+    await stranger.expect("nombre completo")
+
+
+async def test_failed_phone_and_document_lookups_share_the_chats_budget(
+    bot: BotUnderTest,
+) -> None:
+    """An unknown sender's number is one look-up; four unknown documents make five: locked."""
+    stranger = bot.chat(STRANGER)
+    await to_document_question(stranger)
+    for document in ("11111111", "22222222", "33333333", "44444444"):
+        await stranger.say(document)
+        await stranger.expect("No encontre")
+    await stranger.say(ANA_DOCUMENT)
+    await stranger.expect("bloqueada por 30 minutos")
+    assert "nombre completo" not in fold(stranger.transcript())
+
+
+async def test_a_document_locked_by_guessers_stays_open_to_the_holders_own_number(
+    bot: BotUnderTest,
+) -> None:
+    """Five wrong names on Ana's document from two strangers lock it for a third one, but Ana,
+    writing from her registered number, still verifies."""
+    guessers = [bot.chat("573125550001"), bot.chat("573125550002")]
+    for guesser, wrong_names in zip(guessers, (3, 2), strict=True):
+        await to_document_question(guesser)
+        await guesser.say(ANA_DOCUMENT)
+        await guesser.expect("nombre completo")
+        for n in range(wrong_names):
+            await guesser.say(f"ana lopez {n}")
+            await guesser.expect("no coincide|bloqueada")
+        await guesser.expect("bloqueada por 30 minutos")
+
+    third = bot.chat("573125550003")
+    await to_document_question(third)
+    await third.say(ANA_DOCUMENT)
+    await third.expect("bloqueada")
+    assert "nombre completo" not in fold(third.transcript())
+
+    ana = bot.chat(ANA)
+    await ana.say("hola")
+    await ana.press("Soy cliente")
+    await ana.expect("asociado a este numero.*nombre completo")
+    await ana.say("ana ruiz")
+    await ana.expect("Gracias, Ana")
 
 
 async def test_a_redelivered_wamid_is_handled_once(bot: BotUnderTest) -> None:

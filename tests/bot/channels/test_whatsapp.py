@@ -370,11 +370,25 @@ def test_parse_template_quick_reply() -> None:
     assert (event.kind, event.payload) == (Kind.BUTTON, "promise.yes")
 
 
-def test_parse_shared_contact_gives_the_contacts_phone() -> None:
+def test_parse_a_card_of_another_number_carries_no_phone() -> None:
+    """Anyone can share anyone's card: it must never stand for the sender's number."""
     event = only(graph_api.inbound_contact(ANA, "+57 310 444 5566", contact_wa_id=LUIS))
-    assert (event.kind, event.phone) == (Kind.CONTACT, "+" + LUIS)
+    assert (event.kind, event.phone) == (Kind.CONTACT, None)
     without_wa_id = only(graph_api.inbound_contact(ANA, "+57 (310) 444-5566"))
-    assert without_wa_id.phone == "+573104445566"
+    assert (without_wa_id.kind, without_wa_id.phone) == (Kind.CONTACT, None)
+
+
+def test_parse_a_card_of_the_senders_own_number_carries_it() -> None:
+    event = only(graph_api.inbound_contact(LUIS, "+57 310 444 5566", contact_wa_id=LUIS))
+    assert (event.kind, event.phone) == (Kind.CONTACT, "+" + LUIS)
+    without_wa_id = only(graph_api.inbound_contact(LUIS, "+57 (310) 444-5566"))
+    assert without_wa_id.phone == "+" + LUIS
+
+
+def test_parse_a_card_without_numbers_is_other() -> None:
+    payload = graph_api.inbound_contact(ANA, "")
+    event = only(payload)
+    assert (event.kind, event.phone) == (Kind.OTHER, "+" + ANA)
 
 
 @pytest.mark.parametrize(
