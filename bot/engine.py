@@ -26,6 +26,7 @@ from bot.sessions import LockTimeout, Session, StoreError, StoreUnavailable
 from bot.types import ConvKey, Inbound, Kind, Option, Outbound
 from flows.agent import WAITING
 from flows.base import Conversation, FlowContext
+from flows.identify import verify_by_agent
 from flows.names import fold
 from flows.registry import Flows, build_flows, split_state
 from flows.texts import LANGUAGES, Texts, catalogue
@@ -537,6 +538,9 @@ class Engine:
                 await self.ctx.handoff.close(msg.thread_id)
             elif word == "/ticket":
                 await self._agent_ticket(conv, msg, text.partition(" ")[2].strip(), notes)
+            elif word == "/verificar":
+                note = await verify_by_agent(conv, text.partition(" ")[2], notes)
+                await self.ctx.handoff.notify(msg.thread_id, note)
             else:
                 if session.state != WAITING:  # an agent took the conversation up again
                     session.state = WAITING

@@ -21,6 +21,7 @@ from transitions.extensions.asyncio import AsyncEventData
 from bot.types import Option
 from flows.base import Conversation, Flow, model
 from flows.names import mask, name_matches, normalise_document
+from flows.texts import Texts
 from integrations.wisphub.errors import WispHubError
 from integrations.wisphub.models import Client
 
@@ -363,3 +364,37 @@ class IdentifyFlow(Flow):
         if ev.event.name == "text":
             conv.say(conv.t("verified", first_name=conv.data["first_name"]))
         conv.jump("client", "menu")
+
+
+async def verify_by_agent(conv: Conversation, args: str, notes: Texts) -> str:
+    """``/verificar <documento> [servicio]`` in a topic: an agent, having confirmed who the
+    customer is by other means, verifies the conversation for that holder, even while the
+    document is locked by others' wrong names. Returns the note for the topic."""
+    words = args.split()
+    doc = normalise_document(words[0]) if words else None
+    wanted = words[1] if len(words) > 1 else None
+    if doc is None or len(words) > 2 or (wanted is not None and not wanted.isdigit()):
+        return notes("agents.verify_usage")
+    try:
+        records = await conv.ctx.wisphub.find_by_document(doc)
+    except WispHubError as err:
+        return notes("agents.verify_failed", reason=type(err).__name__)
+    if not records:
+        return notes("agents.verify_not_found", document=doc)
+    chosen = [r for r in records if wanted is None or str(r.service_id) == wanted]
+    if len(chosen) != 1:
+        services = ", ".join(f"{r.service_id} ({r.address or '-'})" for r in records)
+        return notes("agents.verify_choose", document=doc, services=services)
+    record = chosen[0]
+    conv.end_verification()
+    conv.data.update(
+        doc=doc,
+        services=[r.service_id for r in records],
+        service_id=record.service_id,
+        first_name=record.first_name,
+        proven="agent",
+    )
+    conv.session.verified_until = conv.now + conv.ctx.settings.bot.verified_ttl
+    await conv.ctx.store.clear_failures(_chat_scopes(conv)[0])
+    log.info("verified by an agent", extra={"conv": str(conv.key), "doc": mask(doc)})
+    return notes("agents.verified_by_agent", name=record.name, service_id=record.service_id)

@@ -12,7 +12,8 @@ import re
 from collections.abc import Callable
 
 import pytest
-from e2e_harness import BotProcess, Chat, fold
+from e2e_harness import BotProcess, Chat, fold, wait_for_text
+from telegram_api import FakeTelegram
 
 from integrations.wisphub.sandbox import Sandbox
 
@@ -152,3 +153,45 @@ async def test_wrong_names_lock_the_chat_first_and_the_document_after_its_budget
     assert "nombre completo" not in said(third)
     for chat in (first, second, third):
         assert not PERSONAL.search(said(chat)), chat.transcript()
+
+
+async def lock_document(new_chat: Callable[..., Chat], document: str) -> None:
+    """Two guessers spend the document's budget: three wrong names, then two."""
+    for name, wrong in (("Mallory", 3), ("Eve", 2)):
+        guesser = new_chat(name)
+        await to_name_question(guesser, document)
+        for n in range(wrong):
+            guesser.say(f"ana lopez {n}")
+        await guesser.expect("bloqueada por 30 minutos")
+
+
+async def test_an_agent_verifies_a_customer_whose_document_is_locked(
+    bot: BotProcess, new_chat: Callable[..., Chat], fake: FakeTelegram
+) -> None:
+    """The holder, locked out by guessers, asks for an agent; the agent checks who she is and
+    types /verificar: the chat is verified and the client menu follows the handoff."""
+    await lock_document(new_chat, ANA_DOC)
+    holder = new_chat()
+    await to_name_question(holder, ANA_DOC, answer="bloqueada")
+    agents = fake.agents_chat_id
+    agents_start = len(fake.sent(agents))
+    holder.press("Hablar con un asesor")
+    await holder.expect("Te comunico con un asesor")
+    card = await wait_for_text(fake, agents, "Nueva conversacion", agents_start)
+    thread = card.message_thread_id
+    assert thread is not None
+    assert "sin verificar" in fold(card.text or "")
+
+    fake.agent_text(thread, "/verificar")
+    await wait_for_text(fake, agents, "Uso: /verificar", thread_id=thread)
+    fake.agent_text(thread, "/verificar 1.020.304.050")
+    await wait_for_text(
+        fake,
+        agents,
+        "verificado por un asesor: Ana Maria Ruiz Gomez · servicio 10",
+        thread_id=thread,
+    )
+    fake.agent_text(thread, "/cerrar")
+    await holder.expect("Estado de cuenta")
+    holder.press("Estado de cuenta")
+    await holder.expect("Valor mensual")
