@@ -288,6 +288,11 @@ class IdentifyFlow(Flow):
             "verification failed", extra={"conv": str(conv.key), "doc": mask(conv.data["doc"])}
         )
         conv.data["name_tries"] = chat
+        if doc == settings.lockout_document_attempts:  # once per window: operators may look
+            log.warning(
+                "document locked after wrong names from any chat",
+                extra={"conv": str(conv.key), "doc": mask(conv.data["doc"])},
+            )
         return chat >= settings.lockout_attempts or _document_locked(conv, doc)
 
     async def service_picked(self, ev: AsyncEventData) -> bool:

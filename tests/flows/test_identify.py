@@ -7,6 +7,7 @@ against the real service; these pin the rules down branch by branch, in memory.
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -83,9 +84,12 @@ async def lock_ana(rt: Runtime) -> None:
 
 
 async def test_a_locked_document_is_locked_for_a_new_chat_but_not_for_the_holders_phone(
-    rt: Runtime,
+    rt: Runtime, caplog: pytest.LogCaptureFixture
 ) -> None:
-    await lock_ana(rt)
+    with caplog.at_level(logging.WARNING, logger="flows.identify"):
+        await lock_ana(rt)
+    [locked] = [r for r in caplog.records if r.getMessage().startswith("document locked")]
+    assert getattr(locked, "doc", None) == "*******050"  # operators see it, masked
     other = ConvKey("telegram", "8103")
     await to_document(rt, other)
     assert "bloqueada" in await send(rt, other, ANA_DOC)
