@@ -217,12 +217,13 @@ class IdentifyFlow(Flow):
         """The document belongs to at least one service (exact matches only).
 
         Found or not, the look-up is spent: "tell me the name" tells a prober the document is a
-        customer's as surely as "not found" tells the opposite. Asked once per message.
+        customer's as surely as "not found" tells the opposite. Asked once per message; a
+        WispHub failure spends nothing (the customer learnt nothing and may try again).
         """
         conv = model(ev)
         if "found" not in ev.kwargs:
-            await _count_lookup(conv)
             records = await conv.ctx.wisphub.find_by_document(conv.data["doc"])
+            await _count_lookup(conv)
             ev.kwargs["found"] = self._remember(conv, records)
         return bool(ev.kwargs["found"])
 

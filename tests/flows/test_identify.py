@@ -173,3 +173,15 @@ async def test_verificar_when_wisphub_fails_says_so(rt: Runtime) -> None:
     thread = await open_topic(rt, key)
     rt.sandbox.add_fault("^/clientes/", status=401, count=None)
     assert "no pude consultar wisphub" in await agent(rt, thread, "/verificar 52123456")
+
+
+async def test_a_wisphub_failure_spends_no_look_up(rt: Runtime) -> None:
+    """During an outage the customer may retype the document as often as needed."""
+    assert rt.sandbox is not None
+    key = ConvKey("telegram", "8301")
+    await to_document(rt, key)
+    rt.sandbox.add_fault("^/clientes/", status=401, count=None)
+    for _ in range(6):
+        assert "bloqueada" not in await send(rt, key, ANA_DOC)
+    rt.sandbox.clear_faults()
+    assert "nombre completo" in await send(rt, key, ANA_DOC)
