@@ -129,4 +129,4 @@ class TelegramAgents:
         try:
             await self.channel.close_topic(thread_id)
         except DeliveryError:
-            log.warning("topic could not be closed", extra={"thread": thread_id})
+            log.warning("topic could not be closed", extra={"thread_id": thread_id})
