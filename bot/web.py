@@ -139,7 +139,9 @@ class Service:
             self._stack.push_async_callback(self.telegram.aclose)
             self.channels["telegram"] = self.telegram
             if tg.agents_chat_id is not None:
-                self.handoff = TelegramAgents(self.telegram, self.settings.bot.bot_language)
+                self.handoff = TelegramAgents(
+                    self.telegram, self.settings.bot.bot_language, agent_ids=tg.agent_ids
+                )
         wa = self.settings.whatsapp
         if wa.enabled:
             self.whatsapp = WhatsAppChannel(
@@ -333,6 +335,8 @@ class Service:
 
     async def on_agent(self, msg: AgentMessage) -> None:
         """An agent's message in a topic (the engine keeps a topic's messages in order)."""
+        if isinstance(self.handoff, TelegramAgents) and not await self.handoff.admit(msg):
+            return  # not on TELEGRAM_AGENT_IDS: told so in the topic
 
         async def deliver(replies: list[Outbound]) -> list[Outbound]:
             replies = [self._from_topic(reply) for reply in replies]

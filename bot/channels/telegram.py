@@ -360,6 +360,7 @@ def update_to_agent_message(update: Update, agents_chat_id: int) -> AgentMessage
         text=text,
         agent_name=agent_name,
         media=media,
+        user_id=None if anonymous_admin or user is None else user.id,
     )
 
 
