@@ -189,6 +189,9 @@ class BotSettings(BaseSettings):
     business_hours: str = ""
     default_country_code: str = Field(default="57", pattern=r"^\d{1,4}$")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # The secret behind the logs' conversation pseudonyms (bot/logs.py); WISPHUB_API_KEY's when
+    # unset. Changing it (or that key) changes every pseudonym.
+    log_key: SecretStr | None = None
     redis_url: str | None = None
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
@@ -267,6 +270,12 @@ class Settings(BaseModel):
     wisphub: WispHubSettings
     telegram: TelegramSettings
     whatsapp: WhatsAppSettings
+
+    @property
+    def log_secret(self) -> str | None:
+        """The secret the logs' pseudonym key is derived from: LOG_KEY, else WISPHUB_API_KEY."""
+        secret = self.bot.log_key or self.wisphub.api_key
+        return secret.get_secret_value() if secret is not None else None
 
 
 _PREFIX = {"bot": "", "wisphub": "WISPHUB_", "telegram": "TELEGRAM_", "whatsapp": "WHATSAPP_"}

@@ -53,7 +53,7 @@ from bot.channels.telegram import (
 from bot.channels.whatsapp import WhatsAppChannel, WhatsAppWebhook, takes_caption
 from bot.engine import LOCK_LEASE_SECONDS, Engine
 from bot.handoff import HandoffError, HandoffPort, NoAgents
-from bot.logs import setup_logging
+from bot.logs import log_key, setup_logging
 from bot.runtime import Runtime, open_runtime
 from bot.sessions import StoreError
 from bot.settings import Settings, SettingsError, load_settings, require
@@ -538,7 +538,7 @@ class Service:
 async def run_service() -> int:
     """``python -m bot run``: serve until SIGTERM/SIGINT, then drain and exit 0."""
     settings = load_settings()
-    setup_logging(settings.bot.log_level)
+    setup_logging(settings.bot.log_level, log_key(settings.log_secret))
     require(settings.wisphub.api_key, "WISPHUB_API_KEY")
     service = Service(settings)
     stop = asyncio.Event()

@@ -861,7 +861,12 @@ class TelegramChannel:
                 raise self._failed(chat, DeliveryError(msg), attempt - 1)
             log.warning(
                 "telegram send retry",
-                extra={"chat": str(chat), "attempt": attempt, "reason": reason, "delay": delay},
+                extra={
+                    "conv": f"telegram:{chat}",
+                    "attempt": attempt,
+                    "reason": reason,
+                    "delay": delay,
+                },
             )
             await asyncio.sleep(delay)
 

@@ -5,11 +5,16 @@ from __future__ import annotations
 import ast
 import json
 import logging
+import re
+import sys
 from pathlib import Path
 
 import pytest
 
-from bot.logs import JsonFormatter, setup_logging
+from bot.logs import JsonFormatter, log_key, pseudonym, setup_logging
+from bot.types import ConvKey
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def record(msg: str, **extra: object) -> logging.LogRecord:
@@ -25,8 +30,48 @@ def test_a_line_is_json_with_the_conversation_key() -> None:
     assert data["msg"] == "flow step failed"
     assert data["level"] == "warning"
     assert data["logger"] == "bot.engine"
-    assert data["conv"] == "telegram:1001"
+    assert data["conv"] == pseudonym("telegram:1001")
     assert data["attempt"] == 2
+
+
+NUMBER = "573001112233"
+KEY = ConvKey("whatsapp", NUMBER)
+
+
+def test_the_conversation_is_a_keyed_pseudonym_never_the_number() -> None:
+    ours, theirs = log_key("our-wisphub-key"), log_key("another-isp")
+    name = pseudonym(KEY, ours)
+    assert re.fullmatch(r"whatsapp#[0-9a-f]{12}", name)
+    assert pseudonym(str(KEY), ours) == name  # the key or its text: the same pseudonym
+    assert pseudonym(KEY, theirs) != name  # another deployment (secret): another pseudonym
+    assert pseudonym(ConvKey("whatsapp", "573001112234"), ours) != name
+    data = json.loads(JsonFormatter(ours).format(record("sent", conv=KEY)))
+    assert data["conv"] == name
+
+
+def test_a_raw_key_anywhere_in_a_line_becomes_its_pseudonym() -> None:
+    """Exceptions and messages built with ``str(key)`` (or a Redis key) cannot leak it."""
+    key = log_key("secret")
+    try:
+        raise RuntimeError(f"{KEY}: the customer has not written for 24 hours")
+    except RuntimeError:
+        rec = record(f"reply to {KEY} not delivered", detail=f"wispbot:conv:{KEY}")
+        rec.exc_info = sys.exc_info()
+    line = JsonFormatter(key).format(rec)
+    assert NUMBER not in line
+    data = json.loads(line)
+    name = pseudonym(KEY, key)
+    assert data["msg"] == f"reply to {name} not delivered"
+    assert data["detail"] == f"wispbot:conv:{name}"
+    assert f"{name}: the customer has not written" in data["exc"]
+
+
+def test_a_bare_number_in_free_text_is_masked_but_its_last_4_digits() -> None:
+    text = f"no client with telefono 3001112233 ({KEY!r}); ticket 4711, update 123456789"
+    data = json.loads(JsonFormatter().format(record(text, number_of_tries=3)))
+    assert data["msg"] == (
+        f"no client with telefono ******2233 ({pseudonym(KEY)}); ticket 4711, update *****6789"
+    )
 
 
 def test_secrets_in_messages_and_fields_are_masked() -> None:
@@ -40,7 +85,6 @@ def test_secrets_in_messages_and_fields_are_masked() -> None:
 
 # ---- every ``extra`` key the code logs with ----------------------------------------------------
 
-ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ("bot", "flows", "integrations")
 LOG_METHODS = {"debug", "info", "warning", "error", "exception", "critical", "log"}
 
@@ -113,3 +157,11 @@ def test_every_extra_key_the_code_uses_can_be_logged(capsys: pytest.CaptureFixtu
     assert len(lines) == len(keys)
     for key, line in zip(sorted(keys), lines, strict=True):
         assert key in line, (key, line)
+
+
+def test_chats_are_logged_under_conv_only() -> None:
+    """The pseudonym applies to ``conv``: a chat id or a number logged under another name would
+    be written as it is."""
+    misnamed = {"chat", "chat_id", "wa_id", "to", "recipient", "sender", "number"}
+    keys = extra_keys()
+    assert not {k: sorted(keys[k]) for k in misnamed & keys.keys()}
