@@ -5,7 +5,8 @@ tests/fakes/e2e_harness.py).
 Two bots of this module's own (``fleet`` is overridden here):
 
 - ``webhook``: webhook mode, ``TELEGRAM_AGENT_IDS=5001,5002`` (the fake's agent Luis is 5001);
-- ``timeout``: long polling, ``HANDOFF_TIMEOUT=2``, every member of the group an agent.
+- ``timeout``: long polling, ``HANDOFF_TIMEOUT=2``, every member of the group an agent, its
+  own Redis database (its sweeper would time out the other bot's handoffs).
 
 Every wait is on a message reaching the fake, bounded by a timeout; where a test asserts that
 something did not reach a customer, it first waits for a later message of the same topic, which
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from e2e_harness import (
+    E2E_TIMEOUT_REDIS_URL,
     WEBHOOK_SECRET,
     BotProcess,
     Chat,
@@ -60,7 +62,13 @@ async def fleet(
             TELEGRAM_WEBHOOK_SECRET=WEBHOOK_SECRET,
             TELEGRAM_AGENT_IDS=f"{AGENT}, 5002",
         ),
-        "timeout": bot_env(timeout_fake, sandbox.url, free_port(), HANDOFF_TIMEOUT="2"),
+        "timeout": bot_env(
+            timeout_fake,
+            sandbox.url,
+            free_port(),
+            HANDOFF_TIMEOUT="2",
+            REDIS_URL=E2E_TIMEOUT_REDIS_URL,
+        ),
     }
     bots = {name: BotProcess(name, env, workdir) for name, env in envs.items()}
     bots["webhook"].telegram = webhook_fake
