@@ -5,8 +5,9 @@ customer's phone number): ``whatsapp#3f9a1c2b7d0e``, the first 12 hex digits of 
 of ``channel:chat_id`` under a per-deployment key (``log_key``). The formatter applies it to
 every record, so no call site can log a raw key: the ``conv`` field is always turned into its
 pseudonym, and a raw key (``whatsapp:573001112233``, or a ``ConvKey`` repr) anywhere in a
-message, a text field or a traceback is replaced by its pseudonym too; any other run of 9 or more
-digits there (a bare number) is masked but its last 4. ``python -m bot logkey CHANNEL CHAT_ID``
+message, a text field or a traceback is replaced by its pseudonym too, so is a WhatsApp message
+id (``wamid.…`` carries the number in base64); any other run of 9 or more digits there (a bare
+number) is masked but its last 4. ``python -m bot logkey CHANNEL CHAT_ID``
 prints a customer's pseudonym, to find their lines.
 """
 
@@ -31,12 +32,14 @@ _SECRETS = [
 ]
 
 
-# In free text (messages, string fields, tracebacks), in one pass: a conversation key as
+# In every text (messages, fields, tracebacks), in one pass: a conversation key as
 # ``str(ConvKey)`` or its repr writes it (console keys name no person), which becomes its
-# pseudonym; else any run of 9+ digits (a bare phone number, a document), masked but its last 4.
+# pseudonym; a WhatsApp message id, which carries the customer's number (base64), becomes one of
+# its own; any other run of 9+ digits (a bare phone number, a document) is masked but its last 4.
 _IDENTIFIERS = re.compile(
     r"(?P<conv>\b(?:telegram|whatsapp):-?\d+\b)"
     r"|ConvKey\(channel='(?P<channel>telegram|whatsapp)', chat_id='(?P<chat>-?\d+)'\)"
+    r"|(?P<wamid>\bwamid\.[\w+/=-]+)"
     r"|(?<![\w#])(?P<digits>\d{5,})(?P<last>\d{4})(?!\w)"
 )
 _CONV_FIELDS = frozenset({"conv"})
@@ -58,6 +61,8 @@ def pseudonym(conv: object, key: bytes = DEFAULT_LOG_KEY) -> str:
     text = str(conv)
     channel, sep, _ = text.partition(":")
     digest = hmac.new(key, text.encode(), hashlib.sha256).hexdigest()[:12]
+    if text.startswith("wamid."):  # a WhatsApp message id (see _IDENTIFIERS)
+        return f"wamid#{digest}"
     return f"{channel}#{digest}" if sep and channel.isalpha() else f"conv#{digest}"
 
 
@@ -83,6 +88,8 @@ class JsonFormatter(logging.Formatter):
             return pseudonym(found["conv"], self._key)
         if found["channel"]:
             return pseudonym(f"{found['channel']}:{found['chat']}", self._key)
+        if found["wamid"]:
+            return pseudonym(found["wamid"], self._key)
         return "*" * len(found["digits"]) + found["last"]
 
     def format(self, record: logging.LogRecord) -> str:

@@ -66,6 +66,16 @@ def test_a_raw_key_anywhere_in_a_line_becomes_its_pseudonym() -> None:
     assert f"{name}: the customer has not written" in data["exc"]
 
 
+def test_a_whatsapp_message_id_which_carries_the_number_is_a_pseudonym_too() -> None:
+    # Meta's ids are base64 of a record holding the customer's number ("573001112233" here).
+    wamid = "wamid.HBgMNTczMDAxMTEyMjMzFQIAEhgUM0VCMEQ5RjY0RTg5NEI1OEQ3NjQA"
+    line = JsonFormatter().format(record(f"mark-read failed for {wamid}", wamid=wamid))
+    assert "HBgMNTczMDAxMTEyMjMz" not in line
+    data = json.loads(line)
+    assert re.fullmatch(r"wamid#[0-9a-f]{12}", data["wamid"])
+    assert data["msg"] == f"mark-read failed for {data['wamid']}"  # the same message, the same id
+
+
 def test_a_bare_number_in_free_text_is_masked_but_its_last_4_digits() -> None:
     text = f"no client with telefono 3001112233 ({KEY!r}); ticket 4711, update 123456789"
     data = json.loads(JsonFormatter().format(record(text, number_of_tries=3)))
