@@ -1,4 +1,5 @@
-"""The command line: ``python -m bot {chat,run,sandbox,simulate,diagram}`` (also ``wispbot``)."""
+"""The command line: ``python -m bot {chat,run,sandbox,simulate,diagram,logkey}`` (also
+``wispbot``)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     diagram = sub.add_parser("diagram", help="print the flows as Mermaid state diagrams")
     diagram.add_argument("flow", nargs="?", default=None)
+    logkey = sub.add_parser(
+        "logkey", help="print the pseudonym a conversation has in the logs (its `conv` field)"
+    )
+    logkey.add_argument("channel", choices=["telegram", "whatsapp"])
+    logkey.add_argument("chat_id", help="Telegram chat id, or the WhatsApp number (+57 300 ...)")
     return parser
+
+
+def _logkey(channel: str, chat_id: str) -> int:
+    """Print a conversation's log pseudonym under this deployment's settings."""
+    from bot.logs import log_key, pseudonym
+
+    if channel == "whatsapp":
+        chat_id = "".join(c for c in chat_id if c.isdigit())  # wa_id: the number, digits only
+    if not chat_id.lstrip("-").isdigit():
+        print(f"wispbot: not a {channel} chat id: {chat_id!r}", file=sys.stderr)
+        return 2
+    print(pseudonym(f"{channel}:{chat_id}", log_key(load_settings().log_secret)))
+    return 0
 
 
 def _run_fast(main: Coroutine[Any, Any, int]) -> int:
@@ -60,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bot.simulate import run_paths
 
             return asyncio.run(run_paths(args.paths, quiet=args.quiet))
+        if args.command == "logkey":
+            return _logkey(args.channel, args.chat_id)
         if args.command == "diagram":
             from flows.diagram import print_diagrams
 

@@ -6,7 +6,7 @@ import logging
 import mimetypes
 from collections.abc import Awaitable, Callable
 
-from bot.channels.base import DeliveryError
+from bot.channels.base import AgentMessage, DeliveryError
 from bot.channels.telegram import MAX_UPLOAD_BYTES, TelegramChannel
 from bot.handoff import AgentRequest, HandoffError
 from bot.types import Inbound, Media
@@ -49,6 +49,13 @@ def topic_name(request: AgentRequest, t: Texts) -> str:
     return t("agents.topic_name", name=name, channel=channel)
 
 
+def may_act(msg: AgentMessage, agent_ids: frozenset[int]) -> bool:
+    """Whether the writer may act in a topic: anyone without a list (``TELEGRAM_AGENT_IDS``),
+    else a listed user. An admin posting anonymously (as the group) cannot be told apart from
+    any other admin, so is not on any list."""
+    return not agent_ids or msg.user_id in agent_ids
+
+
 class TelegramAgents:
     """HandoffPort on a Telegram forum supergroup."""
 
@@ -59,11 +66,29 @@ class TelegramAgents:
         channel: TelegramChannel,
         lang: str,
         media_sources: dict[str, MediaSource] | None = None,
+        agent_ids: frozenset[int] = frozenset(),
     ) -> None:
         self.channel = channel
         self.t = Texts(lang)
         # Per customer channel: how to download a media id (e.g. WhatsAppChannel.fetch_media).
         self.media_sources: dict[str, MediaSource] = dict(media_sources or {})
+        self.agent_ids = agent_ids
+
+    async def admit(self, msg: AgentMessage) -> bool:
+        """Whether a topic message may act (relay, /cerrar, /ticket); when not, the writer is
+        told so in the topic, in one line, and the message goes no further."""
+        if may_act(msg, self.agent_ids):
+            return True
+        # The id is what the operator adds to TELEGRAM_AGENT_IDS, should this be an agent.
+        log.warning(
+            "topic message from a member not on the agent list",
+            extra={"thread_id": msg.thread_id, "user_id": msg.user_id},
+        )
+        try:
+            await self.notify(msg.thread_id, self.t("agents.not_an_agent", name=msg.agent_name))
+        except HandoffError:
+            log.warning("note not posted in the topic", extra={"thread_id": msg.thread_id})
+        return False
 
     async def open(self, request: AgentRequest, thread_id: int | None) -> int:
         """Reopen the customer's topic when there is one, else create it; post the card."""
@@ -129,4 +154,4 @@ class TelegramAgents:
         try:
             await self.channel.close_topic(thread_id)
         except DeliveryError:
-            log.warning("topic could not be closed", extra={"thread": thread_id})
+            log.warning("topic could not be closed", extra={"thread_id": thread_id})

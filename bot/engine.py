@@ -520,7 +520,9 @@ class Engine:
     async def _from_agent(self, msg: AgentMessage, deliver: Deliver | None) -> list[Outbound]:
         key = await self.ctx.store.get_topic(msg.thread_id)
         if key is None:
-            log.info("agent message in a topic of no conversation", extra={"thread": msg.thread_id})
+            log.info(
+                "agent message in a topic of no conversation", extra={"thread_id": msg.thread_id}
+            )
             return []
         notes = Texts(self.settings.bot_language)
         async with self._conversation(key):
@@ -534,7 +536,7 @@ class Engine:
             if word == "/cerrar":
                 if session.state == WAITING:
                     await self._run(conv, "agent", "end", {}, state="waiting")
-                await self.ctx.handoff.notify(msg.thread_id, notes("agents.closed"))
+                await self._note(msg.thread_id, notes("agents.closed"))
                 await self.ctx.handoff.close(msg.thread_id)
             elif word == "/ticket":
                 await self._agent_ticket(conv, msg, text.partition(" ")[2].strip(), notes)
@@ -557,11 +559,11 @@ class Engine:
         self, conv: Conversation, msg: AgentMessage, description: str, notes: Texts
     ) -> None:
         if not description:
-            await self.ctx.handoff.notify(msg.thread_id, notes("agents.ticket_usage"))
+            await self._note(msg.thread_id, notes("agents.ticket_usage"))
             return
         service_id = conv.data.get("service_id")
         if service_id is None:
-            await self.ctx.handoff.notify(msg.thread_id, notes("agents.ticket_needs_verified"))
+            await self._note(msg.thread_id, notes("agents.ticket_needs_verified"))
             return
         settings = self.ctx.settings.wisphub
         subject, priority = settings.subject_for("other")
@@ -578,13 +580,21 @@ class Engine:
         try:
             ticket = await self.ctx.wisphub.create_ticket(request)
         except WispHubError as err:
-            await self.ctx.handoff.notify(
+            await self._note(
                 msg.thread_id, notes("agents.ticket_failed", reason=type(err).__name__)
             )
             return
-        await self.ctx.handoff.notify(
+        await self._note(
             msg.thread_id, notes("agents.ticket_created", id=ticket.id, service_id=service_id)
         )
+
+    async def _note(self, thread_id: int, text: str) -> None:
+        """A note of the bot's in a topic, best effort: an agent's turn that failed on it would
+        be sent again by Telegram, and again."""
+        try:
+            await self.ctx.handoff.notify(thread_id, text)
+        except HandoffError:
+            log.warning("note not posted in the topic", extra={"thread_id": thread_id})
 
     # -- time ----------------------------------------------------------------------------------
     async def sweep(self, deliver: Deliver | None = None) -> list[Outbound]:
@@ -600,21 +610,30 @@ class Engine:
         metrics.HANDOFFS_OPEN.set(waiting)
         replies: list[Outbound] = []
         for key in due:
-            async with self._conversation(key):
-                session = await self.ctx.store.load(key)
-                if session is None:
-                    continue
-                pending = self._pending(session)
-                conv = Conversation(key, session, None, self.ctx)
-                conv.replies.extend(pending)
-                if self._timed_out(session, self.ctx.clock()):
-                    try:
-                        await self._run(conv, "agent", "timeout", {}, state="waiting")
-                    except (HandoffError, WispHubError):
-                        log.warning("handoff timeout step failed", extra={"conv": str(key)})
-                    session.updated_at = self.ctx.clock()
-                replies.extend(await self._commit(key, session, conv.replies, deliver))
+            try:
+                replies.extend(await self._sweep_one(key, deliver))
+            except StoreUnavailable:
+                raise  # down for every conversation: the next sweep tries again
+            except Exception:
+                # One conversation's fault (a topic, a bug) must not stop the sweep for others.
+                log.exception("sweep of a conversation failed", extra={"conv": str(key)})
         return replies
+
+    async def _sweep_one(self, key: ConvKey, deliver: Deliver | None) -> list[Outbound]:
+        async with self._conversation(key):
+            session = await self.ctx.store.load(key)
+            if session is None:
+                return []
+            pending = self._pending(session)
+            conv = Conversation(key, session, None, self.ctx)
+            conv.replies.extend(pending)
+            if self._timed_out(session, self.ctx.clock()):
+                try:
+                    await self._run(conv, "agent", "timeout", {}, state="waiting")
+                except (HandoffError, WispHubError):
+                    log.warning("handoff timeout step failed", extra={"conv": str(key)})
+                session.updated_at = self.ctx.clock()
+            return await self._commit(key, session, conv.replies, deliver)
 
     def _timed_out(self, session: Session, now: float) -> bool:
         data = session.data

@@ -54,7 +54,8 @@ class HandoffPort(Protocol):
         ...
 
     async def close(self, thread_id: int) -> None:
-        """Close the topic (the conversation went back to the bot)."""
+        """Close the topic (the conversation went back to the bot); never raises: a failure
+        is logged."""
         ...
 
 

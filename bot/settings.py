@@ -10,7 +10,7 @@ import re
 from datetime import time
 from decimal import ROUND_HALF_UP, Decimal
 from functools import cached_property
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -21,7 +21,7 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # An empty value (``NAME=`` in .env, or passed through by docker compose) means "not set": the
 # copied .env.example leaves optional secrets and ids empty, and those must not fail validation.
@@ -97,12 +97,22 @@ class TelegramSettings(BaseSettings):
     # API server, the benchmark's fake). Seconds between messages to one chat, on average.
     chat_interval: float = Field(default=1.0, ge=0)
     global_rate: float = Field(default=30.0, ge=0)  # messages a second over all chats
+    # Telegram user ids who may act in the agents' topics (relay to customers, /cerrar,
+    # /ticket), comma-separated; empty: every member of the agents' group.
+    agent_ids: Annotated[frozenset[int], NoDecode] = frozenset()
 
     @field_validator("bot_token")
     @classmethod
     def _token_shape(cls, v: SecretStr | None) -> SecretStr | None:
         if v is not None and not re.fullmatch(r"\d+:[\w-]{10,}", v.get_secret_value()):
             raise ValueError("expected the BotFather token form 123456:ABC-...")
+        return v
+
+    @field_validator("agent_ids", mode="before")
+    @classmethod
+    def _comma_separated(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [part.strip() for part in v.split(",") if part.strip()]
         return v
 
     @field_validator("webhook_secret")
@@ -179,6 +189,9 @@ class BotSettings(BaseSettings):
     business_hours: str = ""
     default_country_code: str = Field(default="57", pattern=r"^\d{1,4}$")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # The secret behind the logs' conversation pseudonyms (bot/logs.py); WISPHUB_API_KEY's when
+    # unset. Changing it (or that key) changes every pseudonym.
+    log_key: SecretStr | None = None
     redis_url: str | None = None
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
@@ -258,6 +271,12 @@ class Settings(BaseModel):
     wisphub: WispHubSettings
     telegram: TelegramSettings
     whatsapp: WhatsAppSettings
+
+    @property
+    def log_secret(self) -> str | None:
+        """The secret the logs' pseudonym key is derived from: LOG_KEY, else WISPHUB_API_KEY."""
+        secret = self.bot.log_key or self.wisphub.api_key
+        return secret.get_secret_value() if secret is not None else None
 
 
 _PREFIX = {"bot": "", "wisphub": "WISPHUB_", "telegram": "TELEGRAM_", "whatsapp": "WHATSAPP_"}

@@ -53,7 +53,7 @@ from bot.channels.telegram import (
 from bot.channels.whatsapp import WhatsAppChannel, WhatsAppWebhook, takes_caption
 from bot.engine import LOCK_LEASE_SECONDS, Engine
 from bot.handoff import HandoffError, HandoffPort, NoAgents
-from bot.logs import setup_logging
+from bot.logs import log_key, setup_logging
 from bot.runtime import Runtime, open_runtime
 from bot.sessions import StoreError
 from bot.settings import Settings, SettingsError, load_settings, require
@@ -139,7 +139,9 @@ class Service:
             self._stack.push_async_callback(self.telegram.aclose)
             self.channels["telegram"] = self.telegram
             if tg.agents_chat_id is not None:
-                self.handoff = TelegramAgents(self.telegram, self.settings.bot.bot_language)
+                self.handoff = TelegramAgents(
+                    self.telegram, self.settings.bot.bot_language, agent_ids=tg.agent_ids
+                )
         wa = self.settings.whatsapp
         if wa.enabled:
             self.whatsapp = WhatsAppChannel(
@@ -333,6 +335,8 @@ class Service:
 
     async def on_agent(self, msg: AgentMessage) -> None:
         """An agent's message in a topic (the engine keeps a topic's messages in order)."""
+        if isinstance(self.handoff, TelegramAgents) and not await self.handoff.admit(msg):
+            return  # not on TELEGRAM_AGENT_IDS: told so in the topic
 
         async def deliver(replies: list[Outbound]) -> list[Outbound]:
             replies = [self._from_topic(reply) for reply in replies]
@@ -534,7 +538,7 @@ class Service:
 async def run_service() -> int:
     """``python -m bot run``: serve until SIGTERM/SIGINT, then drain and exit 0."""
     settings = load_settings()
-    setup_logging(settings.bot.log_level)
+    setup_logging(settings.bot.log_level, log_key(settings.log_secret))
     require(settings.wisphub.api_key, "WISPHUB_API_KEY")
     service = Service(settings)
     stop = asyncio.Event()

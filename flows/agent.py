@@ -7,7 +7,7 @@ from typing import Any
 
 from transitions.extensions.asyncio import AsyncEventData
 
-from bot.handoff import AgentRequest
+from bot.handoff import AgentRequest, HandoffError
 from bot.settings import DAYS
 from flows.base import Conversation, Flow, model
 from flows.client import ticket_lines
@@ -155,10 +155,14 @@ class AgentFlow(Flow):
         conv.say(conv.t("agent_connecting"))
 
     async def close_topic(self, ev: AsyncEventData) -> None:
-        """Nobody answered: close the topic so the agents see it ended."""
+        """Tell the agents the customer left and close the topic: best effort, since the
+        conversation goes back to the bot whatever the topic's fate (deleted, no rights)."""
         conv = model(ev)
         if "topic" in conv.data:
-            await conv.ctx.handoff.notify(conv.data["topic"], conv.t("agents.customer_left"))
+            try:
+                await conv.ctx.handoff.notify(conv.data["topic"], conv.t("agents.customer_left"))
+            except HandoffError:
+                log.warning("topic could not be told", extra={"conv": str(conv.key)})
             await conv.ctx.handoff.close(conv.data["topic"])
 
     async def customer_left(self, ev: AsyncEventData) -> None:

@@ -329,6 +329,7 @@ FILLS = {
     "WISPHUB_TECHNICIAN_ID": "12",
     "TELEGRAM_BOT_TOKEN": "123456789:AAH-example_token_0123456789",
     "TELEGRAM_AGENTS_CHAT_ID": "-1001234567890",
+    "TELEGRAM_AGENT_IDS": "111111111,222222222",
     "TELEGRAM_WEBHOOK_URL": "https://bot.example.com/webhooks/telegram",
     "TELEGRAM_WEBHOOK_SECRET": "Zx9_webhook-secret",
     "WHATSAPP_ACCESS_TOKEN": "EAAGexampleAccessToken",
@@ -337,6 +338,7 @@ FILLS = {
     "WHATSAPP_VERIFY_TOKEN": "verify-me",
     "REDIS_URL": "redis://redis:6379/0",
     "BUSINESS_HOURS": "mon-fri 08:00-18:00; sat 08:00-13:00",
+    "LOG_KEY": "log-pseudonym-secret",
 }
 
 
@@ -385,6 +387,8 @@ class TestEnvExample:
         assert settings.wisphub.api_key.get_secret_value() == FILLS["WISPHUB_API_KEY"]
         assert settings.wisphub.technician_id == 12
         assert settings.telegram.agents_chat_id == -1001234567890
+        assert settings.telegram.agent_ids == {111111111, 222222222}
+        assert settings.log_secret == FILLS["LOG_KEY"]
         assert str(settings.telegram.webhook_url) == FILLS["TELEGRAM_WEBHOOK_URL"]
         assert settings.whatsapp.enabled
         assert settings.bot.redis_url == "redis://redis:6379/0"
@@ -508,7 +512,7 @@ def test_run_stops_with_one_line(
     from bot.__main__ import main
 
     # The service would point the root logger at stderr; keep the test process's logging.
-    monkeypatch.setattr(bot.web, "setup_logging", lambda level: None)
+    monkeypatch.setattr(bot.web, "setup_logging", lambda level, key: None)
     for key, value in {**KEY, "HTTP_PORT": "0", **env}.items():
         monkeypatch.setenv(key, value)
     code = main(["run"])

@@ -52,6 +52,7 @@ class AgentMessage:
     text: str
     agent_name: str
     media: Media | None = None  # set when the agent sent an attachment (to be copied)
+    user_id: int | None = None  # the writer's Telegram id; None for an admin posting anonymously
 
 
 AgentSink = Callable[[AgentMessage], Awaitable[None]]

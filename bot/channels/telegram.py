@@ -360,6 +360,7 @@ def update_to_agent_message(update: Update, agents_chat_id: int) -> AgentMessage
         text=text,
         agent_name=agent_name,
         media=media,
+        user_id=None if anonymous_admin or user is None else user.id,
     )
 
 
@@ -860,7 +861,12 @@ class TelegramChannel:
                 raise self._failed(chat, DeliveryError(msg), attempt - 1)
             log.warning(
                 "telegram send retry",
-                extra={"chat": str(chat), "attempt": attempt, "reason": reason, "delay": delay},
+                extra={
+                    "conv": f"telegram:{chat}",
+                    "attempt": attempt,
+                    "reason": reason,
+                    "delay": delay,
+                },
             )
             await asyncio.sleep(delay)
 

@@ -10,7 +10,7 @@ from pydantic import SecretStr
 from telegram_api import FakeTelegram, running_fake_telegram
 
 from bot.agents_telegram import TelegramAgents
-from bot.channels.base import DeliveryError
+from bot.channels.base import AgentMessage, DeliveryError
 from bot.channels.telegram import TelegramChannel, make_bot
 from bot.types import ConvKey, Inbound, Kind, Media
 
@@ -109,3 +109,33 @@ async def test_without_a_media_source_the_media_is_described(
     await agents.forward(thread, media_event(Media("photo", "7004")), "[El cliente envió photo]")
     (sent,) = fake.sent(fake.agents_chat_id)
     assert (sent.method, sent.text) == ("sendMessage", "[El cliente envió photo]")
+
+
+@pytest.mark.parametrize(
+    ("agent_ids", "user_id", "admitted"),
+    [
+        (frozenset(), 6660, True),  # no list: every member of the group, as before
+        (frozenset(), None, True),
+        (frozenset({5001, 5002}), 5002, True),
+        (frozenset({5001, 5002}), 6660, False),
+        (frozenset({5001, 5002}), None, False),  # an admin posting as the group: who is it?
+    ],
+)
+async def test_only_listed_agents_act_in_a_topic_others_are_told_in_one_line(
+    fake: FakeTelegram,
+    channel: TelegramChannel,
+    agent_ids: frozenset[int],
+    user_id: int | None,
+    admitted: bool,
+) -> None:
+    agents = TelegramAgents(channel, "es", agent_ids=agent_ids)
+    thread = await topic(channel)
+    message = AgentMessage(thread, 7, "/cerrar", "Intruso", user_id=user_id)
+    assert await agents.admit(message) is admitted
+    notices = [m.text or "" for m in fake.sent(fake.agents_chat_id)]
+    if admitted:
+        assert notices == []
+    else:
+        [notice] = notices
+        assert notice.startswith("Intruso: no estás en la lista de asesores"), notice
+        assert "\n" not in notice

@@ -7,6 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bot.logs import log_key, pseudonym
+from bot.types import ConvKey
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -63,3 +66,15 @@ def test_diagram_of_an_unknown_flow_fails_clearly() -> None:
     result = run(["diagram", "nope"])
     assert result.returncode == 2
     assert "unknown flow" in result.stderr
+
+
+def test_logkey_prints_the_pseudonym_the_service_logs_a_customer_by() -> None:
+    """How an operator finds a customer's lines: ``python -m bot logkey whatsapp +57 300...``
+    under the deployment's settings (here its WispHub key) prints their ``conv`` value."""
+    key = ConvKey("whatsapp", "573001112233")
+    result = run(["logkey", "whatsapp", "+57 300 111 2233"], WISPHUB_API_KEY="tenant-api-key")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == pseudonym(key, log_key("tenant-api-key"))
+    own = run(["logkey", "whatsapp", "573001112233"], LOG_KEY="own", WISPHUB_API_KEY="x")
+    assert own.stdout.strip() == pseudonym(key, log_key("own"))  # LOG_KEY, when set, wins
+    assert run(["logkey", "telegram", "ana"]).returncode == 2

@@ -373,3 +373,44 @@ def test_an_inbound_survives_the_inbox_round_trip() -> None:
         KEY, "ev-9", Kind.MEDIA, text="", phone="+573001112233", media=Media("photo", "42", "hola")
     )
     assert Inbound.from_json(original.to_json()) == original
+
+
+class BrokenTopicAgents(LocalAgents):
+    """Agents' topics where one topic's close fails in a way nobody foresaw."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.broken: set[int] = set()
+
+    async def close(self, thread_id: int) -> None:
+        if thread_id in self.broken:
+            raise RuntimeError("unforeseen")
+        await super().close(thread_id)
+
+
+async def test_one_failing_conversation_never_stops_the_sweep_for_the_others() -> None:
+    clock = Clock()
+    agents = BrokenTopicAgents()
+    store = MemoryStore(clock=clock)
+    async with open_runtime(
+        load_settings(), agents, sandbox=Sandbox(), store=store, clock=clock
+    ) as rt:
+        first, second = ConvKey("telegram", "6001"), ConvKey("telegram", "6002")
+        for key in (first, second):  # scanned in this order: the broken one first
+            await rt.engine.handle(say("/start", key))
+            await rt.engine.handle(say("Hablar con un asesor", key))
+        first_topic = agents.topic_of(first)
+        assert first_topic is not None
+        agents.broken.add(first_topic.thread_id)
+        clock.now += rt.settings.bot.handoff_timeout + 1
+        sent: list[Outbound] = []
+
+        async def deliver(replies: list[Outbound]) -> list[Outbound]:
+            sent.extend(replies)
+            return []
+
+        await rt.engine.sweep(deliver)
+        assert [r.key for r in sent if "siguen ocupados" in r.text] == [second]
+        second_topic = agents.topic_of(second)
+        assert second_topic is not None
+        assert not second_topic.open

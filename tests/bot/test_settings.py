@@ -244,6 +244,18 @@ class TestTelegram:
         with pytest.raises(ValidationError, match="BotFather"):
             TelegramSettings(bot_token=token)
 
+    @pytest.mark.parametrize(
+        ("value", "ids"),
+        [("5001", {5001}), (" 5001, 5002 ,", {5001, 5002}), ("", set()), (None, set())],
+    )
+    def test_agent_ids_are_a_comma_separated_list(
+        self, monkeypatch: pytest.MonkeyPatch, value: str | None, ids: set[int]
+    ) -> None:
+        # Empty or unset: every member of the agents' group may act, as before the setting.
+        if value is not None:
+            monkeypatch.setenv("TELEGRAM_AGENT_IDS", value)
+        assert load_settings().telegram.agent_ids == ids
+
     def test_webhook_url_must_be_http(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("TELEGRAM_WEBHOOK_URL", "ftp://bot.example.com/hook")
         with pytest.raises(SettingsError, match=r"^invalid setting TELEGRAM_WEBHOOK_URL: "):
@@ -307,6 +319,7 @@ class TestLoading:
             ("WISPHUB_READ_TIMEOUT", "0"),
             ("WISPHUB_PRIORITY_SLOW", "5"),
             ("TELEGRAM_AGENTS_CHAT_ID", "agents"),
+            ("TELEGRAM_AGENT_IDS", "5001,luis"),
             ("PROMISE_MAX_DAYS", "31"),
         ],
     )

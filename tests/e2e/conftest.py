@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from e2e_harness import (
     BOTS,
     E2E_REDIS_URL,
+    E2E_TIMEOUT_REDIS_URL,
     WEBHOOK_SECRET,
     BotProcess,
     Chat,
@@ -98,7 +99,7 @@ async def fleet(
     """The module's bots, launched together (start-up is mostly imports; they overlap):
 
     - ``polling``: long polling, default settings; most tests use it;
-    - ``timeout``: long polling on its own fake, HANDOFF_TIMEOUT=2;
+    - ``timeout``: long polling on its own fake and Redis database, HANDOFF_TIMEOUT=2;
     - ``webhook``: webhook mode on its own fake, its WispHub base URL a dead port. One process
       serves both concerns to save a start-up: the webhook checks and the public menu need no
       WispHub, and ``/readyz`` must say 503 for it.
@@ -106,7 +107,13 @@ async def fleet(
     webhook_port = free_port()
     envs = {
         "polling": bot_env(fake, sandbox.url, free_port()),
-        "timeout": bot_env(timeout_fake, sandbox.url, free_port(), HANDOFF_TIMEOUT="2"),
+        "timeout": bot_env(
+            timeout_fake,
+            sandbox.url,
+            free_port(),
+            HANDOFF_TIMEOUT="2",
+            REDIS_URL=E2E_TIMEOUT_REDIS_URL,
+        ),
         "webhook": bot_env(
             webhook_fake,
             f"http://127.0.0.1:{free_port()}/api/",
@@ -144,7 +151,13 @@ async def bot(fleet: dict[str, BotProcess], clean: None) -> BotProcess:
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def timeout_bot(fleet: dict[str, BotProcess], clean: None) -> BotProcess:
-    """The long-polling bot with HANDOFF_TIMEOUT=2 (on ``timeout_fake``), running."""
+    """The long-polling bot with HANDOFF_TIMEOUT=2 (on ``timeout_fake``), running; its own
+    Redis database flushed."""
+    client = aioredis.from_url(E2E_TIMEOUT_REDIS_URL)
+    try:
+        await client.flushdb()
+    finally:
+        await client.aclose()
     return await running(fleet["timeout"])
 
 

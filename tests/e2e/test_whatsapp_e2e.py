@@ -847,3 +847,42 @@ async def test_agent_is_told_when_the_24_hour_window_is_closed(bot: BotUnderTest
     agents.write(thread, "Perfecto, te ayudo")
     await ana.expect("Perfecto, te ayudo")
     assert not [m for m in ana.sent if "sigues ahi" in fold(content(m))]
+
+
+# --------------------------------------------------------------------------- privacy
+
+
+async def test_logs_name_no_customer_by_number(bot: BotUnderTest) -> None:
+    """Last in the file: the JSON logs of this module's whole run (handoffs, throttled, refused
+    and closed-window sends, restarts) never carry a customer's number, whole or national; the
+    conversation key is a pseudonym, and ``python -m bot logkey`` finds a customer's lines."""
+    graph = bot.peers.graph
+    graph.fail(code=131026, status=400, count=1, to=STRANGER)  # "undeliverable": refused
+    stranger = bot.chat(STRANGER)
+    await stranger.say("hola")
+    await stranger.say("hola")
+    await stranger.expect("Soy cliente")
+    lines = list(bot.output)
+    for number in (ANA, STRANGER):
+        national = number.removeprefix("57")
+        leaked = [line for line in lines if national in line]
+        assert not leaked, f"{number} in the log:\n" + "\n".join(leaked[:5])
+    env = bot_env(bot.peers, bot.port)
+    found = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        "logkey",
+        "whatsapp",
+        f"+{STRANGER}",
+        cwd=bot.cwd,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await found.communicate()
+    assert found.returncode == 0, err.decode()
+    pseudonym = out.decode().strip()
+    mine = [json.loads(line) for line in lines if f'"{pseudonym}"' in line]
+    assert any(line.get("msg") == "whatsapp sent" for line in mine), pseudonym
+    assert all(line["conv"] == pseudonym for line in mine if "conv" in line)

@@ -26,6 +26,7 @@ import unicodedata
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 from telegram_api import FakeTelegram, Sent
@@ -34,7 +35,14 @@ from integrations.wisphub.sandbox import SANDBOX_API_KEY
 
 REPO = Path(__file__).resolve().parents[2]
 E2E_REDIS_URL = os.environ.get("E2E_REDIS_URL", "redis://127.0.0.1:6379/13")
-START_SECONDS = 30.0  # importing aiogram alone takes seconds; three bots start at once
+# The bot with a 2-second HANDOFF_TIMEOUT keeps its sessions apart (database 11 of the same
+# server): its sweeper would time out, within seconds, the handoffs of every bot it shares with.
+E2E_TIMEOUT_REDIS_URL = os.environ.get(
+    "E2E_TIMEOUT_REDIS_URL", urlunsplit(urlsplit(E2E_REDIS_URL)._replace(path="/11"))
+)
+# A bound, not a wait (readiness is polled): importing aiogram alone takes ~6 s of CPU and three
+# bots start at once, which on a shared 2-core machine under load has taken over 30 s.
+START_SECONDS = 90.0
 REPLY_SECONDS = 10.0
 WEBHOOK_SECRET = "e2e-secret_token-123"
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"

@@ -105,6 +105,7 @@ class Fault:
     retry_after: int | None
     remaining: int | None  # None = forever
     chat_id: int | str | None = None
+    thread_id: int | None = None  # only calls about this forum topic
 
 
 @dataclass
@@ -240,8 +241,10 @@ class FakeTelegram:
         *,
         description: str | None = None,
         chat_id: int | str | None = None,
+        thread_id: int | None = None,
     ) -> None:
-        """Answer the next ``count`` calls of ``method`` (None = all) with a Telegram error."""
+        """Answer the next ``count`` calls of ``method`` (None = all) with a Telegram error;
+        only those to ``chat_id`` and about the topic ``thread_id`` when given."""
         if error_code != 429:
             retry_after = None
         text = description or _DESCRIPTIONS.get(error_code, f"Error {error_code}")
@@ -253,6 +256,7 @@ class FakeTelegram:
                 retry_after=retry_after,
                 remaining=count,
                 chat_id=_chat_id(chat_id) if chat_id is not None else None,
+                thread_id=thread_id,
             )
         )
 
@@ -486,10 +490,13 @@ class FakeTelegram:
 
     def _fault_for(self, method: str, params: dict[str, Any]) -> Fault | None:
         chat = _chat_id(params["chat_id"]) if "chat_id" in params else None
+        thread = int(params.get("message_thread_id") or 0) or None
         for fault in self._faults:
             if fault.method != method or fault.remaining == 0:
                 continue
             if fault.chat_id is not None and fault.chat_id != chat:
+                continue
+            if fault.thread_id is not None and fault.thread_id != thread:
                 continue
             if fault.remaining is not None:
                 fault.remaining -= 1

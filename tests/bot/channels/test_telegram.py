@@ -239,6 +239,7 @@ def test_agent_topic_message_is_accepted_from_the_agents_chat(fake: FakeTelegram
         message_id=raw["message"]["message_id"],
         text="Hola, soy Luis",
         agent_name="Luis",
+        user_id=5001,
     )
     # The same update is no customer event.
     assert update_to_inbound(as_update(raw)) is None
@@ -265,6 +266,7 @@ def test_anonymous_admin_in_a_topic_counts_as_an_agent(fake: FakeTelegram) -> No
     message = update_to_agent_message(as_update(raw), fake.agents_chat_id)
     assert message is not None
     assert (message.agent_name, message.text) == ("Marta", "Le ayudo")
+    assert message.user_id is None  # who of the admins it is, Telegram does not say
 
 
 def test_agents_photo_and_document_keep_their_file_id(fake: FakeTelegram) -> None:
