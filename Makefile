@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
 
-.PHONY: chat test lint bench sandbox run clean redis
+.PHONY: chat test lint bench soak sandbox run clean redis
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -41,6 +41,9 @@ test: $(DEVSTAMP) redis lint  ## ruff, mypy and the whole pytest suite against a
 
 bench: $(DEVSTAMP) redis  ## throughput and latency against the idiomatic aiogram peer
 	$(BIN)/python -m benchmarks
+
+soak: $(DEVSTAMP) redis  ## 20,000 messages over 2,000 conversations: bot RSS, Redis keys and TTLs
+	$(BIN)/python -m benchmarks.soak
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -289,6 +289,17 @@ class BotProcess:
         ticks = os.sysconf("SC_CLK_TCK")
         return (int(fields[11]) + int(fields[12])) / ticks
 
+    def rss_kib(self) -> int:
+        """The bot process's resident memory in KiB (Linux /proc; 0 elsewhere)."""
+        if self.proc is None:
+            return 0
+        try:
+            status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        except OSError:
+            return 0
+        found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
+        return int(found[1]) if found else 0
+
     async def stop(self) -> None:
         """SIGTERM (the bot drains and exits), then kill if it lingers."""
         if self.proc is None or self.proc.returncode is not None:

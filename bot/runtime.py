@@ -69,7 +69,10 @@ async def open_runtime(
         wisphub.observer = _observe_wisphub
         wisphub.breaker.on_change = _circuit_changed
         if store is None:
-            store = make_store(settings.bot.redis_url, clock=clock)
+            # A topic's mapping lives as long as an idle session (renewed while in use).
+            store = make_store(
+                settings.bot.redis_url, clock=clock, topic_ttl=settings.bot.session_ttl
+            )
             stack.push_async_callback(store.aclose)
         ctx = FlowContext(
             wisphub=wisphub, store=store, settings=settings, handoff=handoff, clock=clock

@@ -6,9 +6,18 @@ Every key is built by ``redis_key`` (``wispbot:{kind}:{parts...}``)::
     wispbot:lock:{channel}:{chat_id}     per-conversation lock: random owner token, a short PX lease
                                          renewed while its holder works (a dead holder's lapses)
     wispbot:seen:{channel}:{event_id}    dedupe of channel events, SET NX EX
-    wispbot:topic:{thread_id}            agents' forum topic -> conversation key
+    wispbot:lock:{channel}:{chat_id}:queue  the lock's line of waiters, a short TTL
+    wispbot:topic:{thread_id}            agents' forum topic -> conversation key, an idle TTL
+                                         (the store's ``topic_ttl``: SESSION_TTL) renewed on use
     wispbot:lockout:{scope}              failed verifications in a window (per document, per chat)
     wispbot:rate:{scope}                 fixed-window flood counter
+    wispbot:turns:inflight               the journal of turns in flight (a hash); its TTL is
+                                         renewed by each write and the sweep drops entries older
+                                         than ``JOURNAL_MAX_AGE``
+    wispbot:inbox:pending                events a stopping process kept (a list), TTL renewed by
+                                         each push
+
+Every key expires: none is written without a TTL, so nothing grows with the customers served.
 
 Two implementations pass one contract suite: ``RedisStore`` (the service) and ``MemoryStore``
 (demo, console, scenarios, unit tests; TTLs follow an injected clock).
@@ -281,6 +290,14 @@ _QUEUE_TTL_MS = 120_000
 # The journal of turns in flight: one hash, a field per turn from ``open_turn`` to the save that
 # makes its outcome durable. What a dead process left there is handled by another.
 JOURNAL_KEY = redis_key("turns", "inflight")
+# A hash has no TTL per field: an entry this old is dropped by the sweep instead of handled
+# (the event's dedupe mark has expired by then, and Telegram keeps an update no longer); the
+# hash itself expires this long after its last write, when every entry is older still.
+JOURNAL_MAX_AGE = 86400
+JOURNAL_TTL = 2 * JOURNAL_MAX_AGE
+INBOX_KEY = redis_key("inbox", "pending")
+INBOX_TTL = JOURNAL_MAX_AGE  # renewed by each push; the next process to start empties it
+DEFAULT_TOPIC_TTL = 7 * 24 * 3600  # SESSION_TTL's default
 
 
 def _journal_field(key: ConvKey, event_id: str) -> str:
@@ -459,11 +476,12 @@ class SessionStore(ABC):
 
     @abstractmethod
     async def set_topic(self, thread_id: int, key: ConvKey) -> None:
-        """Remember which conversation an agents' forum topic belongs to."""
+        """Remember which conversation an agents' forum topic belongs to (for the store's
+        ``topic_ttl``, renewed by each ``set_topic`` and ``get_topic``)."""
 
     @abstractmethod
     async def get_topic(self, thread_id: int) -> ConvKey | None:
-        """The conversation of a forum topic, or None."""
+        """The conversation of a forum topic, or None; a topic in use keeps its mapping."""
 
     @abstractmethod
     async def drop_topic(self, thread_id: int) -> None:
@@ -488,8 +506,9 @@ class SessionStore(ABC):
 class MemoryStore(SessionStore):
     """The store in one process's memory: same behaviour, TTLs against the injected clock."""
 
-    def __init__(self, clock: Clock = time.time) -> None:
+    def __init__(self, clock: Clock = time.time, *, topic_ttl: int = DEFAULT_TOPIC_TTL) -> None:
         self._clock = clock
+        self._topic_ttl = _check_ttl(topic_ttl, "topic_ttl")
         # name -> (value, expires_at or None); values are kept as JSON text like in Redis so a
         # caller mutating its Session never changes what is stored.
         self._values: dict[str, tuple[str, float | None]] = {}
@@ -555,9 +574,14 @@ class MemoryStore(SessionStore):
     async def take_orphans(self, older_than: float) -> list[str]:
         """Entries old enough whose conversation has neither a lock nor a line."""
         limit = self._clock() - older_than
+        stale = self._clock() - JOURNAL_MAX_AGE
         taken: list[str] = []
         for name, (key, event_id, at, event) in list(self._journal.items()):
             lock = _lock_key(key)
+            if at < stale:
+                del self._journal[name]
+                _log_stale(key)
+                continue
             if at > limit or not self._free(lock) or self._lines.get(lock):
                 continue
             del self._journal[name]
@@ -791,11 +815,14 @@ class MemoryStore(SessionStore):
 
     async def set_topic(self, thread_id: int, key: ConvKey) -> None:
         """Remember the topic's conversation."""
-        self._set(redis_key("topic", str(thread_id)), str(key), None)
+        self._set(redis_key("topic", str(thread_id)), str(key), self._topic_ttl)
 
     async def get_topic(self, thread_id: int) -> ConvKey | None:
-        """The topic's conversation."""
-        raw = self._get(redis_key("topic", str(thread_id)))
+        """The topic's conversation (its mapping's TTL renewed)."""
+        name = redis_key("topic", str(thread_id))
+        raw = self._get(name)
+        if raw is not None:
+            self._values[name] = (raw, self._clock() + self._topic_ttl)
         return _parse_topic(thread_id, raw)
 
     async def drop_topic(self, thread_id: int) -> None:
@@ -831,6 +858,13 @@ def _parse_topic(thread_id: int, raw: str | bytes | None) -> ConvKey | None:
     except ValueError:
         log.warning("unreadable topic mapping ignored", extra={"thread_id": thread_id})
         return None
+
+
+def _log_stale(key: ConvKey) -> None:
+    log.warning(
+        "journal entry older than its limit dropped",
+        extra={"conv": str(key), "max_age": JOURNAL_MAX_AGE},
+    )
 
 
 def _parse_or_skip(key: ConvKey, raw: str | bytes) -> Session | None:
@@ -933,7 +967,7 @@ return 0
 # the conversation's rate window, and within the limit write the event in the journal of turns
 # in flight, try the lock and read the session.
 # KEYS: seen mark, rate counter, lock, session, queue, journal; ARGV: seen TTL, window, limit,
-# token, lease ms, queue TTL ms, journal field, journal entry ('' for none).
+# token, lease ms, queue TTL ms, journal field, journal entry ('' for none), journal TTL.
 _OPEN_TURN = """
 if not redis.call('set', KEYS[1], 1, 'NX', 'EX', ARGV[1]) then
     return {0, 0, 0}
@@ -945,6 +979,7 @@ if hits > tonumber(ARGV[3]) then
 end
 if ARGV[8] ~= '' then
     redis.call('hset', KEYS[6], ARGV[7], ARGV[8])
+    redis.call('expire', KEYS[6], ARGV[9])
 end
 if redis.call('llen', KEYS[5]) > 0 or not redis.call('set', KEYS[3], ARGV[4], 'NX', 'PX', ARGV[5]) then
     -- Busy: wait in line (the caller polls _WAIT_TURN with this token).
@@ -1007,6 +1042,12 @@ for i = 1, #KEYS do
     end
 end
 return kept
+"""
+
+# Keep an event for the next process. KEYS: inbox; ARGV: the event, the inbox's TTL.
+_PUSH_INBOX = """
+redis.call('rpush', KEYS[1], ARGV[1])
+redis.call('expire', KEYS[1], ARGV[2])
 """
 
 # One round trip: start the window (SET NX EX keeps an existing window's end), then count.
@@ -1133,9 +1174,15 @@ class RedisStore(SessionStore):
     """The store in Redis: shared by every process of the service."""
 
     def __init__(
-        self, redis: Redis, *, clock: Clock = time.time, sentinel: Sentinel | None = None
+        self,
+        redis: Redis,
+        *,
+        clock: Clock = time.time,
+        sentinel: Sentinel | None = None,
+        topic_ttl: int = DEFAULT_TOPIC_TTL,
     ) -> None:
         self._redis = redis
+        self._topic_ttl = _check_ttl(topic_ttl, "topic_ttl")
         self._pipe = AutoPipeline(redis)
         self._clock = clock
         self._sentinel = sentinel  # closed with the store when from_url built it
@@ -1153,10 +1200,13 @@ class RedisStore(SessionStore):
         self._save_done = self._pipe.register(_SAVE_DONE)
         self._take_orphan = self._pipe.register(_TAKE_ORPHAN)
         self._renew = self._pipe.register(_RENEW)
+        self._push_inbox = self._pipe.register(_PUSH_INBOX)
         self._leases = _LeaseKeeper(self._extend)
 
     @classmethod
-    def from_url(cls, url: str, *, clock: Clock = time.time) -> RedisStore:
+    def from_url(
+        cls, url: str, *, clock: Clock = time.time, topic_ttl: int = DEFAULT_TOPIC_TTL
+    ) -> RedisStore:
         """Connect lazily to redis://, rediss://, unix:// or redis+sentinel:// URLs."""
         options = _connection_options()
         if url.startswith("redis+sentinel://"):
@@ -1173,14 +1223,14 @@ class RedisStore(SessionStore):
             )
             master = sentinel.master_for(service, db=db)
             _pack_fast(master.connection_pool)
-            return cls(master, clock=clock, sentinel=sentinel)
+            return cls(master, clock=clock, sentinel=sentinel, topic_ttl=topic_ttl)
         # A blocking pool makes a burst wait for a free connection instead of failing with
         # "Too many connections" (the default pool raises at its limit).
         pool = BlockingConnectionPool.from_url(
             url, max_connections=_MAX_CONNECTIONS, timeout=_POOL_WAIT, **options
         )
         _pack_fast(pool)
-        return cls(Redis.from_pool(pool), clock=clock)
+        return cls(Redis.from_pool(pool), clock=clock, topic_ttl=topic_ttl)
 
     @property
     def client(self) -> Redis:
@@ -1243,7 +1293,8 @@ class RedisStore(SessionStore):
         lock nor a line (one script each, so one process takes it)."""
         found = await self._call("take_orphans", lambda p: p.hgetall(JOURNAL_KEY))
         limit = self._clock() - older_than
-        unreadable: list[str | bytes] = []
+        stale = self._clock() - JOURNAL_MAX_AGE
+        unreadable: list[str | bytes] = []  # and stale: dropped
         candidates: list[tuple[str, Queue]] = []
         for name, raw in (found or {}).items():
             entry = _parse_journal(name, raw)
@@ -1251,6 +1302,10 @@ class RedisStore(SessionStore):
                 unreadable.append(name)
                 continue
             key, event_id, at, event = entry
+            if at < stale:
+                unreadable.append(name)
+                _log_stale(key)
+                continue
             if at > limit:
                 continue
             lock = _lock_key(key)
@@ -1280,12 +1335,13 @@ class RedisStore(SessionStore):
         await self._call("unclaim_event", lambda p: p.delete(name))
 
     async def push_inbox(self, raw: str) -> None:
-        """RPUSH onto the shared inbox."""
-        await self._call("push_inbox", lambda p: p.rpush(redis_key("inbox", "pending"), raw))
+        """RPUSH onto the shared inbox (its TTL renewed)."""
+        queue = self._script(self._push_inbox, [INBOX_KEY], [raw, INBOX_TTL])
+        await self._call("push_inbox", queue)
 
     async def pop_inbox(self, limit: int = 1000) -> list[str]:
         """LPOP up to ``limit`` kept events."""
-        raw = await self._call("pop_inbox", lambda p: p.lpop(redis_key("inbox", "pending"), limit))
+        raw = await self._call("pop_inbox", lambda p: p.lpop(INBOX_KEY, limit))
         if not raw:
             return []
         items = raw if isinstance(raw, list) else [raw]
@@ -1345,6 +1401,7 @@ class RedisStore(SessionStore):
             _QUEUE_TTL_MS,
             _journal_field(key, event_id),
             "" if journal is None else _journal_entry(journal, self._clock()),
+            JOURNAL_TTL,
         ]
         found = await self._call("open_turn", self._script(self._open_turn, keys, args))
         claimed, hits, locked = bool(found[0]), int(found[1]), bool(found[2])
@@ -1521,15 +1578,16 @@ class RedisStore(SessionStore):
         return int(await self._call("hit_rate", self._script(self._window_incr, [name], [seconds])))
 
     async def set_topic(self, thread_id: int, key: ConvKey) -> None:
-        """Remember the topic's conversation."""
+        """Remember the topic's conversation (SET EX)."""
         name = redis_key("topic", str(thread_id))
-        value = str(key)
-        await self._call("set_topic", lambda p: p.set(name, value))
+        value, seconds = str(key), self._topic_ttl
+        await self._call("set_topic", lambda p: p.set(name, value, ex=seconds))
 
     async def get_topic(self, thread_id: int) -> ConvKey | None:
-        """The topic's conversation."""
+        """The topic's conversation (GETEX: a topic in use keeps its mapping)."""
         name = redis_key("topic", str(thread_id))
-        raw = await self._call("get_topic", lambda p: p.get(name))
+        seconds = self._topic_ttl
+        raw = await self._call("get_topic", lambda p: p.getex(name, ex=seconds))
         return _parse_topic(thread_id, raw)
 
     async def drop_topic(self, thread_id: int) -> None:
@@ -1575,12 +1633,14 @@ class RedisStore(SessionStore):
             await self._sentinel.aclose()
 
 
-def make_store(redis_url: str | None, *, clock: Clock = time.time) -> SessionStore:
+def make_store(
+    redis_url: str | None, *, clock: Clock = time.time, topic_ttl: int = DEFAULT_TOPIC_TTL
+) -> SessionStore:
     """The Redis store for a URL, or the in-memory store (with a warning) when there is none."""
     if not redis_url:
         log.warning(
             "REDIS_URL is not set: sessions live in memory, are lost on restart "
             "and are not shared between processes"
         )
-        return MemoryStore(clock=clock)
-    return RedisStore.from_url(redis_url, clock=clock)
+        return MemoryStore(clock=clock, topic_ttl=topic_ttl)
+    return RedisStore.from_url(redis_url, clock=clock, topic_ttl=topic_ttl)

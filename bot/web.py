@@ -6,7 +6,9 @@ Routes: ``GET /healthz`` (the process serves), ``GET /readyz`` (Redis and WispHu
 Telegram runs by long polling when ``TELEGRAM_WEBHOOK_URL`` is empty, else by webhook.
 Webhook calls are answered at once and handled in the background; per-conversation order comes
 from the engine's FIFO, taken before anything else is awaited. SIGTERM drains in-flight
-messages, saves, and exits 0.
+messages, saves, and exits 0: from the signal on, webhook calls are answered 503 (Telegram and
+Meta send them again, to the next process), and the clients are closed only once no turn that
+uses them runs any more.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import logging
 import mimetypes
 import signal
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -106,6 +108,10 @@ class Service:
         self.runtime: Runtime | None = None
         self.handoff: HandoffPort = NoAgents()
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Every task running a customer's or an agent's turn, whichever channel started it
+        # (polling, webhooks, WhatsApp): the stop waits for them before closing any client.
+        self._turns: set[asyncio.Task[Any]] = set()
+        self.stopping = False  # SIGTERM came: webhook calls are refused (503)
         self._ready: tuple[float, bool, dict[str, bool]] = (0.0, False, {})
         self._stack = AsyncExitStack()
         self.notes = Texts(settings.bot.bot_language)
@@ -205,14 +211,20 @@ class Service:
         self._spawn(self._sweeper(), name="sweeper")
         return runner
 
+    def refuse_new(self) -> None:
+        """From now on (SIGTERM), webhook calls are answered 503: Telegram and Meta send them
+        again, to the next process, instead of handing this one work it must cut short."""
+        self.stopping = True
+
     async def stop(self, runner: web.AppRunner) -> None:
         """Drain: no new updates, in-flight ones finish and are saved, then close everything.
 
         The whole stop fits compose's 30 s grace period: messages get ``DRAIN_SECONDS`` in all
         (those still running then are cancelled, and their events kept in the inbox for the
         next process, while the store is still open); closing the server and the clients gets
-        ``CLOSE_SECONDS`` each. Each step is logged with the seconds it took, and one that
-        overruns logs where every task waits."""
+        ``CLOSE_SECONDS`` each. No client is closed while a turn runs. Each step is logged with
+        the seconds it took, and one that overruns logs where every task waits."""
+        self.refuse_new()
         loop = asyncio.get_running_loop()
         started = loop.time()
 
@@ -232,19 +244,42 @@ class Service:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(left()):
                     await self.whatsapp_hook.drain()
-        if self._tasks:
-            _, running = await asyncio.wait(set(self._tasks), timeout=left())
-            if running:
-                log.warning(
-                    "stop: messages cut short, kept for the next process",
-                    extra={"count": len(running)},
-                )
-                for task in running:
-                    task.cancel()
-                await asyncio.wait(running, timeout=CLOSE_SECONDS)
+        await self._drain(started + DRAIN_SECONDS)
         done("stop: in-flight messages done")
         await self._bounded(runner.cleanup(), "stop: http closed", done)
+        # A call the server was still reading at the signal may have started a turn since.
+        await self._drain(loop.time() + CLOSE_SECONDS)
         await self._bounded(self.close(), "stop: clients closed", done)
+
+    def _running(self) -> set[asyncio.Task[Any]]:
+        return {t for t in self._tasks | self._turns if not t.done()}
+
+    async def _drain(self, deadline: float) -> None:
+        """Wait for every turn, including those started meanwhile, until ``deadline``; then
+        cancel what still runs (its event is kept in the inbox) and wait for that, bounded."""
+        loop = asyncio.get_running_loop()
+        while (running := self._running()) and loop.time() < deadline:
+            await asyncio.wait(running, timeout=max(0.5, deadline - loop.time()))
+        if running:
+            log.warning(
+                "stop: messages cut short, kept for the next process",
+                extra={"count": len(running)},
+            )
+            for task in running:
+                task.cancel()
+            await asyncio.wait(running, timeout=CLOSE_SECONDS)
+
+    @contextlib.contextmanager
+    def _turn(self) -> Iterator[None]:
+        """The current task runs a turn until the block ends (the stop waits for it)."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._turns.add(task)
+        try:
+            yield
+        finally:
+            if task is not None:
+                self._turns.discard(task)
 
     async def _bounded(
         self, step: Coroutine[Any, Any, None], name: str, done: Callable[[str], None]
@@ -321,7 +356,8 @@ class Service:
         """A customer event from any channel (``placed``, ``journal``: see ``Engine.handle``)."""
         started = time.perf_counter()
         try:
-            await self.engine.handle(inbound, self.deliver, placed=placed, journal=journal)
+            with self._turn():
+                await self.engine.handle(inbound, self.deliver, placed=placed, journal=journal)
         except asyncio.CancelledError:
             # Stopping with this event not yet handled: keep it for the next process (a turn
             # that had saved its replies is a duplicate there and only its outbox is sent).
@@ -351,7 +387,8 @@ class Service:
             # An agent's relay that failed is reported in the topic, not retried later.
             return []
 
-        await self.engine.from_agent(msg, deliver)
+        with self._turn():
+            await self.engine.from_agent(msg, deliver)
 
     def _from_topic(self, reply: Outbound) -> Outbound:
         """An agent's attachment is a message of the agents' group: name it as the copy's source.
@@ -443,15 +480,29 @@ class Service:
         app.router.add_post("/webhooks/telegram", self.telegram_webhook)
         if self.whatsapp_hook is not None:
             app.router.add_get("/webhooks/whatsapp", self.whatsapp_hook.get)
-            app.router.add_post("/webhooks/whatsapp", self.whatsapp_hook.post)
+            app.router.add_post("/webhooks/whatsapp", self.whatsapp_webhook)
         return app
+
+    def _refused(self, channel: str) -> web.Response:
+        log.info("webhook call refused: stopping", extra={"channel": channel})
+        return web.Response(status=503, text="stopping, try again")
+
+    async def whatsapp_webhook(self, request: web.Request) -> web.Response:
+        """Meta's calls (signature checked by the hook); 503 once stopping."""
+        if self.stopping:
+            return self._refused("whatsapp")
+        assert self.whatsapp_hook is not None
+        return await self.whatsapp_hook.post(request)
 
     async def healthz(self, request: web.Request) -> web.Response:
         """200 while the process serves."""
         return web.json_response({"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
-        """200 only when Redis (if used) and WispHub answer; cached for a few seconds."""
+        """200 only when Redis (if used) and WispHub answer; cached for a few seconds. 503 once
+        stopping: a load balancer sends no more work."""
+        if self.stopping:
+            return web.json_response({"ready": False, "stopping": True}, status=503)
         at, ok, checks = self._ready
         if time.monotonic() - at > READY_CACHE_SECONDS:
             checks = {
@@ -484,7 +535,10 @@ class Service:
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def telegram_webhook(self, request: web.Request) -> web.Response:
-        """Check the secret token, answer at once, handle in the background."""
+        """Check the secret token, answer at once, handle in the background; 503 once
+        stopping."""
+        if self.stopping:
+            return self._refused("telegram")
         secret = self.settings.telegram.webhook_secret
         given = request.headers.get(SECRET_HEADER, "")
         if (
@@ -543,8 +597,13 @@ async def run_service() -> int:
     service = Service(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        service.refuse_new()  # at once: a webhook call of the next loop turn is refused
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     try:
         runner = await service.start()
     except TelegramUnauthorizedError:

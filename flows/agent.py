@@ -147,8 +147,8 @@ class AgentFlow(Flow):
         conv = model(ev)
         request = await agent_request(conv)
         thread_id = await conv.ctx.handoff.open(request, conv.data.get("topic"))
-        if conv.data.get("topic") != thread_id:
-            await conv.ctx.store.set_topic(thread_id, conv.key)
+        # Set again when the topic is reopened: its mapping may have expired meanwhile.
+        await conv.ctx.store.set_topic(thread_id, conv.key)
         conv.data["topic"] = thread_id
         conv.data["handoff_since"] = conv.now
         conv.data["agent_answered"] = False

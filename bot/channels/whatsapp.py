@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 
 import httpx
 from aiohttp import web
+from cachetools import LRUCache
 from pydantic import SecretStr
 
 from bot.channels.base import (
@@ -56,6 +57,10 @@ _T = TypeVar("_T")
 log = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 24 * 3600
+# Per-customer memory of one process, bounded: the least recently seen customers are forgotten
+# (their window is then unknown, and Graph decides; a forgotten paged list is re-prompted).
+WINDOWS_KEPT = 50_000
+PAGED_KEPT = 5_000
 TEXT_LIMIT = 4096  # characters of a text message
 BODY_LIMIT = 1024  # characters of an interactive message body
 BUTTON_TITLE_LIMIT = 20
@@ -489,11 +494,11 @@ class WhatsAppChannel:
         # UI chrome comes from the message catalogue; the defaults are neutral placeholders.
         self._list_button = _shorten(list_button, LIST_BUTTON_LIMIT)
         self._more_label = _shorten(more_label, ROW_TITLE_LIMIT)
-        self._last_inbound: dict[str, float] = {}
+        self._last_inbound: LRUCache[str, float] = LRUCache(maxsize=WINDOWS_KEPT)
         self._locks: dict[str, asyncio.Lock] = {}
         self._lock_users: dict[str, int] = {}
         # Paged option lists, per chat, until the customer answers (in-process only).
-        self._paged: dict[str, tuple[str, list[tuple[Option, ...]]]] = {}
+        self._paged: LRUCache[str, tuple[str, list[tuple[Option, ...]]]] = LRUCache(PAGED_KEPT)
 
     # -- the 24-hour customer service window
     #

@@ -38,6 +38,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import orjson
 from async_lru import alru_cache
+from cachetools import LRUCache
 from pydantic import ValidationError
 
 from bot.settings import WispHubSettings
@@ -340,8 +341,9 @@ class WispHubClient:
         # Called after every HTTP attempt with (endpoint, outcome, seconds): metrics hook.
         self.observer: Callable[[str, str, float], None] | None = None
         # Which cached document/phone look-ups returned a service, so a write to that service
-        # can drop them too.
-        self._keys_by_service: dict[int, set[tuple[str, str]]] = {}
+        # can drop them too. Bounded like those two caches: a service forgotten here has its
+        # look-ups evicted already, or they expire within the short TTL.
+        self._keys_by_service: LRUCache[int, set[tuple[str, str]]] = LRUCache(2 * _CACHE_SIZE)
         short, long_ = settings.client_cache_ttl, settings.catalog_cache_ttl
         # Built per instance so the TTLs come from settings, not from import time.
         self._by_document = alru_cache(maxsize=_CACHE_SIZE, ttl=short)(self._fetch_by_document)
