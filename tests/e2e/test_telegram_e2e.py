@@ -28,6 +28,7 @@ from e2e_harness import (
     wait_for_text,
     webhook_call,
 )
+from fixtures import fixture
 from telegram_api import FakeTelegram, Sent
 
 from bot.sessions import redis_key
@@ -407,6 +408,37 @@ async def test_junk_input_gets_clear_answers_and_keeps_the_session(
     status, _ = await bot.request("GET", "/healthz")
     assert status == 200
     assert bot.running
+
+
+async def test_stories_checklists_and_unknown_types_get_an_answer_or_reach_the_agents(
+    bot: BotProcess, new_chat: NewChat, fake: FakeTelegram
+) -> None:
+    """Content the bot cannot read (shapes in tests/fixtures/telegram/) is answered like a
+    photo, never with silence; during a handoff the agents get a copy."""
+    unreadable = fixture("telegram/unreadable_messages.yaml")
+    chat = new_chat()
+    chat.say("/start")
+    await chat.expect("Soy cliente")
+    for name in ("story", "checklist", "future"):
+        chat.send(unreadable[name])
+        await chat.expect("solo puedo leer")
+
+    await identify(chat, *ANA)
+    card = await open_handoff(chat, fake)
+    for name in ("story", "future"):
+        sent = chat.send(unreadable[name])
+        await wait_for(
+            fake,
+            fake.agents_chat_id,
+            lambda m, sent=sent: (
+                m.method == "copyMessage"
+                and m.from_chat_id == chat.id
+                and m.source_message_id == sent["message"]["message_id"]
+                and m.message_thread_id == card.message_thread_id
+            ),
+            f"copying the customer's {name} to the topic",
+        )
+    assert count(chat.window(), "solo puedo leer") == 0
 
 
 # ---- the handoff timeout (the bot with HANDOFF_TIMEOUT=2) --------------------------------
