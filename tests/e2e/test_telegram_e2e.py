@@ -426,18 +426,17 @@ async def test_stories_checklists_and_unknown_types_get_an_answer_or_reach_the_a
     await identify(chat, *ANA)
     card = await open_handoff(chat, fake)
     for name in ("story", "future"):
-        sent = chat.send(unreadable[name])
-        await wait_for(
-            fake,
-            fake.agents_chat_id,
-            lambda m, sent=sent: (
+        sent_id = chat.send(unreadable[name])["message"]["message_id"]
+
+        def copied(m: Sent, sent_id: int = sent_id) -> bool:
+            return (
                 m.method == "copyMessage"
                 and m.from_chat_id == chat.id
-                and m.source_message_id == sent["message"]["message_id"]
+                and m.source_message_id == sent_id
                 and m.message_thread_id == card.message_thread_id
-            ),
-            f"copying the customer's {name} to the topic",
-        )
+            )
+
+        await wait_for(fake, fake.agents_chat_id, copied, f"copying the customer's {name}")
     assert count(chat.window(), "solo puedo leer") == 0
 
 
