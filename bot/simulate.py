@@ -290,6 +290,7 @@ class Runner:
                 delay=float(spec.pop("delay", 0.0)),
                 count=spec.pop("count", 1),
                 method=spec.pop("method", None),
+                after=bool(spec.pop("after", False)),
             )
             self.log(f"(WispHub fault injected: {value})")
 
