@@ -493,6 +493,17 @@ async def test_webhook_duplicate_update_is_handled_once(
     assert count(chat.messages(), "asistente virtual") == 1, chat.transcript()
 
 
+async def test_webhook_a_story_or_checklist_gets_the_media_answer(
+    webhook_bot: BotProcess, webhook_fake: FakeTelegram, new_chat: NewChat
+) -> None:
+    """Through the service's webhook too: content the bot cannot read is answered."""
+    unreadable = fixture("telegram/unreadable_messages.yaml")
+    chat = new_chat(on=webhook_fake)
+    for name in ("story", "checklist", "future"):
+        assert await post_update(webhook_bot, chat.send(unreadable[name])) == 200
+        await chat.expect("solo puedo leer")
+
+
 async def test_a_button_press_is_answered_in_the_webhook_answer(
     webhook_bot: BotProcess, webhook_fake: FakeTelegram, new_chat: NewChat
 ) -> None:
