@@ -664,9 +664,9 @@ class WispHubClient:
     def _matching_ticket(self, req: TicketRequest, tickets: Iterable[Ticket]) -> Ticket | None:
         """The newest open ticket that is this request: same service, subject and description.
 
-        Real ticket items often lack ``fecha_creacion``; a ticket is excluded by time only when
-        it says when it was opened (``fecha_creacion`` or its planned start) and that is before
-        the request.
+        Real ticket items often lack ``fecha_creacion``: time only excludes a ticket whose
+        ``fecha_creacion`` is before the request. The planned start is no proof (a tenant may
+        plan from midnight), and an older open ticket with the same words is the same report.
         """
         since = (self._aware(req.requested_at) or self._clock()) - RECONCILE_SKEW
         subject = req.subject.strip().casefold()
@@ -677,7 +677,7 @@ class WispHubClient:
             if t.service_id == req.service_id
             and t.subject.strip().casefold() == subject
             and _plain(t.description) == description
-            and ((opened := self._aware(t.opened_at)) is None or opened >= since)
+            and ((created := self._aware(t.created_at)) is None or created >= since)
         ]
         return max(candidates, key=lambda t: t.id) if candidates else None
 
