@@ -62,8 +62,8 @@ class _Record(BaseModel):
 
 
 def to_decimal(v: Any) -> Decimal:
-    """Read WispHub money: ``"40000.00"``, ``40000``, ``"40.000,00"``, null → 0."""
-    if v is None or v == "":
+    """Read WispHub money: ``"40000.00"``, ``40000``, ``"40.000,00"``, null or "None" → 0."""
+    if absent(v):
         return Decimal(0)
     if isinstance(v, (int, float, Decimal)):
         return Decimal(str(v))

@@ -94,7 +94,14 @@ async def test_a_record_with_none_strings_is_found_with_those_fields_absent(
     serve: Serve, caplog: pytest.LogCaptureFixture
 ) -> None:
     record = RECORDS["client_with_none_strings"]
-    garbled = {**record, "id_servicio": 22, "fecha_corte": "31/02/2026", "router": "None"}
+    garbled = {
+        **record,
+        "id_servicio": 22,
+        "fecha_corte": "31/02/2026",
+        "router": "None",
+        "saldo": "None",
+        "tecnico": "sin asignar",
+    }
     caplog.set_level(logging.DEBUG, logger="integrations.wisphub.models")
     async with serve({"clients": [record, garbled]}) as (_, wh):
         found = await wh.find_by_document(record["cedula"])
@@ -106,10 +113,11 @@ async def test_a_record_with_none_strings_is_found_with_those_fields_absent(
     assert marta.plan is not None
     assert marta.plan.name == "Hogar 50 Mbps"
     other = next(c for c in found if c.service_id == 22)
-    assert (other.cutoff_date, other.router) == (None, None)
+    assert (other.cutoff_date, other.router, other.technician) == (None, None, None)
+    assert other.balance == 0
     # The unreadable field is named at debug level; its value is not logged.
     logged = [r for r in caplog.records if r.getMessage().startswith("unreadable optional")]
-    assert {getattr(r, "field", None) for r in logged} >= {"cutoff_date"}
+    assert {getattr(r, "field", None) for r in logged} >= {"cutoff_date", "technician"}
     assert "31/02/2026" not in caplog.text
 
 
