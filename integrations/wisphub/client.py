@@ -7,7 +7,9 @@ enforces a per-call deadline and maps failures onto the exception tree of
     WispHubError
      ├── WispHubConfigError    HTML body (wrong base URL), 3xx, 401/403, missing key
      ├── WispHubNotFound       404
-     ├── WispHubUnavailable    5xx, 429, timeouts, transport errors, undecodable JSON
+     ├── WispHubUnavailable    5xx, 429, timeouts, transport errors, undecodable JSON, and a 403
+     │    │                    right after the same key got through (WispHub throttles with 403)
+     │    └── TicketUnconfirmed  a ticket POST's outcome is unknown and the ticket was not found
      └── WispHubRejected       other 4xx, with WispHub's own message
 
 GETs are retried with jittered exponential backoff on the ``WispHubUnavailable`` causes; a POST
@@ -359,8 +361,8 @@ class WispHubClient:
             {"Authorization": f"Api-Key {key}", "Accept": "application/json"} if key else None
         )
         self._sem = asyncio.Semaphore(settings.max_concurrency)
-        # When WispHub last accepted the key (monotonic), and whether a never-accepted key was
-        # already reported: a bad key is said once, clearly, not on every customer's message.
+        # When WispHub last accepted the key (monotonic), and whether a refused key was already
+        # reported: a bad key is said once, clearly, not on every customer's message.
         self._key_ok_at: float | None = None
         self._bad_key_reported = False
         self.stats = RequestStats()

@@ -2,6 +2,7 @@
 
     WispHubError
      ├── WispHubConfigError    wrong base URL (HTML body), 401/403: an operator must act
+     │                         (a 403 right after accepted calls is throttling: Unavailable)
      ├── WispHubNotFound       404 on a detail path
      ├── WispHubUnavailable    5xx, timeouts, transport errors, undecodable JSON: try later
      │    └── TicketUnconfirmed  a ticket POST may have worked but the ticket was not found
