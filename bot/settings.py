@@ -57,7 +57,8 @@ class WispHubSettings(BaseSettings):
     subject_no_internet: str = "No Tiene Internet"
     subject_slow: str = "Internet Lento"
     subject_intermittent: str = "Internet Intermitente"
-    subject_other: str = "Otro"
+    # WispHub refuses a subject outside its catalogue, which has no "Otro": a general one of it.
+    subject_other: str = "Internet Intermitente"
     priority_no_internet: Literal["1", "2", "3", "4"] = "3"
     priority_slow: Literal["1", "2", "3", "4"] = "2"
     priority_intermittent: Literal["1", "2", "3", "4"] = "2"

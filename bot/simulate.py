@@ -11,7 +11,9 @@ handoff timeouts fire), ``expect`` / ``expect_not`` (regex over the replies sinc
 case- and accent-insensitive, text and option labels), ``expect_wisphub`` (a request made since
 the last move; with ``count`` exactly that many, ``count: 0`` proving none). Extensions:
 ``media`` (the customer sends a photo, sticker, ...), ``expect_agents`` (regex over what the
-agents' topic received since the last move), ``fault`` (inject a WispHub fault from now on);
+agents' topic received since the last move), ``fault`` (inject a WispHub fault from now on;
+``after: true`` carries the request out and only replaces its answer, as a proxy's 502 after
+WispHub made the ticket);
 top-level ``now`` (ISO start time) and ``settings`` (environment names → values, e.g.
 ``BUSINESS_HOURS``), ``agents: false`` (no agents' chat configured).
 """
@@ -290,6 +292,7 @@ class Runner:
                 delay=float(spec.pop("delay", 0.0)),
                 count=spec.pop("count", 1),
                 method=spec.pop("method", None),
+                after=bool(spec.pop("after", False)),
             )
             self.log(f"(WispHub fault injected: {value})")
 

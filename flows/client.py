@@ -20,7 +20,7 @@ async def ticket_lines(conv: Conversation, service_id: int) -> list[str]:
             id=t.id,
             subject=t.subject or "-",
             status=conv.t.status(t.status),
-            date=conv.t.date(t.created_at.date() if t.created_at else None),
+            date=conv.t.date(t.opened_at.date() if t.opened_at else None),
         )
         for t in sorted(tickets, key=lambda t: t.id, reverse=True)
     ]

@@ -9,7 +9,7 @@ from typing import Any
 from transitions.extensions.asyncio import AsyncEventData
 
 from flows.base import Flow, model
-from integrations.wisphub.errors import WispHubError
+from integrations.wisphub.errors import TicketUnconfirmed, WispHubError
 from integrations.wisphub.models import PingResult, TicketRequest
 
 CATEGORIES = ("no_internet", "slow", "intermittent", "other")
@@ -91,8 +91,15 @@ class FaultFlow(Flow):
                 "trigger": "confirm",
                 "source": "confirm",
                 "dest": "idle",
-                "before": self.create_ticket,
+                "conditions": self.create_ticket,
                 "after": back,
+            },
+            # WispHub may have made the ticket but did not say so: stay, and look first next time.
+            {
+                "trigger": "confirm",
+                "source": "confirm",
+                "dest": None,
+                "after": self.say_unconfirmed,
             },
             {
                 "trigger": "cancel",
@@ -163,8 +170,12 @@ class FaultFlow(Flow):
         conv.say(found + "\n" + conv.t(f"tip.{category}"))
         conv.say(conv.t("ask_fixed"), conv.opts("fixed", "still"))
 
-    async def create_ticket(self, ev: AsyncEventData) -> None:
-        """One multipart POST; WispHub errors leave the conversation in the confirmation."""
+    async def create_ticket(self, ev: AsyncEventData) -> bool:
+        """One multipart POST; WispHub errors leave the conversation in the confirmation.
+
+        False when the outcome is unknown (WispHub may have made the ticket): the request's time
+        is kept so that Confirmar again looks for that ticket before posting, never a duplicate.
+        """
         conv = model(ev)
         settings = conv.ctx.settings.wisphub
         client = await conv.client()
@@ -178,12 +189,18 @@ class FaultFlow(Flow):
             technician_id=technician or settings.technician_id,
             department=settings.department,
             origin=settings.report_origin,
-            requested_at=datetime.fromtimestamp(conv.now, tz=UTC),
+            requested_at=datetime.fromtimestamp(conv.data.get("unconfirmed", conv.now), tz=UTC),
+            recheck="unconfirmed" in conv.data,
         )
-        ticket = await conv.ctx.wisphub.create_ticket(request)
-        for name in ("description", "category"):
+        try:
+            ticket = await conv.ctx.wisphub.create_ticket(request)
+        except TicketUnconfirmed:
+            conv.data["unconfirmed"] = request.requested_at.timestamp()
+            return False
+        for name in ("description", "category", "unconfirmed"):
             conv.data.pop(name, None)
         conv.say(conv.t("ticket_created", id=ticket.id))
+        return True
 
     # -- replies ---------------------------------------------------------------------------
     async def back_to_menu(self, ev: AsyncEventData) -> None:
@@ -239,9 +256,14 @@ class FaultFlow(Flow):
             conv.opts("confirm", "cancel"),
         )
 
+    async def say_unconfirmed(self, ev: AsyncEventData) -> None:
+        """WispHub did not confirm the ticket: say so, offer Confirmar (looks first) or an agent."""
+        conv = model(ev)
+        conv.say(conv.t("ticket_unconfirmed"), conv.opts("confirm", "cancel", "agent"))
+
     async def say_cancelled(self, ev: AsyncEventData) -> None:
         """No ticket."""
         conv = model(ev)
-        for name in ("description", "category"):
+        for name in ("description", "category", "unconfirmed"):
             conv.data.pop(name, None)
         conv.say(conv.t("ticket_cancelled"))

@@ -29,8 +29,10 @@ class PlansFlow(Flow):
         lines = []
         for p in sorted(plans, key=lambda p: (p.price is None, p.price or 0, p.name)):
             speed = conv.t("plan_speed", down=p.download, up=p.upload) if p.download else ""
-            price = conv.money(p.price) if p.price is not None else conv.t("plan_no_price")
-            lines.append(conv.t("plan_line", name=p.name, price=price, speed=speed))
+            if p.price is None:  # PCQ plans: WispHub has no price for them
+                lines.append(conv.t("plan_line_no_price", name=p.name, speed=speed))
+                continue
+            lines.append(conv.t("plan_line", name=p.name, price=conv.money(p.price), speed=speed))
         if lines:
             conv.say("\n".join([conv.t("plans_header"), *lines]))
         else:

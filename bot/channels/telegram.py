@@ -87,6 +87,7 @@ from bot.channels.base import (
     settle,
     settle_when_done,
 )
+from bot.channels.telegram_content import unreadable_media
 from bot.types import Channel, ConvKey, Inbound, Kind, Media, Option, Outbound
 
 log = logging.getLogger(__name__)
@@ -243,6 +244,10 @@ def update_to_inbound(update: Update) -> Inbound | None:
         return Inbound(kind=Kind.MEDIA, media=media, text=media.caption, **common)
     if any(getattr(message, f, None) is not None for f in ("dice", "poll", "venue", "game")):
         return Inbound(kind=Kind.OTHER, **common)
+    # A story, a checklist, a type newer than aiogram: unreadable media, never silence.
+    other = unreadable_media(message)
+    if other is not None:
+        return Inbound(kind=Kind.MEDIA, media=other, text=other.caption, **common)
     return None  # service messages (pins, write access, ...) need no answer
 
 

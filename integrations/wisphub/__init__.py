@@ -1,6 +1,7 @@
 """WispHub Net: async client, typed models, errors, and a compatible sandbox server."""
 
 from integrations.wisphub.errors import (
+    TicketUnconfirmed,
     WispHubConfigError,
     WispHubError,
     WispHubNotFound,
@@ -25,6 +26,7 @@ __all__ = [
     "Plan",
     "Ticket",
     "TicketRequest",
+    "TicketUnconfirmed",
     "WispHubConfigError",
     "WispHubError",
     "WispHubNotFound",

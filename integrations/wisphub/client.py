@@ -7,7 +7,9 @@ enforces a per-call deadline and maps failures onto the exception tree of
     WispHubError
      ├── WispHubConfigError    HTML body (wrong base URL), 3xx, 401/403, missing key
      ├── WispHubNotFound       404
-     ├── WispHubUnavailable    5xx, 429, timeouts, transport errors, undecodable JSON
+     ├── WispHubUnavailable    5xx, 429, timeouts, transport errors, undecodable JSON, and a 403
+     │    │                    right after the same key got through (WispHub throttles with 403)
+     │    └── TicketUnconfirmed  a ticket POST's outcome is unknown and the ticket was not found
      └── WispHubRejected       other 4xx, with WispHub's own message
 
 GETs are retried with jittered exponential backoff on the ``WispHubUnavailable`` causes; a POST
@@ -24,6 +26,7 @@ really equals the searched key.
 from __future__ import annotations
 
 import asyncio
+import html
 import logging
 import random
 import re
@@ -44,6 +47,7 @@ from pydantic import ValidationError
 from bot.settings import WispHubSettings
 from integrations.wisphub.breaker import CircuitBreaker
 from integrations.wisphub.errors import (
+    TicketUnconfirmed,
     WispHubConfigError,
     WispHubError,
     WispHubNotFound,
@@ -69,6 +73,9 @@ MAX_PAGES = 100
 RECONCILE_SKEW = timedelta(minutes=2)
 # Hours from the start of a ticket to its ``fecha_final``, per WispHub priority code.
 SLA_HOURS: Mapping[str, int] = {"1": 72, "2": 48, "3": 24, "4": 8}
+# A 403 within this many seconds of an accepted call is throttling, not a bad key: WispHub
+# answers a burst with 403 instead of 429.
+THROTTLE_WINDOW = 120.0
 # Phone numbers shorter than this would make ``telefono__contains`` match half the ISP.
 MIN_PHONE_DIGITS = 7
 _CACHE_SIZE = 4096
@@ -204,6 +211,12 @@ def _detail(body: Any) -> str:
     return text[:_DETAIL_MAX] or "no detail given"
 
 
+def _plain(text: str) -> str:
+    """Text compared across WispHub's echo: tags dropped (descriptions come back as HTML),
+    entities decoded, spacing and case folded."""
+    return " ".join(html.unescape(re.sub(r"<[^>]*>", " ", text)).split()).casefold()
+
+
 def _looks_html(response: httpx.Response) -> bool:
     if "text/html" in response.headers.get("content-type", "").lower():
         return True
@@ -249,6 +262,7 @@ def _ping_counts(item: Any) -> tuple[int, int, list[float]] | None:
 
 
 _NO_REPLY = frozenset({"timeout", "no reply", "host unreachable", "unreachable", "fail", "failed"})
+_SUMMARY = re.compile(r"\s*(\d+)\s*de\s*(\d+)")
 
 
 def _rtt_ms(value: Any) -> float | None:
@@ -268,25 +282,37 @@ def _rtt_ms(value: Any) -> float | None:
 
 
 def classify_ping(result: Any) -> PingResult:
-    """Turn a ping task's ``result`` into ok / no_response / partial / unknown."""
+    """Turn a ping task's ``result`` into ok / no_response / partial / unknown.
+
+    WispHub's own ``"ping-exitoso": "2 de 4"`` decides when present: it counts a public IP that
+    answers "host unreachable" (a client behind a firewall) as reachable, which the per-ping
+    lines (private IP timed out, public IP unreachable) cannot tell. The lines decide only when
+    there is no summary; lines that are all router errors mean the check itself did not run.
+    """
     items = result if isinstance(result, list) else [result]
     sent = received = 0
     rtts: list[float] = []
     summary: tuple[int, int] | None = None
+    lines = errors = 0
     for item in items:
         if isinstance(item, dict) and "ping-exitoso" in item:
-            m = re.match(r"\s*(\d+)\s*de\s*(\d+)", str(item["ping-exitoso"]))
+            m = _SUMMARY.match(str(item["ping-exitoso"]))
             if m:
                 summary = (int(m[2]), int(m[1]))
             continue
         counts = _ping_counts(item)
         if counts is None:
-            # A router error string (or anything else) means the check itself did not work.
-            return PingResult(status="unknown")
+            errors += 1  # a router error string (or anything else unreadable)
+            continue
+        lines += 1
         sent, received = sent + counts[0], received + counts[1]
         rtts.extend(counts[2])
-    if sent == 0 and summary is not None:
+    if lines == 0 and errors:
+        return PingResult(status="unknown")
+    if summary is not None:
         sent, received = summary
+    elif errors:
+        return PingResult(status="unknown")
     if sent <= 0:
         return PingResult(status="unknown")
     avg = round(sum(rtts) / len(rtts), 2) if rtts else None
@@ -336,6 +362,10 @@ class WispHubClient:
             {"Authorization": f"Api-Key {key}", "Accept": "application/json"} if key else None
         )
         self._sem = asyncio.Semaphore(settings.max_concurrency)
+        # When WispHub last accepted the key (monotonic), and whether a refused key was already
+        # reported: a bad key is said once, clearly, not on every customer's message.
+        self._key_ok_at: float | None = None
+        self._bad_key_reported = False
         self.stats = RequestStats()
         self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_reset)
         # Called after every HTTP attempt with (endpoint, outcome, seconds): metrics hook.
@@ -462,18 +492,20 @@ class WispHubClient:
 
     async def plans(self) -> list[Plan]:
         """The plan catalogue with prices (list merged with each plan's pppoe/queue detail)."""
-        plans, complete = await self._plans()
-        if not complete:
-            # A degraded catalogue (some prices missing) must not stick for the long TTL.
+        plans, refresh_at = await self._plans()
+        if refresh_at is not None and time.monotonic() >= refresh_at:
+            # A detail failed for a passing reason: fetch again, but only after a short while.
             self._plans.cache_clear()
+            plans, _ = await self._plans()
         return list(plans)
 
-    async def _fetch_plans(self) -> tuple[tuple[Plan, ...], bool]:
+    async def _fetch_plans(self) -> tuple[tuple[Plan, ...], float | None]:
+        """The catalogue, and when to fetch it again early (None: keep it for the long TTL)."""
         deadline = self._deadline()
         listed = await self._get_all("/plan-internet/", "plan-internet/", {}, deadline=deadline)
         details = await asyncio.gather(*(self._plan_detail(p, deadline) for p in listed))
         merged = []
-        for raw, detail in zip(listed, details, strict=True):
+        for raw, (detail, _) in zip(listed, details, strict=True):
             # The detail carries the price; the list's id, name and kind stay authoritative.
             record = {k: v for k, v in (detail or {}).items() if v not in (None, "")}
             record.update({k: v for k, v in raw.items() if v not in (None, "")})
@@ -481,14 +513,21 @@ class WispHubClient:
                 record["precio"] = detail["precio"]
             merged.append(record)
         plans = tuple(_parse_many(Plan, merged, "plan"))
-        complete = all(d is not None for d in details)
-        return plans, complete
+        # Even a catalogue with a missing price is kept: refetching every plan for every
+        # customer is what piles requests on WispHub. A passing failure is retried sooner.
+        passing = any(transient for _, transient in details)
+        refresh_at = time.monotonic() + self._settings.client_cache_ttl if passing else None
+        return plans, refresh_at
 
-    async def _plan_detail(self, raw: dict[str, Any], deadline: _Deadline) -> dict[str, Any] | None:
+    async def _plan_detail(
+        self, raw: dict[str, Any], deadline: _Deadline
+    ) -> tuple[dict[str, Any] | None, bool]:
+        """A plan's detail (None when there is none) and whether its absence may pass."""
         kind = str(raw.get("tipo", "")).upper()
         plan_id = digits(raw.get("id"))
-        if not plan_id:
-            return None
+        if not plan_id or "PCQ" in kind:
+            # WispHub exposes no detail for PCQ (queue-tree) plans: asking only costs a 404.
+            return None, False
         sub = "pppoe" if "PPPOE" in kind else "queue"
         try:
             body = await self._request(
@@ -502,8 +541,8 @@ class WispHubClient:
                 "plan detail unavailable; its price stays unknown",
                 extra={"plan_id": plan_id, "error": type(err).__name__},
             )
-            return None
-        return body if isinstance(body, dict) else None
+            return None, isinstance(err, WispHubUnavailable)
+        return (body if isinstance(body, dict) else None), False
 
     async def payment_methods(self) -> list[PaymentMethod]:
         """The ISP's ways to pay."""
@@ -524,7 +563,7 @@ class WispHubClient:
         tickets = await self._fetch_open_tickets_within(self._deadline())
         oldest = datetime.min.replace(tzinfo=self._tz)
         return tuple(
-            sorted(tickets, key=lambda t: self._aware(t.created_at) or oldest, reverse=True)
+            sorted(tickets, key=lambda t: (self._aware(t.opened_at) or oldest, t.id), reverse=True)
         )
 
     async def create_ticket(self, req: TicketRequest) -> Ticket:
@@ -536,6 +575,15 @@ class WispHubClient:
             record = await self.find_by_service(req.service_id)
             if record is not None and record.technician is not None:
                 technician = record.technician.id
+        if req.recheck:
+            found = self._matching_ticket(req, await self._fetch_open_tickets_within(deadline))
+            if found is not None:
+                self._open.cache_clear()
+                logger.info(
+                    "ticket of an earlier unconfirmed POST found; not sent again",
+                    extra={"ticket_id": found.id, "service_id": req.service_id},
+                )
+                return found
         fields = self._ticket_fields(req, technician)
         # Every field as a nameless file part: httpx then sends multipart/form-data even with no
         # attachment (WispHub answers JSON with an opaque 500 and urlencoded with 415).
@@ -594,8 +642,6 @@ class WispHubClient:
             "ticket POST outcome unknown; looking for the ticket instead of resending",
             extra={"endpoint": "POST /tickets/", "service_id": req.service_id},
         )
-        since = (self._aware(req.requested_at) or self._clock()) - RECONCILE_SKEW
-        subject = req.subject.strip().casefold()
         # A server that replied is done with the request: one look settles it. After a timeout
         # it may still be writing the ticket, so look again while the call's time allows.
         checks = 1 if err.answered else self.reconcile_checks
@@ -604,17 +650,9 @@ class WispHubClient:
                 tickets = await self._fetch_open_tickets_within(deadline)
             except WispHubError as lookup_err:
                 msg = "WispHub did not confirm the ticket and could not be checked; try later"
-                raise WispHubUnavailable(msg) from lookup_err
-            candidates = [
-                t
-                for t in tickets
-                if t.service_id == req.service_id
-                and t.subject.strip().casefold() == subject
-                and (created := self._aware(t.created_at)) is not None
-                and created >= since
-            ]
-            if candidates:
-                found = max(candidates, key=lambda t: (self._aware(t.created_at), t.id))
+                raise TicketUnconfirmed(msg) from lookup_err
+            found = self._matching_ticket(req, tickets)
+            if found is not None:
                 logger.info(
                     "ticket found after an unknown POST outcome",
                     extra={"ticket_id": found.id, "service_id": req.service_id},
@@ -625,7 +663,27 @@ class WispHubClient:
             else:
                 break
         msg = "WispHub did not confirm the ticket and it was not found; try again later"
-        raise WispHubUnavailable(msg) from err
+        raise TicketUnconfirmed(msg) from err
+
+    def _matching_ticket(self, req: TicketRequest, tickets: Iterable[Ticket]) -> Ticket | None:
+        """The newest open ticket that is this request: same service, subject and description.
+
+        Real ticket items often lack ``fecha_creacion``: time only excludes a ticket whose
+        ``fecha_creacion`` is before the request. The planned start is no proof (a tenant may
+        plan from midnight), and an older open ticket with the same words is the same report.
+        """
+        since = (self._aware(req.requested_at) or self._clock()) - RECONCILE_SKEW
+        subject = req.subject.strip().casefold()
+        description = _plain(req.description)
+        candidates = [
+            t
+            for t in tickets
+            if t.service_id == req.service_id
+            and t.subject.strip().casefold() == subject
+            and _plain(t.description) == description
+            and ((created := self._aware(t.created_at)) is None or created >= since)
+        ]
+        return max(candidates, key=lambda t: t.id) if candidates else None
 
     async def _fetch_open_tickets_within(self, deadline: _Deadline) -> list[Ticket]:
         """Tickets in state 1 (Nuevo) and 2 (En Progreso); WispHub cannot filter by client."""
@@ -893,10 +951,26 @@ class WispHubClient:
         logger.debug("WispHub answered", extra=log_extra)
         try:
             return self._check(name, response)
-        except WispHubError:
+        except WispHubError as err:
             self.stats.errors[name] += 1
-            logger.warning("WispHub request failed", extra=log_extra)
+            if isinstance(err, WispHubConfigError) and status in (401, 403):
+                self._report_bad_key(name, status, log_extra)
+            else:
+                logger.warning("WispHub request failed", extra=log_extra)
             raise
+
+    def _report_bad_key(self, name: str, status: int, log_extra: dict[str, Any]) -> None:
+        if self._bad_key_reported:
+            logger.debug("WispHub request failed", extra=log_extra)
+            return
+        self._bad_key_reported = True
+        logger.error(
+            "WispHub refused WISPHUB_API_KEY (HTTP %d on %s): check the key and its permissions "
+            "in WispHub",
+            status,
+            name,
+            extra=log_extra,
+        )
 
     def _observe(self, name: str, outcome: str, started: float) -> None:
         if self.observer is not None:
@@ -926,6 +1000,11 @@ class WispHubClient:
             )
             raise WispHubConfigError(msg)
         body = self._decode(name, response) if status >= 400 else None
+        ok_at = self._key_ok_at
+        if status == 403 and ok_at is not None and time.monotonic() - ok_at <= THROTTLE_WINDOW:
+            # The same key worked moments ago: WispHub is throttling a burst (it says 403).
+            msg = f"WispHub is throttling ({name}, HTTP 403 after accepted calls)"
+            raise _Transient(msg, sent=True, answered=True)
         if status in (401, 403):
             msg = f"WispHub refused the API key ({name}, HTTP {status}): {_detail(body)}"
             raise WispHubConfigError(msg)
@@ -934,6 +1013,8 @@ class WispHubClient:
             raise WispHubNotFound(msg)
         if status >= 400:
             raise WispHubRejected(status, _detail(body))
+        self._key_ok_at = time.monotonic()
+        self._bad_key_reported = False
         if status == 204 or not response.content.strip():
             return None
         return self._decode(name, response, strict=True)

@@ -90,6 +90,8 @@ PAYMENT_METHODS: list[Record] = [
 ]
 
 TICKET_STATES = {"1": "Nuevo", "2": "En Progreso", "3": "Resuelto", "4": "Cerrado"}
+# Other labels real tenants list under the same state code (the FastAPI wrapper's "Abierto").
+TICKET_STATE_ALIASES = {"Nuevo": ("Abierto",)}
 TICKET_PRIORITIES = {"1": "Baja", "2": "Normal", "3": "Alta", "4": "Muy Alta"}
 INVOICE_STATES = {
     "1": "Pendiente de Pago",
@@ -100,6 +102,9 @@ INVOICE_STATES = {
 }
 CLIENT_STATES = {"1": "Activo", "2": "Suspendido", "3": "Cancelado", "4": "Gratis"}
 
+# A tenant's subject catalogue (/tickets/asuntos-tickets/) as public WispHub integrations list
+# it; a ticket whose subject is not here is refused. The first 17 (the values wisphub-api.md
+# lists, by priority) are the ones the demo's tickets use.
 SUBJECTS: list[str] = [
     "Cambio de Contraseña en Router Wifi",
     "Cambio de Domicilio",
@@ -118,10 +123,14 @@ SUBJECTS: list[str] = [
     "Cable Fibra Dañado",
     "Troncal Dañado",
     "Caja Nap Dañada",
-    "Cambio de Plan",
-    "Instalación Nueva",
-    "Revisión de Factura",
-    "Otro",
+    "Cableado Para Modem Extra",
+    "Router Wifi Reseteado (Valores de Fabrica)",
+    "Cambio de Router Wifi",
+    "Cambio de Antena",
+    "Cable UTP Dañado",
+    "Conector Dañado",
+    "Jumper Dañado",
+    "Cambio A Fibra Óptica",
 ]
 
 _DEFAULT_ROUTER: Record = {
@@ -274,12 +283,19 @@ def _service_ref(sid: Any, clients: list[Record]) -> Record:
 
 
 def complete_ticket(given: Record, *, clients: list[Record], index: int = 0) -> Record:
-    """Fill a (fixture) ticket with defaults; numeric estado/prioridad become labels."""
+    """Fill a (fixture) ticket with defaults; a numeric estado becomes its label.
+
+    Real ticket items often have no ``fecha_creacion``: only the planned window
+    (``fecha_estimada_inicio``/``fecha_estimada_fin``, ``YYYY-MM-DD HH:MM``). A ticket given
+    without ``fecha_creacion`` is served without one.
+    """
     servicio = given.get("servicio", {})
     sid = servicio.get("id_servicio") if isinstance(servicio, dict) else servicio
     service = _service_ref(sid, clients) if sid is not None else {}
     if isinstance(servicio, dict):
         service.update({k: v for k, v in servicio.items() if k != "id_servicio"})
+    created = str(given.get("fecha_creacion") or "")
+    start = created[:16].replace("T", " ") if created else "2026-11-20 09:00"
     record: Record = {
         "id_ticket": 4700 + index,
         "asunto": "Internet Lento",
@@ -292,16 +308,15 @@ def complete_ticket(given: Record, *, clients: list[Record], index: int = 0) -> 
         "tecnico": dict(TECHNICIANS[0]),
         "email_tecnico": "",
         "origen_reporte": "oficina",
-        "fecha_creacion": "2026-11-20T09:00:00-05:00",
-        "fecha_inicio": "",
-        "fecha_final": "",
+        "fecha_estimada_inicio": start,
+        "fecha_estimada_fin": "",
         "archivo_ticket": None,
     }
     record.update({k: v for k, v in given.items() if k != "servicio"})
     record["servicio"] = service
     record["id_ticket"] = int(record["id_ticket"])
     record["estado"] = TICKET_STATES.get(str(record["estado"]), record["estado"])
-    record["prioridad"] = TICKET_PRIORITIES.get(str(record["prioridad"]), record["prioridad"])
+    # prioridad stays as given: real items carry the code ("2") or the label ("Normal").
     if not record["asuntos_default"]:
         record["asuntos_default"] = record["asunto"]
     return record
@@ -466,8 +481,10 @@ _NAMED: list[Record] = [
         "saldo": "0.00",
         "plan_internet": "Empresarial 200 Mbps",
         "zona": "Centro",
-        "fecha_corte": "5/12/2026",
-        "fecha_instalacion": "15/04/2025 10:30:00",
+        # Real exports carry str(None) in empty date fields; the business CPE drops ICMP.
+        "fecha_corte": "None",
+        "fecha_instalacion": "None",
+        "_ping": "firewall",
     },
     {
         "id_servicio": 16,
@@ -628,13 +645,15 @@ _NAMED_TICKETS: dict[int, Record] = {
         "prioridad": "Alta",
         "fecha_creacion": "2026-10-21T15:05:00-05:00",
     },
+    # The real shape of an open ticket: no fecha_creacion, the priority as its code.
     4772: {
         "servicio": 16,
         "asunto": "Internet Lento",
         "descripcion": "<p>El cliente reporta velocidad muy baja en las noches.</p>",
         "estado": "En Progreso",
-        "prioridad": "Normal",
-        "fecha_creacion": "2026-11-24T10:42:00-05:00",
+        "prioridad": "2",
+        "fecha_estimada_inicio": "2026-11-24 10:42",
+        "fecha_estimada_fin": "2026-11-26 10:42",
         "tecnico": dict(TECHNICIANS[1]),
     },
 }

@@ -2,8 +2,10 @@
 
     WispHubError
      ├── WispHubConfigError    wrong base URL (HTML body), 401/403: an operator must act
+     │                         (a 403 right after accepted calls is throttling: Unavailable)
      ├── WispHubNotFound       404 on a detail path
      ├── WispHubUnavailable    5xx, timeouts, transport errors, undecodable JSON: try later
+     │    └── TicketUnconfirmed  a ticket POST may have worked but the ticket was not found
      └── WispHubRejected       other 4xx; carries WispHub's own message
 
 Messages never contain the API key.
@@ -26,6 +28,10 @@ class WispHubNotFound(WispHubError):
 
 class WispHubUnavailable(WispHubError):
     """WispHub did not answer usefully (5xx, timeout, network); the call may work later."""
+
+
+class TicketUnconfirmed(WispHubUnavailable):
+    """A ticket POST's outcome is unknown and the ticket was not found: look before resending."""
 
 
 class WispHubRejected(WispHubError):

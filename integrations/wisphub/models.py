@@ -7,12 +7,23 @@ and ``coordenadas`` are never parsed, stored, logged or returned.
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+)
+
+logger = logging.getLogger(__name__)
 
 SECRET_FIELDS = frozenset(
     {
@@ -25,13 +36,34 @@ SECRET_FIELDS = frozenset(
 )
 
 
+# What real WispHub exports put in an empty field besides null and "": Python's str(None).
+_ABSENT = frozenset({"", "none", "null"})
+
+
+def absent(v: Any) -> bool:
+    """Null, empty, or a literal ``"None"``/``"null"`` string (seen in real WispHub records)."""
+    return v is None or (isinstance(v, str) and v.strip().lower() in _ABSENT)
+
+
+def _lenient(v: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
+    """An optional field that cannot be read is absent, never the reason to drop the record."""
+    if absent(v):
+        return None
+    try:
+        return handler(v)
+    except (ValidationError, ValueError, TypeError):
+        # Only the field's name: its value may be personal data.
+        logger.debug("unreadable optional field left empty", extra={"field": info.field_name})
+        return None
+
+
 class _Record(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
 
 
 def to_decimal(v: Any) -> Decimal:
-    """Read WispHub money: ``"40000.00"``, ``40000``, ``"40.000,00"``, null → 0."""
-    if v is None or v == "":
+    """Read WispHub money: ``"40000.00"``, ``40000``, ``"40.000,00"``, null or "None" → 0."""
+    if absent(v):
         return Decimal(0)
     if isinstance(v, (int, float, Decimal)):
         return Decimal(str(v))
@@ -52,7 +84,7 @@ def to_decimal(v: Any) -> Decimal:
 
 def to_date(v: Any) -> date | None:
     """Read WispHub dates: ``"6/08/2026"``, ``"27/07/2026 12:30:00"``, ISO; empty → None."""
-    if v is None or v == "":
+    if absent(v):
         return None
     if isinstance(v, datetime):
         return v.date()
@@ -70,7 +102,7 @@ def to_date(v: Any) -> date | None:
 
 def to_datetime(v: Any) -> datetime | None:
     """Read ISO timestamps (with offset) or ``DD/MM/YYYY HH:MM[:SS]``; empty → None."""
-    if v is None or v == "":
+    if absent(v):
         return None
     if isinstance(v, datetime):
         return v
@@ -158,7 +190,7 @@ class Client(_Record):
     )
     @classmethod
     def _text(cls, v: Any) -> Any:
-        return "" if v is None else str(v).strip()
+        return "" if absent(v) else str(v).strip()
 
     @field_validator("phones", mode="before")
     @classmethod
@@ -182,6 +214,11 @@ class Client(_Record):
     @classmethod
     def _dt(cls, v: Any) -> datetime | None:
         return to_datetime(v)
+
+    # Defined last so it wraps the readers above (pydantic runs later wrappers first).
+    _optional = field_validator(
+        "cutoff_date", "installed_at", "plan", "zone", "router", "technician", mode="wrap"
+    )(_lenient)
 
     @property
     def first_name(self) -> str:
@@ -221,6 +258,9 @@ class Ticket(_Record):
     priority: str = Field(default="", alias="prioridad")
     department: str = Field(default="", alias="departamento")
     created_at: datetime | None = Field(default=None, alias="fecha_creacion")
+    # Real ticket items often carry only the planned window, not ``fecha_creacion``.
+    starts_at: datetime | None = Field(default=None, alias="fecha_estimada_inicio")
+    ends_at: datetime | None = Field(default=None, alias="fecha_estimada_fin")
     service: TicketService | None = Field(default=None, alias="servicio")
 
     @field_validator("subject", "description", "status", "priority", "department", mode="before")
@@ -228,7 +268,7 @@ class Ticket(_Record):
     def _text(cls, v: Any) -> Any:
         if isinstance(v, dict):  # some tenants nest {id, nombre}
             v = v.get("nombre", "")
-        return "" if v is None else str(v).strip()
+        return "" if absent(v) else str(v).strip()
 
     @field_validator("service", mode="before")
     @classmethod
@@ -237,10 +277,19 @@ class Ticket(_Record):
             return {"id_servicio": int(v)}
         return v
 
-    @field_validator("created_at", mode="before")
+    @field_validator("created_at", "starts_at", "ends_at", mode="before")
     @classmethod
     def _dt(cls, v: Any) -> datetime | None:
         return to_datetime(v)
+
+    _optional = field_validator("created_at", "starts_at", "ends_at", "service", mode="wrap")(
+        _lenient
+    )
+
+    @property
+    def opened_at(self) -> datetime | None:
+        """When the ticket was opened: ``fecha_creacion``, else its planned start."""
+        return self.created_at or self.starts_at
 
     @property
     def service_id(self) -> int | None:
@@ -279,6 +328,8 @@ class Invoice(_Record):
     def _date(cls, v: Any) -> date | None:
         return to_date(v)
 
+    _optional = field_validator("due_date", "issued_on", "client", mode="wrap")(_lenient)
+
     @field_validator("status", mode="before")
     @classmethod
     def _text(cls, v: Any) -> Any:
@@ -299,12 +350,14 @@ class Plan(_Record):
     @field_validator("price", mode="before")
     @classmethod
     def _money(cls, v: Any) -> Decimal | None:
-        return None if v is None or v == "" else to_decimal(v)
+        return None if absent(v) else to_decimal(v)
 
     @field_validator("name", "kind", "download", "upload", "description", mode="before")
     @classmethod
     def _text(cls, v: Any) -> Any:
-        return "" if v is None else str(v)
+        return "" if absent(v) else str(v)
+
+    _optional = field_validator("price", mode="wrap")(_lenient)
 
 
 class PaymentMethod(_Record):
@@ -339,6 +392,8 @@ class TicketRequest(BaseModel):
     origin: str = "redes_sociales"
     # When the customer asked: lets a timed-out POST be reconciled by looking for the ticket.
     requested_at: datetime
+    # An earlier attempt's outcome is unknown: look for that ticket before posting again.
+    recheck: bool = False
 
 
 __all__ = [

@@ -13,7 +13,7 @@ included, so that a client which works here has met the real traps:
 Faults (status, delay, count) can be injected in process (``Sandbox.add_fault``) or, for a bot
 running as a subprocess, through the control endpoints (no auth, never recorded)::
 
-    POST   /_sandbox/faults     {path, status, delay, count, method, body} (or a list of them)
+    POST   /_sandbox/faults     {path, status, delay, count, method, body, after} (or a list)
     DELETE /_sandbox/faults     remove every fault
     GET    /_sandbox/requests   the recorded API requests, as JSON
     POST   /_sandbox/reset      the starting data and faults back, request log cleared
@@ -22,7 +22,9 @@ running as a subprocess, through the control endpoints (no auth, never recorded)
 
 A ping task's outcome follows the client: a router with ``falla_general`` or a suspended or
 cancelled service → every ping times out; else the sandbox-only key ``_ping`` ("ok", "timeout",
-"partial", "error") decides, "ok" by default. Keys starting with ``_`` are never served.
+"partial", "firewall", "error") decides, "ok" by default. Keys starting with ``_`` are never
+served. "firewall" is a real tenant's shape: the private IP times out, the public IP answers
+"host unreachable", and WispHub's summary counts those (``"ping-exitoso": "2 de 4"``).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from integrations.wisphub.demo_data import (
     SUBJECTS,
     TECHNICIANS,
     TICKET_PRIORITIES,
+    TICKET_STATE_ALIASES,
     TICKET_STATES,
     Data,
     Record,
@@ -127,6 +130,7 @@ class _Fault:
     count: int | None
     method: str | None
     body: str | None
+    after: bool = False  # handle the request for real, then answer the fault instead
 
 
 @dataclass
@@ -312,14 +316,16 @@ class Sandbox:
         count: int | None = 1,
         method: str | None = None,
         body: str | None = None,
+        after: bool = False,
     ) -> None:
         """Answer requests whose API path matches ``path`` (a regex) with ``status``.
 
         ``status`` 0 with a ``delay`` only slows the real answer down. ``count`` None = forever.
+        ``after``: the request is carried out (a ticket is created) and only its answer is
+        replaced, as when WispHub's proxy answers 502 to a POST that worked.
         """
-        self._faults.append(
-            _Fault(re.compile(path), status, delay, count, method.upper() if method else None, body)
-        )
+        method = method.upper() if method else None
+        self._faults.append(_Fault(re.compile(path), status, delay, count, method, body, after))
 
     def clear_faults(self) -> None:
         """Remove every injected fault."""
@@ -377,8 +383,16 @@ class Sandbox:
         if fault is not None:
             if fault.delay > 0:
                 await asyncio.sleep(fault.delay)
+            if fault.after:
+                # WispHub did the work (the ticket exists), then the proxy answered an error.
+                await self._route(request, rel, body)
+                return _fault_response(fault)
             if fault.status:
                 return _fault_response(fault)
+        return await self._route(request, rel, body)
+
+    async def _route(self, request: web.Request, rel: str, body: _Body) -> web.StreamResponse:
+        path = request.path
         if not rel.endswith("/"):
             # Django's APPEND_SLASH: a redirect the client would follow with a GET and no body.
             location = f"http://{request.host}{path}/"
@@ -523,7 +537,8 @@ class Sandbox:
     async def _plan(self, request: web.Request, m: re.Match[str]) -> web.StreamResponse:
         plan = next((p for p in self.plans if str(p.get("id")) == m["id"]), None)
         kind = "pppoe" if plan is not None and plan.get("tipo") == "PPPOE" else "queue"
-        if plan is None or kind != m["kind"]:
+        # WispHub has no detail for PCQ (queue-tree) plans: their price is not in the API.
+        if plan is None or kind != m["kind"] or plan.get("tipo") == "PCQ":
             return _json(NOT_FOUND, 404)
         keys = ("nombre", "precio", "bajada", "subida", "descripcion")
         return _json({k: plan.get(k) for k in keys})
@@ -534,7 +549,8 @@ class Sandbox:
             label = TICKET_STATES.get(request.query["estado"])
             if label is None:
                 return _json({"estado": [_bad_choice(request.query["estado"])]}, 400)
-            records = [t for t in records if t.get("estado") == label]
+            labels = {label, *TICKET_STATE_ALIASES.get(label, ())}
+            records = [t for t in records if t.get("estado") in labels]
         return self._page(request, records)
 
     async def _ticket_detail(self, request: web.Request, m: re.Match[str]) -> web.StreamResponse:
@@ -576,6 +592,10 @@ class Sandbox:
         for name, choices in (("estado", TICKET_STATES), ("prioridad", TICKET_PRIORITIES)):
             if name not in errors and form[name].strip() not in choices:
                 errors[name] = [_bad_choice(form[name])]
+        subject = form.get("asuntos_default") or form.get("asunto", "")
+        if "asunto" not in errors and subject not in SUBJECTS:
+            # The subject must come from the tenant's catalogue (/tickets/asuntos-tickets/).
+            errors["asuntos_default"] = [_bad_choice(subject)]
         if "tecnico" not in errors and not form["tecnico"].strip().isdigit():
             errors["tecnico"] = ["Tipo incorrecto. Esperado valor de clave primaria y recibió str."]
         for name in ("fecha_inicio", "fecha_final"):
@@ -591,15 +611,16 @@ class Sandbox:
             "asuntos_default": form.get("asuntos_default") or form["asunto"],
             "descripcion": form["descripcion"],
             "estado": TICKET_STATES[form["estado"].strip()],
-            "prioridad": TICKET_PRIORITIES[form["prioridad"].strip()],
+            # The real answer echoes the priority code, and has no ``fecha_creacion``: only the
+            # planned window (``fecha_estimada_inicio``/``fin``) says when the ticket is from.
+            "prioridad": form["prioridad"].strip(),
             "departamento": form["departamento"],
             "departamentos_default": form.get("departamentos_default") or form["departamento"],
             "tecnico": dict(tech),
             "email_tecnico": form.get("email_tecnico", ""),
             "origen_reporte": form.get("origen_reporte", ""),
-            "fecha_creacion": datetime.now(BOGOTA).replace(microsecond=0).isoformat(),
-            "fecha_inicio": form.get("fecha_inicio", ""),
-            "fecha_final": form.get("fecha_final", ""),
+            "fecha_estimada_inicio": _planned(form.get("fecha_inicio"), hours=0),
+            "fecha_estimada_fin": _planned(form.get("fecha_final"), hours=48),
             "archivo_ticket": form.get("archivo_ticket") or None,
             "servicio": {
                 "id_servicio": client["id_servicio"],
@@ -711,7 +732,7 @@ def _fault_kwargs(spec: Any) -> dict[str, Any]:
     if not isinstance(spec, dict) or "path" not in spec:
         msg = "a fault needs at least a 'path' regex"
         raise ValueError(msg)
-    unknown = set(spec) - {"path", "status", "delay", "count", "method", "body"}
+    unknown = set(spec) - {"path", "status", "delay", "count", "method", "body", "after"}
     if unknown:
         msg = f"unknown fault keys: {', '.join(sorted(unknown))}"
         raise ValueError(msg)
@@ -725,6 +746,8 @@ def _fault_kwargs(spec: Any) -> dict[str, Any]:
     for key in ("method", "body"):
         if spec.get(key) is not None:
             kwargs[key] = str(spec[key])
+    if "after" in spec:
+        kwargs["after"] = bool(spec["after"])
     return kwargs
 
 
@@ -758,8 +781,49 @@ def _fault_response(fault: _Fault) -> web.Response:
     return _json({"detail": f"Error {fault.status}."}, fault.status)
 
 
+def _public_ip(client: Record) -> str:
+    """A made-up public address for the client's router (the firewall case pings it too)."""
+    sid = int(client.get("id_servicio") or 0)
+    return f"181.{60 + sid // 250 % 100}.{sid % 250 + 2}.{40 + sid % 200}"
+
+
+def _ping_line(i: int, host: str, status: str) -> Record:
+    """One ``ping-N`` line as RouterOS reports it through WispHub: every value a string."""
+    if status == "ok":
+        rtt = f"{11 + (i * 7) % 9}ms{(i * 137) % 1000}us"
+        return {
+            "received": "1",
+            "host": host,
+            "sent": "1",
+            "packet-loss": "0",
+            "seq": "0",
+            "time": rtt,
+            "ttl": "64",
+            "min-rtt": rtt,
+            "max-rtt": rtt,
+            "avg-rtt": rtt,
+            "size": "56",
+        }
+    line: Record = {
+        "status": status,
+        "host": host,
+        "received": "0",
+        "sent": "1",
+        "packet-loss": "100",
+        "seq": "0",
+    }
+    if status == "host unreachable":
+        line.update({"time": f"{560 + i * 19}ms", "ttl": "64", "size": "84"})
+    return line
+
+
 def _ping_outcome(client: Record, pings: int) -> tuple[str, Any]:
-    """What a ping task ends with: (Celery status, result)."""
+    """What a ping task ends with: (Celery status, result).
+
+    "firewall" is the real shape of a client whose CPE drops ICMP: the private IP times out,
+    the public IP answers "host unreachable", and WispHub's summary counts the latter as
+    answered (``"ping-exitoso": "2 de 4"``).
+    """
     host = str(client.get("ip", ""))
     router = client.get("router") or {}
     mode = str(client.get("_ping", "ok"))
@@ -771,21 +835,21 @@ def _ping_outcome(client: Record, pings: int) -> tuple[str, Any]:
     items: list[dict[str, Any]] = []
     ok_count = 0
     for i in range(1, pings + 1):
-        # "partial": every other ping is lost, the first one answers.
-        ok = mode == "ok" or (mode == "partial" and i % 2 == 1)
-        ok_count += ok
-        items.append(
-            {
-                f"ping-{i}": {
-                    "status": "ok" if ok else "timeout",
-                    "host": host,
-                    "sent": 1,
-                    "received": 1 if ok else 0,
-                    "packet-loss": "0%" if ok else "100%",
-                    "avg-rtt": f"{11 + (i * 7) % 9}ms" if ok else "0ms",
-                }
-            }
-        )
+        if mode == "firewall":
+            # Alternates private (timeout) and public (unreachable) addresses, private first.
+            public = i % 2 == 0
+            line = _ping_line(
+                i,
+                _public_ip(client) if public else host,
+                "host unreachable" if public else "timeout",
+            )
+            ok_count += public
+        else:
+            # "partial": every other ping is lost, the first one answers.
+            ok = mode == "ok" or (mode == "partial" and i % 2 == 1)
+            ok_count += ok
+            line = _ping_line(i, host, "ok" if ok else "timeout")
+        items.append({f"ping-{i}": line})
     items.append({"ping-exitoso": f"{ok_count} de {pings}"})
     return "SUCCESS", items
 
@@ -817,6 +881,15 @@ def _valid_date(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _planned(given: str | None, *, hours: int) -> str:
+    """A ticket's planned start or end as WispHub lists it (``YYYY-MM-DD HH:MM``)."""
+    if given and _valid_datetime(given):
+        moment = datetime.strptime(given.strip(), "%d/%m/%Y %H:%M")
+    else:
+        moment = datetime.now(BOGOTA).replace(tzinfo=None) + timedelta(hours=hours)
+    return moment.strftime("%Y-%m-%d %H:%M")
 
 
 def _valid_datetime(text: str) -> bool:

@@ -165,7 +165,7 @@ class TestWispHubUrl:
         wisphub = WispHubSettings(subject_slow="Lentitud", priority_slow="1")
         assert wisphub.subject_for("slow") == ("Lentitud", "1")
         assert wisphub.subject_for("no_internet") == ("No Tiene Internet", "3")
-        assert wisphub.subject_for("anything else") == ("Otro", "2")
+        assert wisphub.subject_for("anything else") == ("Internet Intermitente", "2")
 
 
 # -- secrets ----------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from e2e_harness import (
     wait_for_text,
     webhook_call,
 )
+from fixtures import fixture
 from telegram_api import FakeTelegram, Sent
 
 from bot.sessions import redis_key
@@ -409,6 +410,36 @@ async def test_junk_input_gets_clear_answers_and_keeps_the_session(
     assert bot.running
 
 
+async def test_stories_checklists_and_unknown_types_get_an_answer_or_reach_the_agents(
+    bot: BotProcess, new_chat: NewChat, fake: FakeTelegram
+) -> None:
+    """Content the bot cannot read (shapes in tests/fixtures/telegram/) is answered like a
+    photo, never with silence; during a handoff the agents get a copy."""
+    unreadable = fixture("telegram/unreadable_messages.yaml")
+    chat = new_chat()
+    chat.say("/start")
+    await chat.expect("Soy cliente")
+    for name in ("story", "checklist", "future"):
+        chat.send(unreadable[name])
+        await chat.expect("solo puedo leer")
+
+    await identify(chat, *ANA)
+    card = await open_handoff(chat, fake)
+    for name in ("story", "future"):
+        sent_id = chat.send(unreadable[name])["message"]["message_id"]
+
+        def copied(m: Sent, sent_id: int = sent_id) -> bool:
+            return (
+                m.method == "copyMessage"
+                and m.from_chat_id == chat.id
+                and m.source_message_id == sent_id
+                and m.message_thread_id == card.message_thread_id
+            )
+
+        await wait_for(fake, fake.agents_chat_id, copied, f"copying the customer's {name}")
+    assert count(chat.window(), "solo puedo leer") == 0
+
+
 # ---- the handoff timeout (the bot with HANDOFF_TIMEOUT=2) --------------------------------
 
 
@@ -460,6 +491,17 @@ async def test_webhook_duplicate_update_is_handled_once(
     assert await post_update(webhook_bot, chat.press("Soy cliente")) == 200
     await chat.expect("documento")
     assert count(chat.messages(), "asistente virtual") == 1, chat.transcript()
+
+
+async def test_webhook_a_story_or_checklist_gets_the_media_answer(
+    webhook_bot: BotProcess, webhook_fake: FakeTelegram, new_chat: NewChat
+) -> None:
+    """Through the service's webhook too: content the bot cannot read is answered."""
+    unreadable = fixture("telegram/unreadable_messages.yaml")
+    chat = new_chat(on=webhook_fake)
+    for name in ("story", "checklist", "future"):
+        assert await post_update(webhook_bot, chat.send(unreadable[name])) == 200
+        await chat.expect("solo puedo leer")
 
 
 async def test_a_button_press_is_answered_in_the_webhook_answer(

@@ -278,6 +278,11 @@ class Chat:
         self._move()
         return self._moved(self.fake.user_photo(self.id, caption))
 
+    def send(self, content: dict[str, Any]) -> dict[str, Any]:
+        """The customer sends a message carrying ``content`` (a story, a checklist, ...)."""
+        self._move()
+        return self._moved(self.fake.user_content(self.id, content))
+
     def press(self, label: str) -> dict[str, Any]:
         """Press the newest inline button whose label is ``label`` (accents and case aside)."""
         for message in reversed(self.messages()):

@@ -358,6 +358,12 @@ class FakeTelegram:
         }
         return self.push_update({"message": message})
 
+    def user_content(self, chat_id: int, content: dict[str, Any]) -> dict[str, Any]:
+        """A customer sends a message carrying ``content`` (a story, a checklist, ...)."""
+        message = self._user_message(chat_id, "Ana", "Ruiz", None)
+        message.update(content)
+        return self.push_update({"message": message})
+
     def user_photo(self, chat_id: int, caption: str = "") -> dict[str, Any]:
         """A customer sends a photo (optionally with a caption)."""
         message = self._user_message(chat_id, "Ana", "Ruiz", None)

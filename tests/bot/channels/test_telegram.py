@@ -22,6 +22,7 @@ from aiogram.exceptions import (
     TelegramServerError,
 )
 from aiogram.types import Update
+from fixtures import fixture
 from pydantic import SecretStr
 from telegram_api import FakeTelegram
 
@@ -172,6 +173,35 @@ def _fixture_updates(fake: FakeTelegram) -> dict[str, dict[str, Any]]:
         "edited": {"update_id": 93, "edited_message": private_message(text="x")},
         "agent": fake.agent_text(101, "Hola, soy Luis", from_id=5001),
     }
+
+
+UNREADABLE = fixture("telegram/unreadable_messages.yaml")
+
+
+@pytest.mark.parametrize(
+    ("name", "media_type"),
+    [("story", "story"), ("checklist", "checklist"), ("future", "hologram_note")],
+)
+def test_content_the_bot_cannot_read_is_media_never_silence(
+    fake: FakeTelegram, name: str, media_type: str
+) -> None:
+    """Stories, checklists and types newer than aiogram get the media answer (or a copy to the
+    agents), like a photo: the message id is what a copy needs."""
+    raw = fake.user_content(CHAT, UNREADABLE[name])
+    got = update_to_inbound(as_update(raw))
+    assert got is not None
+    assert got.kind is Kind.MEDIA
+    assert got.media == Media(media_type, str(raw["message"]["message_id"]))
+
+
+def test_service_messages_still_need_no_answer(fake: FakeTelegram) -> None:
+    pinned = fake.user_content(
+        CHAT,
+        {"pinned_message": {"message_id": 1, "date": 1, "chat": {"id": CHAT, "type": "private"}}},
+    )
+    access = fake.user_content(CHAT, {"write_access_allowed": {"from_request": True}})
+    assert update_to_inbound(as_update(pinned)) is None
+    assert update_to_inbound(as_update(access)) is None
 
 
 def test_the_quick_path_gives_what_aiogram_gives_for_every_update(fake: FakeTelegram) -> None:

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 import respx
+from fixtures import fixture
 
 from bot.settings import WispHubSettings
 from integrations.wisphub import client as client_module
@@ -31,6 +32,8 @@ BASE = "https://isp.example/api/"
 KEY = "k-live-9f8e7d6c5b4a"
 TZ = ZoneInfo("America/Bogota")
 SECRETS = ("wifi-Secret-1", "pppoe-Secret-2", "cpe-Secret-3", "ssid-Secret-4", "4.6097,-74.0817")
+
+PINGS = fixture("wisphub/ping_tasks.yaml")
 
 
 def settings(**over: Any) -> WispHubSettings:
@@ -304,7 +307,8 @@ def ticket_json(ticket_id: int, service_id: int, subject: str, created: str) -> 
     return {
         "id_ticket": ticket_id,
         "asunto": subject,
-        "descripcion": "<p>x</p>",
+        # WispHub gives the description back as HTML.
+        "descripcion": "<p>Sin servicio desde ayer. Luces del router en rojo.</p>",
         "estado": "Nuevo",
         "prioridad": "Alta",
         "fecha_creacion": created,
@@ -643,7 +647,7 @@ async def test_ping_server_probes_cheaply_and_reports_failure(
     route = router.get("clientes/").mock(
         side_effect=[
             httpx.Response(200, json={"count": 300, "next": None, "results": CLIENTS[:1]}),
-            httpx.Response(403, json={"detail": "Usted no tiene permiso"}),
+            httpx.Response(401, json={"detail": "Las credenciales no se proveyeron."}),
         ]
     )
 
@@ -772,8 +776,9 @@ async def test_concurrency_toward_wisphub_is_bounded(
 
 
 async def test_plans_merge_the_list_with_each_detail_and_survive_a_failing_detail(
-    router: respx.MockRouter, wh: WispHubClient
+    router: respx.MockRouter, make: Callable[..., WispHubClient]
 ) -> None:
+    wh = make(client_cache_ttl=1.0)
     listed = router.get("plan-internet/").mock(
         return_value=httpx.Response(
             200,
@@ -789,26 +794,28 @@ async def test_plans_merge_the_list_with_each_detail_and_survive_a_failing_detai
             200, json={"nombre": "x", "precio": "49900.00", "bajada": "50M", "subida": "25M"}
         )
     )
-    router.get("plan-internet/queue/2/").mock(
-        return_value=httpx.Response(200, json={"precio": "89900.00", "bajada": "100M"})
-    )
-    failing = router.get("plan-internet/queue/3/").mock(return_value=httpx.Response(500))
+    failing = router.get("plan-internet/queue/2/").mock(return_value=httpx.Response(500))
+    pcq = router.get("plan-internet/queue/3/").mock(return_value=httpx.Response(404))
 
     plans = await wh.plans()
 
     assert [(p.id, p.name, p.kind, p.price, p.download) for p in plans] == [
         (1, "Hogar 50", "PPPOE", 49900, "50M"),
-        (2, "Hogar 100", "SIMPLE QUEUE", 89900, "100M"),
+        (2, "Hogar 100", "SIMPLE QUEUE", None, ""),
         (3, "Empresa", "PCQ", None, ""),
     ]
-    # A catalogue with a missing price is not kept for the long TTL ...
+    # WispHub has no detail for a PCQ plan: it is never asked for.
+    assert pcq.call_count == 0
+    # A catalogue with a missing price is still kept (no refetch per customer) ...
+    await wh.plans()
+    assert listed.call_count == 1
+    # ... but a passing failure is tried again once the short TTL is over.
+    failing.mock(return_value=httpx.Response(200, json={"precio": "89900.00", "bajada": "100M"}))
+    await asyncio.sleep(1.1)
+    assert (await wh.plans())[1].price == 89900
     await wh.plans()
     assert listed.call_count == 2
-    # ... a complete one is.
-    failing.mock(return_value=httpx.Response(200, json={"precio": "250000"}))
-    assert (await wh.plans())[2].price == 250000
-    await wh.plans()
-    assert listed.call_count == 3
+    assert pcq.call_count == 0
 
 
 async def test_pending_invoices_keep_only_this_clients_unpaid_ones(
@@ -946,6 +953,32 @@ async def test_ping_polls_the_task_and_classifies(
     assert poll.call_count == 3
 
 
+@pytest.mark.parametrize(
+    ("shape", "expected"),
+    [
+        # WispHub's "2 de 4" decides: the public IP answered (unreachable) behind a firewall.
+        ("firewall", ("partial", 4, 2)),
+        ("reply", ("ok", 3, 3)),
+        ("no_internet", ("no_response", 3, 0)),
+        # Router errors with a "0 de 3" summary: the check did not run, nothing was found down.
+        ("router_error", ("unknown", 0, 0)),
+    ],
+)
+async def test_ping_reads_the_task_shapes_real_tenants_return(
+    router: respx.MockRouter, wh: WispHubClient, shape: str, expected: tuple[str, int, int]
+) -> None:
+    router.post("clientes/10/ping/").mock(
+        return_value=httpx.Response(202, json={"task_id": "6f1c-real"})
+    )
+    router.get("tasks/6f1c-real/").mock(return_value=httpx.Response(200, json=PINGS[shape]))
+
+    result = await wh.ping(10)
+
+    assert (result.status, result.sent, result.received) == expected
+    if shape == "reply":
+        assert result.avg_rtt_ms == 1.5  # "1ms250us", "1ms750us", "1ms500us"
+
+
 async def test_ping_still_running_at_the_deadline_is_unknown(
     router: respx.MockRouter, make: Callable[..., WispHubClient]
 ) -> None:
@@ -1006,7 +1039,7 @@ async def test_logs_and_models_never_show_secrets_keys_or_full_documents(
 
     found = await wh.find_by_document("1020304050")
     await wh.find_by_phone("+57 300 111 2233")
-    route.mock(return_value=httpx.Response(403, json={"detail": "sin permiso"}))
+    route.mock(return_value=httpx.Response(401, json={"detail": "sin permiso"}))
     wh.invalidate()
     with pytest.raises(WispHubConfigError):
         await wh.find_by_document("1020304050")
