@@ -72,6 +72,7 @@ ORPHAN_SECONDS = 2 * LOCK_LEASE_SECONDS
 DRAIN_SECONDS = 22.0  # in all, for the messages in flight at stop
 POLLING_DRAIN_SECONDS = 20.0  # fetched updates still unhandled then are kept in the inbox
 CLOSE_SECONDS = 3.0  # for closing the server, then the clients, after the drain
+LATE_TURN_SECONDS = 1.0  # a turn started while the server closed (rare): then kept in the inbox
 STOP_REPORT_SECONDS = 27.0  # a stop still running then logs what it waits for
 PLACE_WAIT_SECONDS = 5.0  # a webhook update's wait for its place in the order before the answer
 # Polling: how long a fetched batch waits for its updates' places before the next getUpdates
@@ -248,7 +249,7 @@ class Service:
         done("stop: in-flight messages done")
         await self._bounded(runner.cleanup(), "stop: http closed", done)
         # A call the server was still reading at the signal may have started a turn since.
-        await self._drain(loop.time() + CLOSE_SECONDS)
+        await self._drain(loop.time() + LATE_TURN_SECONDS)
         await self._bounded(self.close(), "stop: clients closed", done)
 
     def _running(self) -> set[asyncio.Task[Any]]:
