@@ -9,10 +9,12 @@ Cárdenas, 1032456789, two services), and asserts what the attacker and the hold
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
-from e2e_harness import BotProcess, Chat, fold, wait_for_text
+import pytest_asyncio
+from e2e_harness import BotProcess, Chat, bot_env, fold, free_port, launched, wait_for_text
 from telegram_api import FakeTelegram
 
 from integrations.wisphub.sandbox import Sandbox
@@ -39,6 +41,16 @@ REAL_DOCUMENTS = [
 ]
 LOOKUP_ATTEMPTS = 5  # the default budget of document look-ups per chat
 NAME_ATTEMPTS = 3  # the default wrong names per chat
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def fleet(
+    request: pytest.FixtureRequest, fake: FakeTelegram, sandbox: Sandbox, workdir: Path
+) -> AsyncIterator[dict[str, BotProcess]]:
+    """Only the long-polling bot (conftest's fleet also starts two this module does not use)."""
+    bots = {"polling": BotProcess("polling", bot_env(fake, sandbox.url, free_port()), workdir)}
+    async with launched(bots, str(request.path)):
+        yield bots
 
 
 def said(chat: Chat) -> str:
