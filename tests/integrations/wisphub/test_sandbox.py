@@ -287,6 +287,42 @@ async def test_tickets_refuse_json_and_urlencoded(sandbox: Sandbox, api: httpx.A
     assert sandbox.requests[0].fields["servicio"] == "10"  # the JSON body was still recorded
 
 
+async def test_a_subject_outside_the_catalogue_is_refused(
+    sandbox: Sandbox, api: httpx.AsyncClient
+) -> None:
+    before = len(sandbox.tickets)
+    other = await api.post(
+        "tickets/", files=multipart({**TICKET_FORM, "asunto": "Otro", "asuntos_default": "Otro"})
+    )
+
+    assert other.status_code == 400
+    assert "Otro no es una de las opciones" in other.json()["asuntos_default"][0]
+    assert len(sandbox.tickets) == before
+
+
+async def test_a_fault_after_the_work_answers_502_yet_the_ticket_exists(
+    sandbox: Sandbox, api: httpx.AsyncClient
+) -> None:
+    sandbox.add_fault("^/tickets/$", method="POST", status=502, after=True)
+
+    answer = await api.post("tickets/", files=multipart(TICKET_FORM))
+    listed = (await api.get("tickets/", params={"estado": 1, "limit": 500})).json()["results"]
+
+    assert answer.status_code == 502
+    assert "Bad Gateway" in answer.text
+    assert listed[-1]["id_ticket"] == sandbox.tickets[-1]["id_ticket"] == 4800
+
+
+async def test_abierto_is_listed_as_state_1() -> None:
+    data = {"tickets": [{"id_ticket": 9, "estado": "Abierto", "servicio": {"id_servicio": 10}}]}
+    async with (
+        running_sandbox(Sandbox(data)) as sb,
+        httpx.AsyncClient(base_url=sb.url, headers=AUTH, timeout=5) as client,
+    ):
+        new = (await client.get("tickets/", params={"estado": 1})).json()["results"]
+    assert [t["id_ticket"] for t in new] == [9]
+
+
 async def test_ticket_validation_errors_name_the_field(api: httpx.AsyncClient) -> None:
     partial = {k: v for k, v in TICKET_FORM.items() if k not in {"tecnico", "descripcion"}}
     missing = await api.post("tickets/", files=multipart(partial))
