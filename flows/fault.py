@@ -143,7 +143,9 @@ class FaultFlow(Flow):
         """Before filing a general ticket, make sure none is open already."""
         if await self.open_ticket(ev):
             return False
-        model(ev).data["category"] = "other"
+        conv = model(ev)
+        conv.data["category"] = "other"
+        conv.data.pop("unconfirmed", None)  # a new report, not a retry of an unconfirmed one
         return True
 
     async def description_ok(self, ev: AsyncEventData) -> bool:
@@ -224,6 +226,7 @@ class FaultFlow(Flow):
     async def ask_category(self, ev: AsyncEventData) -> None:
         """Which problem."""
         conv = model(ev)
+        conv.data.pop("unconfirmed", None)  # a new report, not a retry of an unconfirmed one
         conv.say(conv.t("ask_category"), conv.opts(*CATEGORIES))
 
     async def say_glad(self, ev: AsyncEventData) -> None:

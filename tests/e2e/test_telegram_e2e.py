@@ -119,6 +119,40 @@ async def test_greeting_identification_account_and_ticket(
     assert pressed <= answered, pressed - answered
 
 
+async def test_wisphubs_real_shapes_reach_the_customer_right(
+    bot: BotProcess, new_chat: NewChat, sandbox: Sandbox
+) -> None:
+    """The demo's service 15 answers the connection check as a real client behind a firewall
+    (private IP timeout, public IP unreachable, WispHub's "ping-exitoso" summary) and has "None"
+    dates; the ticket WispHub makes behind a 502 is told once and never filed twice."""
+    chat = new_chat("Valentina")
+    chat.say("/start")
+    await chat.expect("Soy cliente")
+    chat.press("Soy cliente")
+    await chat.expect("documento")
+    chat.say("1032456789")
+    await chat.expect("nombre completo")
+    chat.say("Valentina Ortiz Cárdenas")
+    await chat.expect("Carrera 7")  # the record with "None" dates is not lost
+    chat.press("Carrera 7 # 80-15, Local 2")
+    await chat.expect("Estado de cuenta")
+    chat.press("Reportar falla")
+    await chat.expect("Sin internet")
+    chat.press("Sin internet")
+    await chat.expect(r"responde a ratos \(1 de 3 pruebas\)")
+    await chat.expect("Sigue igual")
+    assert count(chat.window(), "no responde") == 0
+    chat.press("Sigue igual")
+    await chat.expect("pocas palabras")
+    sandbox.add_fault("^/tickets/$", method="POST", status=502, after=True)
+    chat.say("La oficina no navega desde esta mañana")
+    await chat.expect("Confirmar")
+    chat.press("Confirmar")
+    await chat.expect(r"abri el ticket #\d+")
+    assert ticket_posts(sandbox) == 1
+    assert count(chat.window(), "no responde|no confirmo") == 0
+
+
 async def test_handoff_to_an_agent_and_back(
     bot: BotProcess, new_chat: NewChat, fake: FakeTelegram, sandbox: Sandbox
 ) -> None:
