@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -63,3 +65,37 @@ def test_diagram_of_an_unknown_flow_fails_clearly() -> None:
     result = run(["diagram", "nope"])
     assert result.returncode == 2
     assert "unknown flow" in result.stderr
+
+
+def test_a_whole_handoff_goes_through_the_console() -> None:
+    # The customer asks for an agent by the option's label, writes, the agent answers and
+    # closes (lines starting with ! are the agent's), and the bot is back with its menu.
+    handoff = "Hablar con un asesor\nmi internet no funciona\n!hola, soy Luis\n!/cerrar\n"
+    result = run(["chat"], handoff)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    out = result.stdout
+    asked = out.index("Te comunico con un asesor")
+    relayed = out.index(") mi internet no funciona")  # shown as it reached the agents' topic
+    answered = out.index("bot> hola, soy Luis")
+    closed = out.index("El asesor cerró la conversación")
+    assert asked < relayed < answered < closed
+    # The public menu is offered again after the agent closed.
+    assert "[3] Hablar con un asesor" in out[closed:]
+
+
+@pytest.mark.parametrize(
+    ("language", "first_line"),
+    [
+        ("es", "Modo demo: las conversaciones se guardan solo en memoria y se borran al salir."),
+        ("en", "Demo mode: conversations are kept in memory only and are gone when you quit."),
+    ],
+)
+def test_the_chat_opens_with_a_friendly_line_about_memory_not_a_redis_warning(
+    language: str, first_line: str
+) -> None:
+    result = run(["chat"], "", BOT_LANGUAGE=language)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == first_line
+    assert "REDIS_URL" not in result.stderr
+    assert "WARNING" not in result.stderr
