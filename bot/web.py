@@ -26,7 +26,7 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 import orjson
-from aiogram.exceptions import TelegramUnauthorizedError
+from aiogram.exceptions import TelegramNetworkError, TelegramUnauthorizedError
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -57,6 +57,7 @@ from bot.logs import setup_logging
 from bot.runtime import Runtime, open_runtime
 from bot.sessions import StoreError
 from bot.settings import Settings, SettingsError, load_settings, require
+from bot.startup import check_wisphub, listen, telegram_unreachable
 from bot.types import Channel, ConvKey, Inbound, Outbound
 from flows.texts import Texts
 from integrations.wisphub.errors import WispHubError
@@ -172,7 +173,7 @@ class Service:
         )
         await runner.setup()
         site = web.TCPSite(runner, self.settings.bot.http_host, self.settings.bot.http_port)
-        await site.start()
+        await listen(site, self.settings)
         log.info("http serving", extra={"addresses": str(runner.addresses)})
 
         # Events a stopped process kept go first, before anything new is fetched; then the
@@ -547,9 +548,14 @@ async def run_service() -> int:
         await service.close()
         msg = "invalid setting TELEGRAM_BOT_TOKEN: Telegram rejected it"
         raise SettingsError(msg) from None
+    except TelegramNetworkError as err:
+        await service.close()
+        raise telegram_unreachable(settings, err) from None
     except BaseException:
         await service.close()
         raise
+    assert service.runtime is not None
+    await check_wisphub(service.runtime.wisphub)
     # What start-up built (modules, aiogram's models, clients, texts) lives as long as the
     # process: moved out of the collector's sight, a full collection no longer walks it on the
     # request path (the long pauses at the tail of reply latency).

@@ -3,6 +3,7 @@
 from integrations.wisphub.errors import (
     WispHubConfigError,
     WispHubError,
+    WispHubKeyRefused,
     WispHubNotFound,
     WispHubRejected,
     WispHubUnavailable,
@@ -27,6 +28,7 @@ __all__ = [
     "TicketRequest",
     "WispHubConfigError",
     "WispHubError",
+    "WispHubKeyRefused",
     "WispHubNotFound",
     "WispHubRejected",
     "WispHubUnavailable",

@@ -45,6 +45,7 @@ from integrations.wisphub.breaker import CircuitBreaker
 from integrations.wisphub.errors import (
     WispHubConfigError,
     WispHubError,
+    WispHubKeyRefused,
     WispHubNotFound,
     WispHubRejected,
     WispHubUnavailable,
@@ -926,7 +927,7 @@ class WispHubClient:
         body = self._decode(name, response) if status >= 400 else None
         if status in (401, 403):
             msg = f"WispHub refused the API key ({name}, HTTP {status}): {_detail(body)}"
-            raise WispHubConfigError(msg)
+            raise WispHubKeyRefused(msg)
         if status == 404:
             msg = f"not found in WispHub ({name}): {_detail(body)}"
             raise WispHubNotFound(msg)

@@ -2,6 +2,7 @@
 
     WispHubError
      ├── WispHubConfigError    wrong base URL (HTML body), 401/403: an operator must act
+     │    └── WispHubKeyRefused   401/403: the API key is wrong, revoked or lacks a permission
      ├── WispHubNotFound       404 on a detail path
      ├── WispHubUnavailable    5xx, timeouts, transport errors, undecodable JSON: try later
      └── WispHubRejected       other 4xx; carries WispHub's own message
@@ -18,6 +19,10 @@ class WispHubError(Exception):
 
 class WispHubConfigError(WispHubError):
     """The base URL or the API key is wrong, or the key lacks a permission."""
+
+
+class WispHubKeyRefused(WispHubConfigError):
+    """WispHub refused the API key (401/403)."""
 
 
 class WispHubNotFound(WispHubError):
