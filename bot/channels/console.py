@@ -9,6 +9,7 @@ label choose an option. Lines starting with ``!`` play the agent in the agents' 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -85,7 +86,12 @@ async def run_console(
     store = MemoryStore() if settings.bot.redis_url is None else None
     if store is not None:
         say(texts("console.memory"))
-    async with open_runtime(settings, agents, use_sandbox=use_sandbox, store=store) as rt:
+    async with (
+        contextlib.AsyncExitStack() as stack,
+        open_runtime(settings, agents, use_sandbox=use_sandbox, store=store) as rt,
+    ):
+        if store is not None:
+            stack.push_async_callback(store.aclose)
 
         def show(replies: list[Outbound]) -> None:
             for reply in replies:
@@ -106,6 +112,8 @@ async def run_console(
                 continue
             if not interactive:
                 say(f"{prompt} {text}")
+            # Topics are keyed by thread id: a topic (a mutable record) is no dictionary key.
+            before = {t.thread_id: len(t.posts) for t in agents.topics.values()}
             if text.startswith("!"):
                 topic = agents.topic_of(KEY)
                 if topic is None:
@@ -113,14 +121,11 @@ async def run_console(
                     continue
                 message = AgentMessage(topic.thread_id, next(events), text[1:].strip(), "agent")
                 show(await rt.engine.from_agent(message))
-                continue
-            # Topics are keyed by thread id: a topic (a mutable record) is no dictionary key.
-            before = {t.thread_id: len(t.posts) for t in agents.topics.values()}
-            inbound = Inbound(KEY, f"c{next(events)}", Kind.TEXT, text=text, display_name=name)
-            show(await rt.engine.handle(inbound))
+            else:
+                inbound = Inbound(KEY, f"c{next(events)}", Kind.TEXT, text=text, display_name=name)
+                show(await rt.engine.handle(inbound))
+            # What reached the agents' topic: the card, the customer's lines, the bot's notes.
             for topic in agents.topics.values():
                 for post in topic.posts[before.get(topic.thread_id, 0) :]:
                     say(f"     {texts('console.topic_post', thread_id=topic.thread_id, post=post)}")
-        if store is not None:
-            await store.aclose()
     return 0

@@ -80,8 +80,9 @@ def test_a_whole_handoff_goes_through_the_console() -> None:
     answered = out.index("bot> hola, soy Luis")
     closed = out.index("El asesor cerró la conversación")
     assert asked < relayed < answered < closed
-    # The public menu is offered again after the agent closed.
+    # The public menu is offered again after the agent closed, and the topic is told.
     assert "[3] Hablar con un asesor" in out[closed:]
+    assert "Atención cerrada. El bot retoma la conversación." in out[closed:]
 
 
 @pytest.mark.parametrize(
