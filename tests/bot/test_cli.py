@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -100,3 +102,45 @@ def test_the_chat_opens_with_a_friendly_line_about_memory_not_a_redis_warning(
     assert result.stdout.splitlines()[0] == first_line
     assert "REDIS_URL" not in result.stderr
     assert "WARNING" not in result.stderr
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX terminals only")
+def test_a_handoff_typed_at_a_terminal_ends_when_the_input_does() -> None:
+    # At a terminal the chat once hung after the crash: its reader thread kept the process alive.
+    import pty
+
+    environ = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
+    environ.update(PYTHONPATH=str(ROOT), TERM="dumb")
+    terminal, child_side = pty.openpty()
+    with subprocess.Popen(
+        [sys.executable, "-m", "bot", "chat"],
+        stdin=child_side,
+        stdout=child_side,
+        stderr=child_side,
+        cwd=ROOT,
+        env=environ,
+    ) as chat:
+        os.close(child_side)
+        os.write(terminal, b"3\nmi internet no funciona\n!hola, soy Luis\n!/cerrar\n\x04")
+        out = b""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([terminal], [], [], 1)
+            if ready:
+                try:
+                    chunk = os.read(terminal, 4096)
+                except OSError:  # the chat closed its terminal
+                    break
+                if not chunk:
+                    break
+                out += chunk
+        os.close(terminal)
+        try:
+            code = chat.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            chat.kill()
+            raise
+    text = out.decode(errors="replace")
+    assert code == 0, text
+    assert "El asesor cerró la conversación" in text
+    assert "Traceback" not in text
