@@ -1,10 +1,11 @@
 """Start-up checks of ``python -m bot run``: what an operator must fix, told in one line each.
 
-A problem the service cannot run with (the HTTP port taken, Telegram unreachable) raises
-``StartupError``, whose message is that line; the CLI prints it and exits non-zero. A WispHub API
-key that WispHub refuses is one ERROR line and the service runs on (``/readyz`` stays 503):
-customers can still reach agents, and what they write is not lost. Secrets are never part of a
-line (text shaped like a bot token is masked even in a library's message).
+A problem the service cannot run with (the HTTP port taken, Telegram unreachable or refusing the
+webhook) raises ``StartupError``, whose message is that line; the CLI prints it and exits
+non-zero. A WispHub API key that WispHub refuses is one ERROR line and the service runs on
+(``/readyz`` stays 503): customers can still reach agents, and what they write is not lost.
+Secrets are never part of a line (text shaped like a bot token is masked even in a library's
+message).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import asyncio
 import errno
 import logging
 
-from aiogram.exceptions import TelegramNetworkError
+from aiogram.exceptions import TelegramAPIError, TelegramNetworkError
 from aiohttp import web
 
 from bot.logs import scrub
@@ -51,10 +52,17 @@ async def listen(site: web.TCPSite, settings: Settings) -> None:
         raise StartupError(msg) from None
 
 
-def telegram_unreachable(settings: Settings, err: TelegramNetworkError) -> StartupError:
-    """Telegram did not answer at start-up: one line naming the URL tried."""
+def telegram_problem(settings: Settings, err: TelegramAPIError) -> StartupError:
+    """Telegram unreachable, or refusing a start-up call (the webhook): one line naming what
+    to check."""
     url = str(settings.telegram.api_url).rstrip("/")
-    msg = f"cannot reach Telegram at {url} (TELEGRAM_API_URL): {scrub(err.message)}"
+    detail = scrub(err.message)
+    if isinstance(err, TelegramNetworkError):
+        msg = f"cannot reach Telegram at {url} (TELEGRAM_API_URL): {detail}"
+    else:
+        method = err.method.__api_method__
+        setting = "TELEGRAM_WEBHOOK_URL" if method == "setWebhook" else "TELEGRAM_API_URL"
+        msg = f"Telegram refused {method} at start-up (check {setting}): {detail}"
     return StartupError(msg)
 
 

@@ -26,7 +26,7 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 import orjson
-from aiogram.exceptions import TelegramNetworkError, TelegramUnauthorizedError
+from aiogram.exceptions import TelegramAPIError, TelegramUnauthorizedError
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -57,7 +57,7 @@ from bot.logs import setup_logging
 from bot.runtime import Runtime, open_runtime
 from bot.sessions import StoreError
 from bot.settings import Settings, SettingsError, load_settings, require
-from bot.startup import check_wisphub, listen, telegram_unreachable
+from bot.startup import check_wisphub, listen, telegram_problem
 from bot.types import Channel, ConvKey, Inbound, Outbound
 from flows.texts import Texts
 from integrations.wisphub.errors import WispHubError
@@ -548,9 +548,9 @@ async def run_service() -> int:
         await service.close()
         msg = "invalid setting TELEGRAM_BOT_TOKEN: Telegram rejected it"
         raise SettingsError(msg) from None
-    except TelegramNetworkError as err:
+    except TelegramAPIError as err:  # unreachable, or the webhook refused: one line
         await service.close()
-        raise telegram_unreachable(settings, err) from None
+        raise telegram_problem(settings, err) from None
     except BaseException:
         await service.close()
         raise

@@ -1,9 +1,9 @@
 """Start-up as an operator meets it: ``python -m bot run`` with a setting or a peer that is wrong.
 
 Each problem is told in one line that names it, without a traceback: the HTTP port already taken,
-Telegram unreachable, WhatsApp half configured (the service stops, non-zero), and a WispHub API
-key that WispHub refuses (the service runs, ``/readyz`` stays 503, and one ERROR line says why).
-No secret is ever printed.
+Telegram unreachable or refusing the webhook, WhatsApp half configured (the service stops,
+non-zero), and a WispHub API key that WispHub refuses (the service runs, ``/readyz`` stays 503,
+and one ERROR line says why). No secret is ever printed.
 """
 
 from __future__ import annotations
@@ -16,7 +16,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_harness import START_SECONDS, BotProcess, bot_env, eventually, free_port
+from e2e_harness import (
+    START_SECONDS,
+    WEBHOOK_SECRET,
+    BotProcess,
+    bot_env,
+    eventually,
+    free_port,
+)
+from telegram_api import running_fake_telegram
 
 from integrations.wisphub.sandbox import Sandbox
 
@@ -83,6 +91,28 @@ async def test_telegram_unreachable_is_one_line_naming_it(sandbox: Sandbox, work
     assert "cannot reach Telegram" in line
     assert dead in line
     assert BOT_TOKEN.split(":")[1] not in output
+
+
+async def test_a_webhook_telegram_refuses_is_one_line_naming_it(
+    sandbox: Sandbox, workdir: Path
+) -> None:
+    refusal = "Bad Request: bad webhook: An HTTPS URL must be provided for webhook"
+    async with running_fake_telegram() as fake:
+        fake.fail("setWebhook", 400, count=None, description=refusal)
+        env = bot_env(
+            fake,
+            sandbox.url,
+            free_port(),
+            TELEGRAM_WEBHOOK_URL="http://bot.example/webhooks/telegram",
+            TELEGRAM_WEBHOOK_SECRET=WEBHOOK_SECRET,
+        )
+        bot = BotProcess("webhook-refused", env, workdir)
+        assert await exit_code(bot) != 0
+    output = bot.logs()
+    line = assert_told_once(output, "TELEGRAM_WEBHOOK_URL")
+    assert "Telegram refused setWebhook" in line
+    assert refusal in line
+    assert fake.token.split(":")[1] not in output
 
 
 async def test_whatsapp_half_configured_names_the_missing_settings(
