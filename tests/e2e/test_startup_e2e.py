@@ -34,18 +34,21 @@ BOT_TOKEN = "123456789:AAE-startup-test-token-abcdefghijklmnop"
 WRONG_KEY = "not-the-sandbox-key-7f3a9c"
 
 
-async def exit_code(bot: BotProcess, timeout: float = START_SECONDS) -> int:  # noqa: ASYNC109
-    """Launch the bot and wait (bounded, without blocking the loop) until it exits."""
+async def stopped(name: str, env: dict[str, str], workdir: Path) -> str:
+    """Run the bot, wait (bounded, without blocking the loop) until it stops by itself, check
+    the exit code is non-zero; everything it wrote."""
+    bot = BotProcess(name, env, workdir)
     bot.launch()
     assert bot.proc is not None
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + START_SECONDS
     while bot.proc.poll() is None:
         if time.monotonic() > deadline:
             bot.kill9()
-            msg = f"bot {bot.name} kept running:\n{bot.logs()}"
+            msg = f"bot {name} kept running:\n{bot.logs()}"
             raise AssertionError(msg)
         await asyncio.sleep(0.05)
-    return bot.proc.returncode
+    assert bot.proc.returncode != 0, bot.logs()
+    return bot.logs()
 
 
 def lines_with(output: str, *words: str) -> list[str]:
@@ -73,9 +76,8 @@ def taken_port() -> Iterator[int]:
 async def test_a_port_in_use_is_one_line_naming_it(
     sandbox: Sandbox, workdir: Path, taken_port: int
 ) -> None:
-    bot = BotProcess("port-taken", bot_env(None, sandbox.url, taken_port), workdir)
-    assert await exit_code(bot) != 0
-    line = assert_told_once(bot.logs(), "HTTP_PORT", str(taken_port))
+    output = await stopped("port-taken", bot_env(None, sandbox.url, taken_port), workdir)
+    line = assert_told_once(output, "HTTP_PORT", str(taken_port))
     assert "already in use" in line
 
 
@@ -84,9 +86,7 @@ async def test_telegram_unreachable_is_one_line_naming_it(sandbox: Sandbox, work
     env = bot_env(
         None, sandbox.url, free_port(), TELEGRAM_BOT_TOKEN=BOT_TOKEN, TELEGRAM_API_URL=dead
     )
-    bot = BotProcess("telegram-dead", env, workdir)
-    assert await exit_code(bot) != 0
-    output = bot.logs()
+    output = await stopped("telegram-dead", env, workdir)
     line = assert_told_once(output, "TELEGRAM_API_URL")
     assert "cannot reach Telegram" in line
     assert dead in line
@@ -106,9 +106,7 @@ async def test_a_webhook_telegram_refuses_is_one_line_naming_it(
             TELEGRAM_WEBHOOK_URL="http://bot.example/webhooks/telegram",
             TELEGRAM_WEBHOOK_SECRET=WEBHOOK_SECRET,
         )
-        bot = BotProcess("webhook-refused", env, workdir)
-        assert await exit_code(bot) != 0
-    output = bot.logs()
+        output = await stopped("webhook-refused", env, workdir)
     line = assert_told_once(output, "TELEGRAM_WEBHOOK_URL")
     assert "Telegram refused setWebhook" in line
     assert refusal in line
@@ -125,9 +123,7 @@ async def test_whatsapp_half_configured_names_the_missing_settings(
         WHATSAPP_ACCESS_TOKEN="EAAG-secret-access-token",
         WHATSAPP_PHONE_NUMBER_ID="1098765",
     )
-    bot = BotProcess("whatsapp-half", env, workdir)
-    assert await exit_code(bot) != 0
-    output = bot.logs()
+    output = await stopped("whatsapp-half", env, workdir)
     line = assert_told_once(output, "WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN")
     assert "WHATSAPP_ACCESS_TOKEN" not in line
     assert "WHATSAPP_PHONE_NUMBER_ID" not in line
