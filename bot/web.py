@@ -166,6 +166,9 @@ class Service:
         self.runtime = await self._stack.enter_async_context(
             open_runtime(self.settings, self.handoff)
         )
+        # One look at WispHub before HTTP serves: a refused key is one clear line at start, and
+        # the probe is over before any traffic (nothing that counts WispHub calls sees it).
+        await check_wisphub(self.runtime.wisphub)
 
         # A request still running at stop gets a few seconds, not aiohttp's default minute.
         runner = web.AppRunner(
@@ -554,8 +557,6 @@ async def run_service() -> int:
     except BaseException:
         await service.close()
         raise
-    assert service.runtime is not None
-    await check_wisphub(service.runtime.wisphub)
     # What start-up built (modules, aiogram's models, clients, texts) lives as long as the
     # process: moved out of the collector's sight, a full collection no longer walks it on the
     # request path (the long pauses at the tail of reply latency).
