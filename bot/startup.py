@@ -28,7 +28,9 @@ from integrations.wisphub.errors import (
 
 log = logging.getLogger(__name__)
 
-PROBE_SECONDS = 10.0  # the start-up look at WispHub; the service already serves meanwhile
+# The look at WispHub comes before HTTP serves: a WispHub that does not answer delays start-up
+# this long at most (well inside the container health check's 20 s start period).
+PROBE_SECONDS = 5.0
 
 
 class StartupError(Exception):

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 from pydantic import SecretStr
 
+from bot import startup
 from bot.settings import WispHubSettings
 from bot.startup import check_wisphub
 from integrations.wisphub.client import WispHubClient
@@ -16,9 +20,11 @@ from integrations.wisphub.client import WispHubClient
 KEY = "tenant-api-key-9c1e77"
 
 
-def client(response: httpx.Response) -> WispHubClient:
+def client(answer: httpx.Response | Callable[[httpx.Request], Any]) -> WispHubClient:
+    """A client of a WispHub that gives this answer (or runs this handler) to every request."""
+    handler = answer if callable(answer) else (lambda request: answer)
     settings = WispHubSettings(api_url="https://isp.example/api/", api_key=SecretStr(KEY))
-    http = httpx.AsyncClient(transport=httpx.MockTransport(lambda request: response))
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
     return WispHubClient(http, settings, tz=ZoneInfo("America/Bogota"))
 
 
@@ -68,3 +74,24 @@ async def test_a_key_that_works_says_nothing(caplog: pytest.LogCaptureFixture) -
     finally:
         await wisphub.aclose()
     assert not [r for r in caplog.records if r.name == "bot.startup"]
+
+
+async def test_a_wisphub_that_never_answers_delays_start_up_boundedly(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(startup, "PROBE_SECONDS", 0.2)
+    never = asyncio.Event()
+
+    async def silent(request: httpx.Request) -> httpx.Response:
+        await never.wait()
+        raise AssertionError("unreachable")
+
+    wisphub = client(silent)
+    caplog.set_level(logging.INFO, logger="bot.startup")
+    try:
+        assert not await startup.check_wisphub(wisphub)
+    finally:
+        await wisphub.aclose()
+    [line] = [r for r in caplog.records if r.name == "bot.startup"]
+    assert line.levelno == logging.WARNING
+    assert "WispHub did not answer at start-up" in line.getMessage()
