@@ -20,7 +20,7 @@ $(DEVSTAMP): pyproject.toml | $(BIN)/python
 	touch $@ $(STAMP)
 
 chat: $(STAMP)  ## talk to the bot in the terminal, demo sandbox, in-memory sessions
-	$(BIN)/python -m bot chat
+	@$(BIN)/python -m bot chat
 
 sandbox: $(STAMP)  ## serve the WispHub-compatible demo API on :8099
 	$(BIN)/python -m bot sandbox --port 8099

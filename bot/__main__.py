@@ -72,9 +72,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(run_console())
         if args.command == "run":
             load_settings()  # a bad setting is reported before the heavy imports below
+            from bot.startup import StartupError
             from bot.web import run_service
 
-            return _run_fast(run_service())
+            try:
+                return _run_fast(run_service())
+            except StartupError as err:  # the port taken, Telegram unreachable: one line
+                print(f"wispbot: {err}", file=sys.stderr)
+                return 1
         if args.command == "simulate":
             from bot.simulate import run_paths
 

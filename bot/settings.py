@@ -20,6 +20,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -140,6 +141,24 @@ class WhatsAppSettings(BaseSettings):
     def enabled(self) -> bool:
         """True when every value the channel needs is set."""
         return all((self.access_token, self.phone_number_id, self.app_secret, self.verify_token))
+
+    @model_validator(mode="after")
+    def _all_or_none(self) -> WhatsAppSettings:
+        # Some set and some not is a mistake: the channel would silently stay off.
+        values = {
+            "WHATSAPP_ACCESS_TOKEN": self.access_token,
+            "WHATSAPP_PHONE_NUMBER_ID": self.phone_number_id,
+            "WHATSAPP_APP_SECRET": self.app_secret,
+            "WHATSAPP_VERIFY_TOKEN": self.verify_token,
+        }
+        missing = [name for name, value in values.items() if value is None]
+        if 0 < len(missing) < len(values):
+            msg = (
+                f"WhatsApp is half configured: missing {', '.join(missing)} "
+                "(set all four WHATSAPP_* credentials, or none)"
+            )
+            raise ValueError(msg)
+        return self
 
 
 class BusinessHours(BaseModel):
@@ -287,10 +306,11 @@ def _one_line(prefix: str, err: ValidationError) -> str:
     first = err.errors()[0]
     # The first part of the location is the field; later parts are union or item details.
     loc = first["loc"]
-    field = str(loc[0]) if loc else "?"
-    name = (prefix + field).upper()
     # One line even if a validator's message spans several.
     reason = " ".join(first["msg"].removeprefix("Value error, ").split())
+    if not loc:  # a check across fields: its message names them
+        return reason
+    name = (prefix + str(loc[0])).upper()
     return f"invalid setting {name}: {reason}"
 
 

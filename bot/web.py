@@ -28,7 +28,7 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 import orjson
-from aiogram.exceptions import TelegramUnauthorizedError
+from aiogram.exceptions import TelegramAPIError, TelegramUnauthorizedError
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -59,6 +59,7 @@ from bot.logs import log_key, setup_logging
 from bot.runtime import Runtime, open_runtime
 from bot.sessions import StoreError
 from bot.settings import Settings, SettingsError, load_settings, require
+from bot.startup import check_wisphub, listen, telegram_problem
 from bot.types import Channel, ConvKey, Inbound, Outbound
 from flows.texts import Texts
 from integrations.wisphub.errors import WispHubError
@@ -174,6 +175,9 @@ class Service:
         self.runtime = await self._stack.enter_async_context(
             open_runtime(self.settings, self.handoff)
         )
+        # One look at WispHub before HTTP serves: a refused key is one clear line at start, and
+        # the probe is over before any traffic (nothing that counts WispHub calls sees it).
+        await check_wisphub(self.runtime.wisphub)
 
         # A request still running at stop gets a few seconds, not aiohttp's default minute.
         runner = web.AppRunner(
@@ -181,7 +185,7 @@ class Service:
         )
         await runner.setup()
         site = web.TCPSite(runner, self.settings.bot.http_host, self.settings.bot.http_port)
-        await site.start()
+        await listen(site, self.settings)
         log.info("http serving", extra={"addresses": str(runner.addresses)})
 
         # Events a stopped process kept go first, before anything new is fetched; then the
@@ -611,6 +615,9 @@ async def run_service() -> int:
         await service.close()
         msg = "invalid setting TELEGRAM_BOT_TOKEN: Telegram rejected it"
         raise SettingsError(msg) from None
+    except TelegramAPIError as err:  # unreachable, or the webhook refused: one line
+        await service.close()
+        raise telegram_problem(settings, err) from None
     except BaseException:
         await service.close()
         raise

@@ -9,17 +9,21 @@ label choose an option. Lines starting with ``!`` play the agent in the agents' 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
 import sys
+import threading
 from typing import TextIO
 
 from bot.channels.base import AgentMessage
 from bot.handoff import LocalAgents
 from bot.runtime import open_runtime
+from bot.sessions import MemoryStore
 from bot.settings import load_settings
 from bot.types import ConvKey, Inbound, Kind, Outbound
+from flows.texts import Texts
 
 KEY = ConvKey("console", "local")
 DEMO_ISP = "FibraNet Demo"  # the sandbox's tenant
@@ -47,7 +51,9 @@ async def _read_lines(stream: TextIO) -> asyncio.Queue[str | None]:
             loop.call_soon_threadsafe(queue.put_nowait, line.rstrip("\n"))
         loop.call_soon_threadsafe(queue.put_nowait, None)
 
-    loop.run_in_executor(None, pump)
+    # A daemon thread: a reader blocked on a terminal must never keep the process alive after
+    # the chat ended (asyncio's executor would wait for it, and the chat would hang).
+    threading.Thread(target=pump, name="console-stdin", daemon=True).start()
     return queue
 
 
@@ -64,34 +70,40 @@ async def run_console(
     settings = load_settings(
         bot={"isp_name": DEMO_ISP} if use_sandbox and "ISP_NAME" not in os.environ else {}
     )
+    texts = Texts(settings.bot.bot_language)
     agents = LocalAgents()
     color = stdout.isatty()
     interactive = stdin.isatty()
     events = itertools.count(1)
-    prompt = "tú> " if settings.bot.bot_language == "es" else "you> "
-    async with open_runtime(settings, agents, use_sandbox=use_sandbox) as rt:
+    prompt = texts("console.prompt")
+    name = texts("console.customer")
+
+    def say(line: str) -> None:
+        print(line, file=stdout, flush=True)
+
+    # Without Redis the demo keeps conversations in memory: said to the person trying it in
+    # plain words, instead of the service's warning for operators.
+    store = MemoryStore() if settings.bot.redis_url is None else None
+    if store is not None:
+        say(texts("console.memory"))
+    async with (
+        contextlib.AsyncExitStack() as stack,
+        open_runtime(settings, agents, use_sandbox=use_sandbox, store=store) as rt,
+    ):
+        if store is not None:
+            stack.push_async_callback(store.aclose)
 
         def show(replies: list[Outbound]) -> None:
             for reply in replies:
-                print(render(reply, color=color), file=stdout, flush=True)
+                say(render(reply, color=color))
 
         if rt.sandbox is not None:
-            print(
-                f"(demo WispHub sandbox at {rt.sandbox.url}; try document 1020304050, "
-                "holder Ana María Ruiz Gómez; lines starting with ! play the agent)",
-                file=stdout,
-                flush=True,
-            )
+            say(texts("console.sandbox", url=rt.sandbox.url))
         show(await rt.engine.handle(Inbound(KEY, f"c{next(events)}", text="/start")))
         queue = await _read_lines(stdin)
         while True:
             if interactive:
-                print(
-                    prompt,
-                    end="",
-                    file=stdout,
-                    flush=True,
-                )
+                print(f"{prompt} ", end="", file=stdout, flush=True)
             line = await queue.get()
             if line is None:
                 break
@@ -99,18 +111,21 @@ async def run_console(
             if not text:
                 continue
             if not interactive:
-                print(f"you> {text}", file=stdout, flush=True)
+                say(f"{prompt} {text}")
+            # Topics are keyed by thread id: a topic (a mutable record) is no dictionary key.
+            before = {t.thread_id: len(t.posts) for t in agents.topics.values()}
             if text.startswith("!"):
                 topic = agents.topic_of(KEY)
                 if topic is None:
-                    print("(no agents' topic yet: ask for an agent first)", file=stdout)
+                    say(texts("console.no_topic"))
                     continue
                 message = AgentMessage(topic.thread_id, next(events), text[1:].strip(), "agent")
                 show(await rt.engine.from_agent(message))
-                continue
-            before = {t: len(t.posts) for t in agents.topics.values()}
-            show(await rt.engine.handle(Inbound(KEY, f"c{next(events)}", Kind.TEXT, text=text)))
+            else:
+                inbound = Inbound(KEY, f"c{next(events)}", Kind.TEXT, text=text, display_name=name)
+                show(await rt.engine.handle(inbound))
+            # What reached the agents' topic: the card, the customer's lines, the bot's notes.
             for topic in agents.topics.values():
-                for post in topic.posts[before.get(topic, 0) :]:
-                    print(f"     (agents' topic {topic.thread_id}) {post}", file=stdout, flush=True)
+                for post in topic.posts[before.get(topic.thread_id, 0) :]:
+                    say(f"     {texts('console.topic_post', thread_id=topic.thread_id, post=post)}")
     return 0

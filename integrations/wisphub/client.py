@@ -50,6 +50,7 @@ from integrations.wisphub.errors import (
     TicketUnconfirmed,
     WispHubConfigError,
     WispHubError,
+    WispHubKeyRefused,
     WispHubNotFound,
     WispHubRejected,
     WispHubUnavailable,
@@ -1007,7 +1008,7 @@ class WispHubClient:
             raise _Transient(msg, sent=True, answered=True)
         if status in (401, 403):
             msg = f"WispHub refused the API key ({name}, HTTP {status}): {_detail(body)}"
-            raise WispHubConfigError(msg)
+            raise WispHubKeyRefused(msg)
         if status == 404:
             msg = f"not found in WispHub ({name}): {_detail(body)}"
             raise WispHubNotFound(msg)

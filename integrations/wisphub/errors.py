@@ -1,8 +1,9 @@
 """The WispHub exception tree, rooted at ``WispHubError``::
 
     WispHubError
-     ├── WispHubConfigError    wrong base URL (HTML body), 401/403: an operator must act
-     │                         (a 403 right after accepted calls is throttling: Unavailable)
+     ├── WispHubConfigError    wrong base URL (HTML body): an operator must act
+     │    └── WispHubKeyRefused   401/403: the API key is wrong, revoked or lacks a permission
+     │                            (a 403 right after accepted calls is throttling: Unavailable)
      ├── WispHubNotFound       404 on a detail path
      ├── WispHubUnavailable    5xx, timeouts, transport errors, undecodable JSON: try later
      │    └── TicketUnconfirmed  a ticket POST may have worked but the ticket was not found
@@ -20,6 +21,10 @@ class WispHubError(Exception):
 
 class WispHubConfigError(WispHubError):
     """The base URL or the API key is wrong, or the key lacks a permission."""
+
+
+class WispHubKeyRefused(WispHubConfigError):
+    """WispHub refused the API key (401/403)."""
 
 
 class WispHubNotFound(WispHubError):

@@ -210,10 +210,18 @@ class TestSecrets:
         assert "SuperSecretValue123" not in str(caught.value)
 
     def test_whatsapp_needs_all_four_values(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setenv("WHATSAPP_ACCESS_TOKEN", "token")
+        assert not load_settings().whatsapp.enabled
+        monkeypatch.setenv("WHATSAPP_ACCESS_TOKEN", "token-value-secret")
         monkeypatch.setenv("WHATSAPP_PHONE_NUMBER_ID", "10987")
         monkeypatch.setenv("WHATSAPP_APP_SECRET", "secret")
-        assert not load_settings().whatsapp.enabled
+        # Half configured is one line naming what is missing (never the values given).
+        with pytest.raises(SettingsError) as caught:
+            load_settings()
+        assert str(caught.value) == (
+            "WhatsApp is half configured: missing WHATSAPP_VERIFY_TOKEN "
+            "(set all four WHATSAPP_* credentials, or none)"
+        )
+        assert "token-value-secret" not in str(caught.value)
         monkeypatch.setenv("WHATSAPP_VERIFY_TOKEN", "verify")
         assert load_settings().whatsapp.enabled
 
