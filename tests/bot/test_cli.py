@@ -9,9 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from bot.logs import log_key, pseudonym
 from bot.types import ConvKey
-import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,6 +82,8 @@ def test_logkey_prints_the_pseudonym_the_service_logs_a_customer_by() -> None:
     own = run(["logkey", "whatsapp", "573001112233"], LOG_KEY="own", WISPHUB_API_KEY="x")
     assert own.stdout.strip() == pseudonym(key, log_key("own"))  # LOG_KEY, when set, wins
     assert run(["logkey", "telegram", "ana"]).returncode == 2
+
+
 def test_a_whole_handoff_goes_through_the_console() -> None:
     # The customer asks for an agent by the option's label, writes, the agent answers and
     # closes (lines starting with ! are the agent's), and the bot is back with its menu.
