@@ -80,10 +80,7 @@ async def check_wisphub(wisphub: WispHubClient) -> bool:
         return True
     # Logged outside the handler: an operator's line, not a traceback.
     if isinstance(problem, WispHubKeyRefused):
-        log.error(
-            "WispHub refused the API key (WISPHUB_API_KEY): customers cannot be identified and "
-            "/readyz answers 503 until the key is fixed"
-        )
+        pass  # the client reports a refused key itself, once, naming the setting
     elif isinstance(problem, WispHubConfigError):  # the base URL: its message names the setting
         log.error("WispHub is not reachable as configured: %s", problem)
     else:

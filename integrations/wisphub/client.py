@@ -966,8 +966,8 @@ class WispHubClient:
             return
         self._bad_key_reported = True
         logger.error(
-            "WispHub refused WISPHUB_API_KEY (HTTP %d on %s): check the key and its permissions "
-            "in WispHub",
+            "WispHub refused the API key (WISPHUB_API_KEY): HTTP %d on %s; customers cannot be "
+            "identified and /readyz answers 503 until the key is fixed in WispHub",
             status,
             name,
             extra=log_extra,
