@@ -32,6 +32,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bot import metrics
 from bot.agents_telegram import TelegramAgents
+from bot.channel_health import SendHealth
 from bot.channels.base import (
     AgentMessage,
     ChannelAdapter,
@@ -109,6 +110,7 @@ class Service:
         self._ready: tuple[float, bool, dict[str, bool]] = (0.0, False, {})
         self._stack = AsyncExitStack()
         self.notes = Texts(settings.bot.bot_language)
+        self.health = SendHealth(settings.bot.ready_send_window)
 
     @property
     def engine(self) -> Engine:
@@ -143,7 +145,10 @@ class Service:
         wa = self.settings.whatsapp
         if wa.enabled:
             self.whatsapp = WhatsAppChannel(
-                wa, list_button=self.notes("opt.choose"), more_label=self.notes("opt.more")
+                wa,
+                list_button=self.notes("opt.choose"),
+                more_label=self.notes("opt.more"),
+                on_outcome=functools.partial(self.health.record, "whatsapp"),
             )
             self._stack.push_async_callback(self.whatsapp.aclose)
             self.channels["whatsapp"] = self.whatsapp
@@ -447,7 +452,8 @@ class Service:
         return web.json_response({"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
-        """200 only when Redis (if used) and WispHub answer; cached for a few seconds."""
+        """200 only when Redis (if used) and WispHub answer (cached for a few seconds) and no
+        channel failed every send of the last ``READY_SEND_WINDOW`` seconds (named false)."""
         at, ok, checks = self._ready
         if time.monotonic() - at > READY_CACHE_SECONDS:
             checks = {
@@ -456,7 +462,10 @@ class Service:
             }
             ok = all(checks.values())
             self._ready = (time.monotonic(), ok, checks)
-        return web.json_response({"ready": ok, **checks}, status=200 if ok else 503)
+        failing = self.health.failing()
+        sending = {name: name not in failing for name in self.channels}
+        ok = ok and not failing
+        return web.json_response({"ready": ok, **checks, **sending}, status=200 if ok else 503)
 
     async def _check(self, probe: Awaitable[bool]) -> bool:
         try:
