@@ -54,6 +54,7 @@ from bot.channels.telegram import (
 from bot.channels.whatsapp import WhatsAppChannel, WhatsAppWebhook, takes_caption
 from bot.engine import LOCK_LEASE_SECONDS, Engine
 from bot.handoff import HandoffError, HandoffPort, NoAgents
+from bot.http_guard import GuardedSite, body_within, quiet_bad_requests, server_options
 from bot.logs import setup_logging
 from bot.runtime import Runtime, open_runtime
 from bot.sessions import StoreError
@@ -172,11 +173,19 @@ class Service:
         )
 
         # A request still running at stop gets a few seconds, not aiohttp's default minute.
+        conf = self.settings.bot
+        quiet_bad_requests()
         runner = web.AppRunner(
-            self.app(), access_log=None, handle_signals=False, shutdown_timeout=CLOSE_SECONDS
+            self.app(),
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=CLOSE_SECONDS,
+            **server_options(conf.http_read_timeout),
         )
         await runner.setup()
-        site = web.TCPSite(runner, self.settings.bot.http_host, self.settings.bot.http_port)
+        site = GuardedSite(
+            runner, conf.http_host, conf.http_port, max_connections=conf.http_max_connections
+        )
         await site.start()
         log.info("http serving", extra={"addresses": str(runner.addresses)})
 
@@ -437,7 +446,10 @@ class Service:
     # -- HTTP -------------------------------------------------------------------------------
     def app(self) -> web.Application:
         """The aiohttp application."""
-        app = web.Application(client_max_size=1024 * 1024)
+        app = web.Application(
+            client_max_size=1024 * 1024,
+            middlewares=[body_within(self.settings.bot.http_read_timeout)],
+        )
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
@@ -203,3 +203,107 @@ async def test_bad_bytes_in_a_signed_post_are_answered_200_or_400_never_5xx(
         assert await post_signed(bot, deep) == 400
     assert (await bot.request("GET", "/healthz"))[0] == 200
     assert "Traceback" not in bot.logs()
+
+
+# --------------------------------------------------------------------------- item 12
+
+# A request head that is never finished, and one whose body never comes whole.
+HEAD = b"POST /webhooks/whatsapp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+BODY_HEAD = HEAD + b"Content-Length: 1000\r\n\r\n"
+CUT_OFF = READ_TIMEOUT + 15  # far beyond the timeout: only a server that never cuts off fails
+
+
+def byte_by_byte(data: bytes) -> Iterator[bytes]:
+    """The data one byte at a time, then one more byte forever (a client that never ends)."""
+    yield from (data[i : i + 1] for i in range(len(data)))
+    while True:
+        yield b"x"
+
+
+def slow_body() -> Iterator[bytes]:
+    """A whole request head at once, then its body one byte at a time."""
+    yield BODY_HEAD
+    yield from byte_by_byte(b"")
+
+
+async def slow_client(port: int, chunks: Iterator[bytes]) -> bytes:
+    """Send ``chunks`` 0.2 s apart until the server closes the connection; what it answered.
+    Fails when the server keeps the connection open for ``CUT_OFF`` seconds."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    closed = asyncio.ensure_future(reader.read())  # everything until the server closes
+    deadline = time.monotonic() + CUT_OFF
+    try:
+        for chunk in chunks:
+            if closed.done():
+                break
+            assert time.monotonic() < deadline, "a slow client was never cut off"
+            try:
+                writer.write(chunk)
+                await writer.drain()
+            except ConnectionError:
+                break
+            await asyncio.wait({closed}, timeout=0.2)
+        async with asyncio.timeout(5):
+            try:
+                return await closed
+            except ConnectionError:
+                return b""
+    finally:
+        closed.cancel()
+        writer.close()
+
+
+async def test_slow_clients_are_cut_off_and_the_service_keeps_serving(bot: BotProcess) -> None:
+    """50 connections send a request head byte by byte, 5 more a body: the server closes each
+    (408 for a body) within its read timeout, and /healthz answers all along."""
+    clients = [slow_client(bot.port, byte_by_byte(HEAD)) for _ in range(50)]
+    clients += [slow_client(bot.port, slow_body()) for _ in range(5)]
+    running = asyncio.ensure_future(asyncio.gather(*clients))
+    served = 0
+    while not running.done():
+        assert (await bot.request("GET", "/healthz"))[0] == 200
+        served += 1
+        await asyncio.wait({running}, timeout=0.5)
+    answers = await running
+    assert served >= 2
+    assert all(a.startswith(b"HTTP/1.1 408") for a in answers[50:]), answers[50:]
+
+
+async def test_connections_beyond_the_cap_are_refused_until_some_close(bot: BotProcess) -> None:
+    idle = [await asyncio.open_connection("127.0.0.1", bot.port) for _ in range(MAX_CONNECTIONS)]
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", bot.port)
+        async with asyncio.timeout(10):
+            answer = await reader.read()
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 503"), answer
+    finally:
+        for _, w in idle:
+            w.close()
+
+    async def serving() -> bool:
+        try:
+            return (await bot.request("GET", "/healthz"))[0] == 200
+        except aiohttp.ClientError:
+            return False
+
+    await eventually(serving, "/healthz once the idle connections are closed", timeout=CUT_OFF)
+
+
+async def test_an_oversized_header_is_a_4xx_logged_as_one_warning_line(bot: BotProcess) -> None:
+    seen = len(bot.logs().splitlines())
+    status, _ = await bot.request("GET", "/healthz", headers={"X-Padding": "a" * 20_000})
+    assert 400 <= status < 500
+
+    def refused() -> list[str]:
+        return [line for line in bot.logs().splitlines()[seen:] if "http request refused" in line]
+
+    async def logged() -> bool:
+        return bool(refused())
+
+    await eventually(logged, "the refused request in the log")
+    assert (await bot.request("GET", "/healthz"))[0] == 200
+    lines = bot.logs().splitlines()[seen:]
+    assert len(refused()) == 1
+    assert '"level": "warning"' in refused()[0]
+    assert not [line for line in lines if '"level": "error"' in line or "Traceback" in line]
