@@ -140,6 +140,7 @@ class Service:
             )
             # Closed before the bot's session (the stack unwinds last in, first out).
             self._stack.push_async_callback(self.telegram.aclose)
+            self.telegram.on_outcome = functools.partial(self.health.record, "telegram")
             self.channels["telegram"] = self.telegram
             if tg.agents_chat_id is not None:
                 self.handoff = TelegramAgents(self.telegram, self.settings.bot.bot_language)
