@@ -827,6 +827,7 @@ class WhatsAppChannel:
                 ttl_dns_cache=300,
             )
             self._http = aiohttp.ClientSession(connector=connector, timeout=GRAPH_TIMEOUT)
+            self._own_http = True
         return self._http
 
     async def _call(
