@@ -34,8 +34,9 @@ _REPORT_EVERY = 10.0  # seconds between two warnings about refused connections
 
 
 def server_options(read_timeout: float) -> dict[str, Any]:
-    """``web.AppRunner`` keyword arguments: the header (and idle) timeout."""
-    return {"keepalive_timeout": read_timeout}
+    """``web.AppRunner`` keyword arguments: the header (and idle) timeout, and how long the
+    unread rest of a body refused 408 is still drained before the connection closes."""
+    return {"keepalive_timeout": read_timeout, "lingering_time": read_timeout}
 
 
 def body_within(seconds: float) -> Middleware:
