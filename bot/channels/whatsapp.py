@@ -12,7 +12,8 @@ The Graph client runs on aiohttp, like the Telegram sender, not on httpx: httpco
 leaks a connection slot whenever a request is cancelled or times out while it waits for a
 connection (encode/httpcore#1093), and under duplicate deliveries and a slow Graph every slot
 leaked: every send then failed with ``PoolTimeout``, no socket open, until a restart. aiohttp's
-connector frees a slot whatever ends the request, and every wait is bounded (``GRAPH_TIMEOUT``).
+connector frees a slot whatever ends the request, and every wait is bounded (``GRAPH_TIMEOUT``,
+``MEDIA_TIMEOUT``).
 
 Error mapping of a Graph call (``_request``)::
 
@@ -81,9 +82,11 @@ MORE_PREFIX = "__more:"
 RATE_CODES = frozenset({4, 80007, 130429, 131056})
 WINDOW_CLOSED_CODE = 131047
 
-# Every wait of a Graph call is bounded, the wait for a free connection included (it counts in
-# ``total``): a hung Graph holds a connection for at most ``total`` seconds.
-GRAPH_TIMEOUT = aiohttp.ClientTimeout(total=20.0, sock_connect=5.0, sock_read=15.0)
+# Every wait of a Graph call is bounded: for a free connection and the connection itself
+# (``connect``), for each read (``sock_read``: a hung Graph holds a connection 15 s at most), and
+# the whole call; a file's bytes may take longer than a message.
+GRAPH_TIMEOUT = aiohttp.ClientTimeout(total=30.0, connect=20.0, sock_connect=5.0, sock_read=15.0)
+MEDIA_TIMEOUT = aiohttp.ClientTimeout(total=300.0, connect=20.0, sock_connect=5.0, sock_read=15.0)
 GRAPH_CONNECTIONS = 100
 
 _SIGNATURE = re.compile(r"sha256=([0-9a-fA-F]{64})")
@@ -564,6 +567,8 @@ class WhatsAppChannel:
         list_button: str = "Options",
         more_label: str = "More",
         on_outcome: Callable[[bool], None] | None = None,
+        message_timeout: aiohttp.ClientTimeout = GRAPH_TIMEOUT,
+        media_timeout: aiohttp.ClientTimeout = MEDIA_TIMEOUT,
     ) -> None:
         # ``on_outcome`` hears of every Graph call: True when Graph answered it, False when it
         # failed (transport, 5xx, throttling, a refusal), for the readiness check.
@@ -577,6 +582,8 @@ class WhatsAppChannel:
         self._own_http = http is None
         self._http = http  # made on first use when not given (a session needs a running loop)
         self._on_outcome = on_outcome
+        self._message_timeout = message_timeout  # a message, a read mark, a media look-up
+        self._media_timeout = media_timeout  # a file's bytes, down or up
         self._clock = clock
         self._max_retries = max_retries
         self._backoff = backoff
@@ -775,7 +782,7 @@ class WhatsAppChannel:
         if not url.startswith(("https://", "http://")):
             msg = "Graph gave no download URL for the media"
             raise DeliveryError(msg)
-        data = await self._request("GET", url, "")
+        data = await self._request("GET", url, "", media=True)
         mime = mime or data.headers.get("content-type", "application/octet-stream")
         return data.body, mime.split(";")[0].strip()
 
@@ -787,6 +794,7 @@ class WhatsAppChannel:
             "",
             form={"messaging_product": "whatsapp", "type": mime, "file": (filename, data, mime)},
             retries=self._max_retries,
+            media=True,
         )
         try:
             media_id = _str(_dict(response.json()).get("id"))
@@ -826,7 +834,7 @@ class WhatsAppChannel:
                 limit=GRAPH_CONNECTIONS,
                 ttl_dns_cache=300,
             )
-            self._http = aiohttp.ClientSession(connector=connector, timeout=GRAPH_TIMEOUT)
+            self._http = aiohttp.ClientSession(connector=connector, timeout=self._message_timeout)
             self._own_http = True
         return self._http
 
@@ -836,6 +844,7 @@ class WhatsAppChannel:
         url: str,
         json: dict[str, Any] | None,
         form: dict[str, str | tuple[str, bytes, str]] | None,
+        limits: aiohttp.ClientTimeout,
     ) -> GraphAnswer:
         """One HTTP exchange, its answer read whole (so the connection goes back at once)."""
         headers = {"Authorization": f"Bearer {self._token.get_secret_value()}"}
@@ -851,7 +860,9 @@ class WhatsAppChannel:
                     data.add_field(name, content, filename=filename, content_type=mime)
                 else:
                     data.add_field(name, value)
-        async with self._session().request(method, url, headers=headers, data=data) as response:
+        session = self._session()
+        call = session.request(method, url, headers=headers, data=data, timeout=limits)
+        async with call as response:
             body = await response.read()
             return GraphAnswer(response.status, response.reason or "", response.headers, body)
 
@@ -868,14 +879,16 @@ class WhatsAppChannel:
         retries: int | None = None,
         json: dict[str, Any] | None = None,
         form: dict[str, str | tuple[str, bytes, str]] | None = None,
+        media: bool = False,
     ) -> GraphAnswer:
         """One Graph call with the retry and error rules drawn in the module docstring."""
         attempts = (self._max_retries if retries is None else retries) + 1
+        limits = self._media_timeout if media else self._message_timeout
         problem = ""
         for attempt in range(attempts):
             delay: float | None = None
             try:
-                response = await self._call(method, url, json, form)
+                response = await self._call(method, url, json, form, limits)
             except (aiohttp.ClientError, TimeoutError) as err:
                 # aiohttp's timeouts are TimeoutErrors; its texts may quote the URL (no token).
                 problem = f"transport error {type(err).__name__}"

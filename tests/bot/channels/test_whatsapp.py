@@ -658,10 +658,11 @@ async def test_transport_errors_are_retried(fake: FakeGraph, channel: WhatsAppCh
 async def test_a_hung_graph_call_is_given_up_and_its_connection_freed(fake: FakeGraph) -> None:
     """A request Graph never answers ends at the client's timeout; with one connection in the
     pool, the next request still gets it (the slot was freed, not leaked)."""
-    connector = aiohttp.TCPConnector(limit=1)
     timeout = aiohttp.ClientTimeout(total=0.3)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
-        chan = WhatsAppChannel(make_settings(fake.base_url), http, max_retries=0)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as http:
+        chan = WhatsAppChannel(
+            make_settings(fake.base_url), http, max_retries=0, message_timeout=timeout
+        )
         fake.stall(1.0)  # longer than the client's timeout
         with pytest.raises(DeliveryError, match="transport error"):
             await chan.send(Outbound(key(), "first"))
