@@ -215,6 +215,12 @@ class BotSettings(BaseSettings):
     redis_url: str | None = None
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
+    # Seconds a client has to send a request's headers (also how long an idle connection stays
+    # open), and then its body; open connections beyond the cap are answered 503 and closed.
+    http_read_timeout: float = Field(default=10.0, gt=0)
+    http_max_connections: int = Field(default=1000, ge=1)
+    # /readyz answers 503 naming a channel whose every send failed for this many seconds.
+    ready_send_window: float = Field(default=60.0, gt=0)
     session_ttl: int = Field(default=7 * 24 * 3600, gt=0)
     session_idle_reset: int = Field(default=30 * 60, gt=0)
     verified_ttl: int = Field(default=15 * 60, gt=0)

@@ -34,6 +34,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bot import metrics
 from bot.agents_telegram import TelegramAgents
+from bot.channel_health import SendHealth
 from bot.channels.base import (
     AgentMessage,
     ChannelAdapter,
@@ -55,6 +56,7 @@ from bot.channels.telegram import (
 from bot.channels.whatsapp import WhatsAppChannel, WhatsAppWebhook, takes_caption
 from bot.engine import LOCK_LEASE_SECONDS, Engine
 from bot.handoff import HandoffError, HandoffPort, NoAgents
+from bot.http_guard import GuardedSite, body_within, quiet_bad_requests, server_options
 from bot.logs import log_key, setup_logging
 from bot.runtime import Runtime, open_runtime
 from bot.sessions import StoreError
@@ -117,6 +119,7 @@ class Service:
         self._ready: tuple[float, bool, dict[str, bool]] = (0.0, False, {})
         self._stack = AsyncExitStack()
         self.notes = Texts(settings.bot.bot_language)
+        self.health = SendHealth(settings.bot.ready_send_window)
 
     @property
     def engine(self) -> Engine:
@@ -145,6 +148,7 @@ class Service:
             )
             # Closed before the bot's session (the stack unwinds last in, first out).
             self._stack.push_async_callback(self.telegram.aclose)
+            self.telegram.on_outcome = functools.partial(self.health.record, "telegram")
             self.channels["telegram"] = self.telegram
             if tg.agents_chat_id is not None:
                 self.handoff = TelegramAgents(
@@ -153,7 +157,10 @@ class Service:
         wa = self.settings.whatsapp
         if wa.enabled:
             self.whatsapp = WhatsAppChannel(
-                wa, list_button=self.notes("opt.choose"), more_label=self.notes("opt.more")
+                wa,
+                list_button=self.notes("opt.choose"),
+                more_label=self.notes("opt.more"),
+                on_outcome=functools.partial(self.health.record, "whatsapp"),
             )
             self._stack.push_async_callback(self.whatsapp.aclose)
             self.channels["whatsapp"] = self.whatsapp
@@ -180,11 +187,19 @@ class Service:
         await check_wisphub(self.runtime.wisphub)
 
         # A request still running at stop gets a few seconds, not aiohttp's default minute.
+        conf = self.settings.bot
+        quiet_bad_requests()
         runner = web.AppRunner(
-            self.app(), access_log=None, handle_signals=False, shutdown_timeout=CLOSE_SECONDS
+            self.app(),
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=CLOSE_SECONDS,
+            **server_options(conf.http_read_timeout),
         )
         await runner.setup()
-        site = web.TCPSite(runner, self.settings.bot.http_host, self.settings.bot.http_port)
+        site = GuardedSite(
+            runner, conf.http_host, conf.http_port, max_connections=conf.http_max_connections
+        )
         await listen(site, self.settings)
         log.info("http serving", extra={"addresses": str(runner.addresses)})
 
@@ -478,7 +493,10 @@ class Service:
     # -- HTTP -------------------------------------------------------------------------------
     def app(self) -> web.Application:
         """The aiohttp application."""
-        app = web.Application(client_max_size=1024 * 1024)
+        app = web.Application(
+            client_max_size=1024 * 1024,
+            middlewares=[body_within(self.settings.bot.http_read_timeout)],
+        )
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics)
@@ -504,8 +522,9 @@ class Service:
         return web.json_response({"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
-        """200 only when Redis (if used) and WispHub answer; cached for a few seconds. 503 once
-        stopping: a load balancer sends no more work."""
+        """200 only when Redis (if used) and WispHub answer (cached for a few seconds) and no
+        channel failed every send of the last ``READY_SEND_WINDOW`` seconds (named false). 503
+        once stopping: a load balancer sends no more work."""
         if self.stopping:
             return web.json_response({"ready": False, "stopping": True}, status=503)
         at, ok, checks = self._ready
@@ -516,7 +535,10 @@ class Service:
             }
             ok = all(checks.values())
             self._ready = (time.monotonic(), ok, checks)
-        return web.json_response({"ready": ok, **checks}, status=200 if ok else 503)
+        failing = self.health.failing()
+        sending = {name: name not in failing for name in self.channels}
+        ok = ok and not failing
+        return web.json_response({"ready": ok, **checks, **sending}, status=200 if ok else 503)
 
     async def _check(self, probe: Awaitable[bool]) -> bool:
         try:

@@ -551,6 +551,9 @@ class TelegramChannel:
         self.max_retries = max_retries
         self.retry_backoff = retry_backoff
         self.failed_deliveries = 0
+        # Hears of each Bot API call: True when Telegram answered, False when the call failed
+        # for the channel's sake (network, 5xx, an undecodable answer), for the readiness check.
+        self.on_outcome: Callable[[bool], None] | None = None
         self._global = TokenBucket(global_rate, global_rate / 2)
         self._lanes: dict[int | str, _Lane] = {}
         self._http: aiohttp.ClientSession | None = None  # the lean path's, made on first use
@@ -847,19 +850,25 @@ class TelegramChannel:
             await lane.bucket.take()
             await self._global.take()
             try:
-                return await make()
+                result = await make()
             except TelegramRetryAfter as err:
                 delay = float(err.retry_after)
                 reason = "flood control"
             except TelegramEntityTooLarge as err:
                 raise self._failed(chat, err, attempt) from err
             except (TelegramNetworkError, TelegramServerError, ClientDecodeError) as err:
+                if self.on_outcome is not None:
+                    self.on_outcome(False)
                 # Telegram may have delivered before the error reached us; a rare duplicate
                 # beats a reply lost for good.
                 delay = min(self.retry_backoff * 2**attempt, 30.0) * random.uniform(0.8, 1.2)
                 reason = type(err).__name__
             except TelegramAPIError as err:
                 raise self._failed(chat, err, attempt) from err
+            else:
+                if self.on_outcome is not None:
+                    self.on_outcome(True)
+                return result
             attempt += 1
             if attempt > self.max_retries:
                 msg = f"gave up after {attempt} attempts ({reason})"

@@ -5,8 +5,15 @@ Flask or FastAPI and dispatches to its own handlers, filters and update types, w
 our Inbound/engine pipeline and does not mount on aiohttp; its Graph host is fixed (only the API
 version is configurable), so tests could not point it at a local fake without patching transports.
 What we need is small: one POST for messages, two GETs for media, an HMAC check, and retry rules
-that map onto ``DeliveryError``/``WindowClosed``. httpx is already a dependency, so a few hundred
-lines of our own are cheaper than a framework to work around.
+that map onto ``DeliveryError``/``WindowClosed``, so a few hundred lines of our own are cheaper
+than a framework to work around.
+
+The Graph client runs on aiohttp, like the Telegram sender, not on httpx: httpcore's pool (1.0.9)
+leaks a connection slot whenever a request is cancelled or times out while it waits for a
+connection (encode/httpcore#1093), and under duplicate deliveries and a slow Graph every slot
+leaked: every send then failed with ``PoolTimeout``, no socket open, until a restart. aiohttp's
+connector frees a slot whatever ends the request, and every wait is bounded (``GRAPH_TIMEOUT``,
+``MEDIA_TIMEOUT``).
 
 Error mapping of a Graph call (``_request``)::
 
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import hmac
@@ -31,11 +39,15 @@ import json
 import logging
 import random
 import re
+import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import httpx
+import aiohttp
+import certifi
+import orjson
 from aiohttp import web
 from cachetools import LRUCache
 from pydantic import SecretStr
@@ -74,6 +86,13 @@ MORE_PREFIX = "__more:"
 # Graph error codes: throttling (retry later) and the closed customer service window.
 RATE_CODES = frozenset({4, 80007, 130429, 131056})
 WINDOW_CLOSED_CODE = 131047
+
+# Every wait of a Graph call is bounded: for a free connection and the connection itself
+# (``connect``), for each read (``sock_read``: a hung Graph holds a connection 15 s at most), and
+# the whole call; a file's bytes may take longer than a message.
+GRAPH_TIMEOUT = aiohttp.ClientTimeout(total=30.0, connect=20.0, sock_connect=5.0, sock_read=15.0)
+MEDIA_TIMEOUT = aiohttp.ClientTimeout(total=300.0, connect=20.0, sock_connect=5.0, sock_read=15.0)
+GRAPH_CONNECTIONS = 100
 
 _SIGNATURE = re.compile(r"sha256=([0-9a-fA-F]{64})")
 # WhatsApp message types that carry media, and our channel-neutral names for them.
@@ -329,6 +348,91 @@ def parse_webhook(payload: dict[str, Any]) -> list[Inbound]:
     return out
 
 
+MAX_DEPTH = 64  # Meta's payloads nest about 8 deep
+
+
+def decode_body(raw: bytes) -> tuple[object, bool]:
+    """The webhook body as JSON, and whether it needed the lenient parser (``ValueError``
+    when it is not JSON, or nests deeper than ``MAX_DEPTH``).
+
+    orjson refuses a lone surrogate (an escaped ``"\\ud800"``) anywhere in the body, which
+    would refuse the other messages of the call with it; Python's parser reads it, and the
+    message carrying it is then answered as junk (``_sound_events``). orjson stops at depth
+    1024; Python's parser would overflow its recursion on deeper JSON, so the depth is
+    checked on the bytes first."""
+    try:
+        return orjson.loads(raw), False
+    except orjson.JSONDecodeError as err:
+        if _depth(raw) > MAX_DEPTH:
+            msg = f"JSON nested deeper than {MAX_DEPTH}"
+            raise ValueError(msg) from err
+        try:
+            return json.loads(raw), True
+        except (RecursionError, UnicodeDecodeError, json.JSONDecodeError) as err2:
+            raise ValueError(str(err2)) from err2
+
+
+def _depth(raw: bytes) -> int:
+    """How deep brackets nest, outside strings (a bound, not a parse)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return deepest
+
+
+def _utf8(value: object) -> bool:
+    """Whether a value can be written as UTF-8 (a lone surrogate cannot: Redis, logs, Graph)."""
+    if not isinstance(value, str):
+        return True
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _sound_events(events: list[Inbound]) -> list[Inbound]:
+    """Events that can be stored and answered: one whose text (or caption, name, payload) is not
+    valid Unicode becomes junk (answered "text only"); one whose sender or id is not, is skipped."""
+    out: list[Inbound] = []
+    for inbound in events:
+        if not (_utf8(inbound.key.chat_id) and _utf8(inbound.event_id)):
+            log.warning("whatsapp message with an unreadable sender or id skipped")
+            continue
+        media = dataclasses.astuple(inbound.media) if inbound.media is not None else ()
+        fields = (inbound.text, inbound.payload, inbound.phone, inbound.display_name, *media)
+        if all(_utf8(v) for v in fields):
+            out.append(inbound)
+            continue
+        log.warning(
+            "whatsapp message with invalid text taken as junk", extra={"conv": str(inbound.key)}
+        )
+        out.append(
+            Inbound(
+                key=inbound.key,
+                event_id=inbound.event_id,
+                kind=Kind.OTHER,
+                phone="+" + inbound.key.chat_id,
+                user_id=inbound.user_id,
+            )
+        )
+    return out
+
+
 def _timestamps(payload: dict[str, Any]) -> dict[str, float]:
     """When each message was written (wamid -> epoch seconds), for the 24-hour window."""
     stamps: dict[str, float] = {}
@@ -392,13 +496,15 @@ class WhatsAppWebhook:
             log.warning("whatsapp webhook with a missing or wrong signature")
             return web.Response(status=403, text="forbidden")
         try:
-            payload = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            log.warning("whatsapp webhook with a body that is not JSON")
+            payload, lenient = decode_body(raw)
+        except ValueError as err:
+            log.warning("whatsapp webhook with a body that is not JSON: %s", err)
             return web.Response(status=400, text="malformed JSON")
         if not isinstance(payload, dict):
             return web.Response(status=400, text="expected a JSON object")
         events = parse_webhook(payload)
+        if lenient:
+            events = _sound_events(events)
         stamps = _timestamps(payload)
         placed: list[asyncio.Future[bool]] = []
         loop = asyncio.get_running_loop()
@@ -469,7 +575,7 @@ class WhatsAppChannel:
     def __init__(
         self,
         settings: WhatsAppSettings,
-        http: httpx.AsyncClient | None = None,
+        http: aiohttp.ClientSession | None = None,
         *,
         clock: Callable[[], float] = time.time,
         max_retries: int = 5,
@@ -477,7 +583,12 @@ class WhatsAppChannel:
         max_backoff: float = 8.0,
         list_button: str = "Options",
         more_label: str = "More",
+        on_outcome: Callable[[bool], None] | None = None,
+        message_timeout: aiohttp.ClientTimeout = GRAPH_TIMEOUT,
+        media_timeout: aiohttp.ClientTimeout = MEDIA_TIMEOUT,
     ) -> None:
+        # ``on_outcome`` hears of every Graph call: True when Graph answered it, False when it
+        # failed (transport, 5xx, throttling, a refusal), for the readiness check.
         if settings.access_token is None or not settings.phone_number_id:
             msg = "WHATSAPP_ACCESS_TOKEN and WHATSAPP_PHONE_NUMBER_ID are required"
             raise ValueError(msg)
@@ -486,7 +597,10 @@ class WhatsAppChannel:
         self._messages_url = f"{self._base}/{settings.phone_number_id}/messages"
         self._media_url = f"{self._base}/{settings.phone_number_id}/media"
         self._own_http = http is None
-        self._http = http or httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=5.0))
+        self._http = http  # made on first use when not given (a session needs a running loop)
+        self._on_outcome = on_outcome
+        self._message_timeout = message_timeout  # a message, a read mark, a media look-up
+        self._media_timeout = media_timeout  # a file's bytes, down or up
         self._clock = clock
         self._max_retries = max_retries
         self._backoff = backoff
@@ -659,7 +773,7 @@ class WhatsAppChannel:
             wamid = _str(_dict(next(_dicts(response.json().get("messages")), {})).get("id"))
         except (ValueError, AttributeError) as err:
             # The message was probably accepted; say so rather than pretend it failed.
-            msg = f"undecodable Graph answer for a sent message (HTTP {response.status_code})"
+            msg = f"undecodable Graph answer for a sent message (HTTP {response.status})"
             raise DeliveryError(msg) from err
         log.info("whatsapp sent", extra={"conv": conv, "wamid": wamid, "type": message["type"]})
 
@@ -685,9 +799,9 @@ class WhatsAppChannel:
         if not url.startswith(("https://", "http://")):
             msg = "Graph gave no download URL for the media"
             raise DeliveryError(msg)
-        data = await self._request("GET", url, "")
+        data = await self._request("GET", url, "", media=True)
         mime = mime or data.headers.get("content-type", "application/octet-stream")
-        return data.content, mime.split(";")[0].strip()
+        return data.body, mime.split(";")[0].strip()
 
     async def upload_media(self, data: bytes, mime: str, filename: str = "file") -> str:
         """Upload a file (an agent's attachment) and return the media id to send it with."""
@@ -695,9 +809,9 @@ class WhatsAppChannel:
             "POST",
             self._media_url,
             "",
-            data={"messaging_product": "whatsapp", "type": mime},
-            files={"file": (filename, data, mime)},
+            form={"messaging_product": "whatsapp", "type": mime, "file": (filename, data, mime)},
             retries=self._max_retries,
+            media=True,
         )
         try:
             media_id = _str(_dict(response.json()).get("id"))
@@ -711,8 +825,8 @@ class WhatsAppChannel:
 
     async def aclose(self) -> None:
         """Close the HTTP client when this channel created it."""
-        if self._own_http:
-            await self._http.aclose()
+        if self._own_http and self._http is not None:
+            await self._http.close()
 
     # -- plumbing
 
@@ -730,6 +844,49 @@ class WhatsAppChannel:
                 del self._lock_users[chat]
                 del self._locks[chat]
 
+    def _session(self) -> aiohttp.ClientSession:
+        if self._http is None or self._http.closed:
+            connector = aiohttp.TCPConnector(
+                ssl=ssl.create_default_context(cafile=certifi.where()),
+                limit=GRAPH_CONNECTIONS,
+                ttl_dns_cache=300,
+            )
+            self._http = aiohttp.ClientSession(connector=connector, timeout=self._message_timeout)
+            self._own_http = True
+        return self._http
+
+    async def _call(
+        self,
+        method: str,
+        url: str,
+        json: dict[str, Any] | None,
+        form: dict[str, str | tuple[str, bytes, str]] | None,
+        limits: aiohttp.ClientTimeout,
+    ) -> GraphAnswer:
+        """One HTTP exchange, its answer read whole (so the connection goes back at once)."""
+        headers = {"Authorization": f"Bearer {self._token.get_secret_value()}"}
+        data: aiohttp.FormData | bytes | None = None
+        if json is not None:
+            data = orjson.dumps(json)
+            headers["Content-Type"] = "application/json"
+        elif form is not None:
+            data = aiohttp.FormData()  # built per attempt: a sent form cannot be sent again
+            for name, value in form.items():
+                if isinstance(value, tuple):
+                    filename, content, mime = value
+                    data.add_field(name, content, filename=filename, content_type=mime)
+                else:
+                    data.add_field(name, value)
+        session = self._session()
+        call = session.request(method, url, headers=headers, data=data, timeout=limits)
+        async with call as response:
+            body = await response.read()
+            return GraphAnswer(response.status, response.reason or "", response.headers, body)
+
+    def _outcome(self, ok: bool) -> None:
+        if self._on_outcome is not None:
+            self._on_outcome(ok)
+
     async def _request(
         self,
         method: str,
@@ -737,28 +894,35 @@ class WhatsAppChannel:
         conv: str,
         *,
         retries: int | None = None,
-        **kwargs: Any,
-    ) -> httpx.Response:
+        json: dict[str, Any] | None = None,
+        form: dict[str, str | tuple[str, bytes, str]] | None = None,
+        media: bool = False,
+    ) -> GraphAnswer:
         """One Graph call with the retry and error rules drawn in the module docstring."""
         attempts = (self._max_retries if retries is None else retries) + 1
-        headers = {"Authorization": f"Bearer {self._token.get_secret_value()}"}
+        limits = self._media_timeout if media else self._message_timeout
         problem = ""
         for attempt in range(attempts):
             delay: float | None = None
             try:
-                response = await self._http.request(method, url, headers=headers, **kwargs)
-            except httpx.TransportError as err:
+                response = await self._call(method, url, json, form, limits)
+            except (aiohttp.ClientError, TimeoutError) as err:
+                # aiohttp's timeouts are TimeoutErrors; its texts may quote the URL (no token).
                 problem = f"transport error {type(err).__name__}"
+                self._outcome(False)
             else:
-                if response.is_success:
+                if response.ok:
+                    self._outcome(True)
                     return response
                 code, text = _graph_error(response)
-                problem = self._scrub(f"HTTP {response.status_code}, Graph error {code}: {text}")
+                problem = self._scrub(f"HTTP {response.status}, Graph error {code}: {text}")
                 if code == WINDOW_CLOSED_CODE:
+                    self._outcome(True)  # Graph works; this customer's window is closed
                     raise WindowClosed(problem)
-                if response.status_code == 429 or code in RATE_CODES:
+                self._outcome(False)
+                if response.status == 429 or code in RATE_CODES:
                     delay = _retry_after(response)
-                elif response.status_code < 500:
+                elif response.status < 500:
                     log.error("whatsapp request refused: %s", problem, extra={"conv": conv})
                     raise DeliveryError(problem)
             if attempt + 1 < attempts:
@@ -789,19 +953,38 @@ def _sendable(out: Outbound) -> bool:
     return out.source_key is not None and out.source_key.channel == "whatsapp"
 
 
-def _graph_error(response: httpx.Response) -> tuple[int | None, str]:
+@dataclass(frozen=True, slots=True)
+class GraphAnswer:
+    """A Graph API answer, read whole."""
+
+    status: int
+    reason: str
+    headers: Mapping[str, str]
+    body: bytes
+
+    @property
+    def ok(self) -> bool:
+        """A 2xx status."""
+        return 200 <= self.status < 300
+
+    def json(self) -> Any:
+        """The body as JSON (``ValueError`` when it is not)."""
+        return orjson.loads(self.body)
+
+
+def _graph_error(response: GraphAnswer) -> tuple[int | None, str]:
     """The ``error.code`` and message of a Graph error answer, when it has one."""
     try:
         error = _dict(_dict(response.json()).get("error"))
     except ValueError:
-        return None, response.reason_phrase
+        return None, response.reason
     code = error.get("code")
     details = _str(_dict(error.get("error_data")).get("details"))
-    text = _str(error.get("message")) or response.reason_phrase
+    text = _str(error.get("message")) or response.reason
     return (code if isinstance(code, int) else None), (f"{text} ({details})" if details else text)
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(response: GraphAnswer) -> float | None:
     raw = response.headers.get("retry-after", "")
     try:
         return min(max(float(raw), 0.0), 60.0)

@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 import pytest
 import pytest_asyncio
-import redis.asyncio as aioredis
+from e2e_harness import flush_when_unlocked
 from graph_api import (
     FakeGraph,
     inbound_button,
@@ -393,18 +393,7 @@ async def shared_bot(
 @pytest_asyncio.fixture(loop_scope="module")
 async def bot(shared_bot: BotUnderTest) -> BotUnderTest:
     """The service with a clean slate: empty Redis database, fresh sandbox data, fake reset."""
-    client = aioredis.Redis.from_url(REDIS_URL)
-    try:
-        # The previous test's last turn may still be saving after its last reply was seen: a
-        # flush before its final save would hand this test a stale conversation. Polled: Redis
-        # tells of deleted keys only with keyspace notifications, a server-wide setting.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(5):
-                while await client.keys("wispbot:lock:*"):  # noqa: ASYNC110
-                    await asyncio.sleep(0.02)
-        await client.flushdb()
-    finally:
-        await client.aclose()
+    await flush_when_unlocked(REDIS_URL)
     shared_bot.peers.sandbox.reset()
     shared_bot.peers.graph.reset()
     return shared_bot

@@ -29,6 +29,7 @@ from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
+import redis.asyncio as aioredis
 from telegram_api import FakeTelegram, Sent
 
 from integrations.wisphub.sandbox import SANDBOX_API_KEY
@@ -441,3 +442,20 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+async def flush_when_unlocked(url: str) -> None:
+    """Flush a Redis database once no turn holds a lock there (bounded: 5 s).
+
+    The previous test's last turn may still be saving after its last reply was seen: a flush
+    before its final save would hand the next test a stale conversation. Polled: Redis tells of
+    deleted keys only with keyspace notifications, a server-wide setting."""
+    client = aioredis.Redis.from_url(url)
+    try:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):
+                while await client.keys("wispbot:lock:*"):  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+        await client.flushdb()
+    finally:
+        await client.aclose()

@@ -2,8 +2,10 @@
 
 It checks what the real API checks that matters to us (the bearer token, the message shapes and
 the limits of interactive messages), records what was sent, serves media, and injects faults:
-Graph error codes (``fail(code=130429)``), HTTP statuses (``fail(status=503)``) and the closed
-24-hour window for one recipient (``close_window(wa_id)``).
+Graph error codes (``fail(code=130429)``), HTTP statuses (``fail(status=503)``), the closed
+24-hour window for one recipient (``close_window(wa_id)``), and a stall (``stall(seconds)``): every
+message request arriving meanwhile hangs until the stall ends, then its connection is dropped
+unanswered; ``drop(count)`` drops connections at once.
 
     async with running_fake_graph("TOKEN") as fake:
         settings = WhatsAppSettings(api_url=fake.base_url, access_token="TOKEN", ...)
@@ -101,6 +103,15 @@ def webhook(
         "object": "whatsapp_business_account",
         "entry": [{"id": WABA_ID, "changes": [{"value": value, "field": "messages"}]}],
     }
+
+
+def batch(*calls: dict[str, Any]) -> dict[str, Any]:
+    """One webhook call carrying the messages and contacts of several (as Meta may batch)."""
+    values = [change["value"] for call in calls for change in call["entry"][0]["changes"]]
+    return webhook(
+        [m for v in values for m in v.get("messages", [])],
+        contacts=[c for v in values for c in v.get("contacts", [])],
+    )
 
 
 def _from(
@@ -217,6 +228,7 @@ class Fault:
     count: int
     to: str | None = None
     retry_after: float | None = None
+    message: str | None = None
 
 
 @dataclass
@@ -233,6 +245,9 @@ class FakeGraph:
     media: dict[str, tuple[bytes, str]] = field(default_factory=dict)
     closed_windows: set[str] = field(default_factory=set)
     faults: list[Fault] = field(default_factory=list)
+    stalled: int = 0  # message requests hung and then dropped by ``stall``
+    dropped: int = 0  # message requests still to drop at once (``drop``)
+    _stall_until: float = 0.0  # loop time
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     # -- test controls
@@ -245,13 +260,23 @@ class FakeGraph:
         status: int | None = None,
         to: str | None = None,
         retry_after: float | None = None,
+        message: str | None = None,
     ) -> None:
-        """Make the next ``count`` message requests (to ``to``, if given) fail."""
+        """Make the next ``count`` message requests (to ``to``, if given) fail (``message``:
+        the Graph error's text instead of Graph's usual one for ``code``)."""
         if code is None and status is None:
             msg = "give a Graph error code, an HTTP status, or both"
             raise ValueError(msg)
         http = status if status is not None else 400
-        self.faults.append(Fault(code, http, count, to, retry_after))
+        self.faults.append(Fault(code, http, count, to, retry_after, message))
+
+    def stall(self, seconds: float) -> None:
+        """Hang every message request of the next ``seconds``, then drop its connection."""
+        self._stall_until = asyncio.get_running_loop().time() + seconds
+
+    def drop(self, count: int = 1) -> None:
+        """Drop the connection of the next ``count`` message requests, unanswered."""
+        self.dropped += count
 
     def reset(self) -> None:
         """Forget what was sent, read and uploaded, and every injected fault (between tests)."""
@@ -262,6 +287,9 @@ class FakeGraph:
         self.media.clear()
         self.closed_windows.clear()
         self.faults.clear()
+        self.stalled = 0
+        self.dropped = 0
+        self._stall_until = 0.0
 
     def close_window(self, wa_id: str) -> None:
         """Answer 131047 (re-engagement needed) to every message to this recipient."""
@@ -341,6 +369,16 @@ class FakeGraph:
         return None
 
     async def _messages(self, request: web.Request) -> web.Response:
+        hang = self._stall_until - asyncio.get_running_loop().time()
+        if hang > 0 or self.dropped > 0:
+            if hang > 0:
+                self.stalled += 1
+                await asyncio.sleep(hang)
+            else:
+                self.dropped -= 1
+            if request.transport is not None:  # the client may have given up already
+                request.transport.close()  # a dropped connection: no answer at all
+            return web.Response(status=503)
         if not self._authorized(request):
             return web.json_response(graph_error(190), status=401)
         if request.match_info["phone_id"] != self.phone_number_id:
@@ -363,7 +401,8 @@ class FakeGraph:
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after else None
             if fault.code is None:
                 return web.Response(status=fault.status, text="fault", headers=headers)
-            return web.json_response(graph_error(fault.code), status=fault.status, headers=headers)
+            error = graph_error(fault.code, fault.message)
+            return web.json_response(error, status=fault.status, headers=headers)
         if to in self.closed_windows:
             details = "Message failed to send because more than 24 hours have passed"
             return web.json_response(graph_error(131047, details=details), status=400)

@@ -477,6 +477,19 @@ async def test_server_error_then_success_delivers_once(
     assert channel.failed_deliveries == 0
 
 
+async def test_each_call_reports_its_outcome_for_readiness(
+    channel: TelegramChannel, fake: FakeTelegram
+) -> None:
+    outcomes: list[bool] = []
+    channel.on_outcome = outcomes.append
+    fake.fail("sendMessage", error_code=500)
+    await channel.send(Outbound(KEY, "hola"))
+    fake.fail("sendMessage", error_code=403, description="Forbidden: bot was blocked by the user")
+    with pytest.raises(DeliveryError):  # one customer's refusal says nothing of the channel
+        await channel.send(Outbound(KEY, "hola"))
+    assert outcomes == [False, True]
+
+
 async def test_persistent_server_errors_give_up_after_max_retries(
     bot: Bot, fake: FakeTelegram
 ) -> None:

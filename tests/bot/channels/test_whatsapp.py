@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -244,6 +244,37 @@ async def test_malformed_json_with_a_good_signature_gets_400(hook: Hook, body: b
     await hook.webhook.drain()
     assert response.status == 400
     assert hook.received == []
+
+
+@pytest.mark.parametrize("depth", [65, 1025, 5000])
+async def test_json_nested_too_deep_gets_400(hook: Hook, depth: int) -> None:
+    body = b"[" * depth + b"]" * depth
+    for raw in (body, b'{"entry": ' + body + b', "x": "\\ud800"}'):  # orjson's refusal, or ours
+        headers = {"X-Hub-Signature-256": sign(raw, SECRET)}
+        response = await hook.client.post("/webhooks/whatsapp", data=raw, headers=headers)
+        assert response.status == 400
+    assert hook.received == []
+
+
+async def test_a_lone_surrogate_makes_its_message_junk_and_the_others_are_handled(
+    hook: Hook,
+) -> None:
+    payload = graph_api.batch(
+        graph_api.inbound_text(ANA, "hola", wamid="wamid.OK1"),
+        graph_api.inbound_text(LUIS, "bad \ud800 text", wamid="wamid.BAD"),
+        graph_api.inbound_button(ANA, "opt1", "Uno \udfff", wamid="wamid.BAD2"),
+        graph_api.inbound_text("\ud800", "who", wamid="wamid.NOSENDER"),
+        graph_api.inbound_text(LUIS, "sigo aquí", wamid="wamid.OK2"),
+    )
+    assert "\\ud800" in json.dumps(payload)  # escaped, as Meta would send it
+    assert await hook.post(payload) == 200
+    assert [(i.event_id, i.kind, i.text) for i in hook.received] == [
+        ("wamid.OK1", Kind.TEXT, "hola"),
+        ("wamid.BAD", Kind.OTHER, ""),
+        ("wamid.BAD2", Kind.OTHER, ""),
+        ("wamid.OK2", Kind.TEXT, "sigo aquí"),
+    ]
+    assert all(i.to_json().encode() for i in hook.received)  # storable
 
 
 async def test_statuses_are_acknowledged_and_ignored(hook: Hook) -> None:
@@ -631,20 +662,46 @@ async def test_retry_after_is_honoured(fake: FakeGraph, channel: WhatsAppChannel
     assert len(fake.messages_to(ANA)) == 1
 
 
-async def test_transport_errors_are_retried() -> None:
-    calls = 0
+async def test_transport_errors_are_retried(fake: FakeGraph, channel: WhatsAppChannel) -> None:
+    fake.drop()  # the first request's connection is dropped unanswered
+    await channel.send(Outbound(key(), "hola"))
+    assert fake.dropped == 0
+    assert [m["text"]["body"] for m in fake.messages_to(ANA)] == ["hola"]
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise httpx.ConnectError("refused", request=request)
-        return httpx.Response(200, json={"messages": [{"id": "wamid.Z"}]})
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
-        chan = WhatsAppChannel(make_settings(), http, backoff=0.001)
-        await chan.send(Outbound(key(), "hola"))
-    assert calls == 2
+async def test_a_hung_graph_call_is_given_up_and_its_connection_freed(fake: FakeGraph) -> None:
+    """A request Graph never answers ends at the client's timeout; with one connection in the
+    pool, the next request still gets it (the slot was freed, not leaked)."""
+    timeout = aiohttp.ClientTimeout(total=0.3)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as http:
+        chan = WhatsAppChannel(
+            make_settings(fake.base_url), http, max_retries=0, message_timeout=timeout
+        )
+        fake.stall(1.0)  # longer than the client's timeout
+        with pytest.raises(DeliveryError, match="transport error"):
+            await chan.send(Outbound(key(), "first"))
+        fake.reset()
+        await chan.send(Outbound(key(), "second"))
+    assert [m["text"]["body"] for m in fake.messages_to(ANA)] == ["second"]
+
+
+async def test_every_graph_call_reports_its_outcome(fake: FakeGraph) -> None:
+    outcomes: list[bool] = []
+    chan = WhatsAppChannel(
+        make_settings(fake.base_url), backoff=0.001, max_retries=1, on_outcome=outcomes.append
+    )
+    try:
+        fake.fail(status=503)
+        await chan.send(Outbound(key(), "hola"))  # a failure, then a success
+        fake.close_window(LUIS)
+        with pytest.raises(WindowClosed):  # Graph answered: the channel works
+            await chan.send(Outbound(key(LUIS), "hola"))
+        fake.fail(status=500, count=5)
+        with pytest.raises(DeliveryError):
+            await chan.send(Outbound(key(), "again"))
+    finally:
+        await chan.aclose()
+    assert outcomes == [False, True, True, False, False]
 
 
 async def test_persistent_failure_gives_up_with_delivery_error(fake: FakeGraph) -> None:
@@ -863,16 +920,11 @@ async def test_the_access_token_never_appears_in_logs_or_errors(
 
 
 async def test_a_graph_message_echoing_the_token_is_scrubbed(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, fake: FakeGraph, channel: WhatsAppChannel
 ) -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        error = {"message": f"bad token {TOKEN}", "code": 190, "type": "OAuthException"}
-        return httpx.Response(401, json={"error": error})
-
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
-        chan = WhatsAppChannel(make_settings(), http)
-        with pytest.raises(DeliveryError) as caught:
-            await chan.send(Outbound(key(), "hola"))
+    fake.fail(code=190, status=401, message=f"bad token {TOKEN}")
+    with pytest.raises(DeliveryError) as caught:
+        await channel.send(Outbound(key(), "hola"))
     assert TOKEN not in str(caught.value)
     assert "bad token ***" in str(caught.value)
     assert TOKEN not in caplog.text
