@@ -37,7 +37,7 @@ class StartupError(Exception):
     """The service cannot start; the message says why in one line."""
 
 
-async def listen(site: web.TCPSite, settings: Settings) -> None:
+async def listen(site: web.BaseSite, settings: Settings) -> None:
     """Start serving HTTP; a port in use (or an address that cannot be had) is one line."""
     host, port = settings.bot.http_host, settings.bot.http_port
     try:
