@@ -519,7 +519,7 @@ class Engine:
     async def _from_agent(self, msg: AgentMessage, deliver: Deliver | None) -> list[Outbound]:
         key = await self.ctx.store.get_topic(msg.thread_id)
         if key is None:
-            log.info("agent message in a topic of no conversation", extra={"thread": msg.thread_id})
+            log.info("agent message in a topic of no conversation", extra={"topic": msg.thread_id})
             return []
         notes = Texts(self.settings.bot_language)
         async with self._conversation(key):
@@ -581,6 +581,24 @@ class Engine:
         await self.ctx.handoff.notify(
             msg.thread_id, notes("agents.ticket_created", id=ticket.id, service_id=service_id)
         )
+
+    async def tell(
+        self, thread_id: int, text_key: str, deliver: Deliver | None = None
+    ) -> list[Outbound]:
+        """Tell the customer whose handoff is in this topic something of the bot's (that the
+        agents are slow): in their language, through the session's outbox; nothing when the
+        handoff ended meanwhile."""
+        key = await self.ctx.store.get_topic(thread_id)
+        if key is None:
+            return []
+        async with self._conversation(key):
+            session = await self.ctx.store.load(key)
+            if session is None or session.state != WAITING:
+                return []
+            if session.data.get("topic") != thread_id:
+                return []
+            replies = [*self._pending(session), Outbound(key, Texts(session.lang)(text_key))]
+            return await self._commit(key, session, replies, deliver)
 
     # -- time ----------------------------------------------------------------------------------
     async def sweep(self, deliver: Deliver | None = None) -> list[Outbound]:

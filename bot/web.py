@@ -54,6 +54,7 @@ from bot.channels.whatsapp import WhatsAppChannel, WhatsAppWebhook, takes_captio
 from bot.engine import LOCK_LEASE_SECONDS, Engine
 from bot.handoff import HandoffError, HandoffPort, NoAgents
 from bot.logs import setup_logging
+from bot.relay import Relay
 from bot.runtime import Runtime, open_runtime
 from bot.sessions import StoreError
 from bot.settings import Settings, SettingsError, load_settings, require
@@ -165,6 +166,8 @@ class Service:
         self.runtime = await self._stack.enter_async_context(
             open_runtime(self.settings, self.handoff)
         )
+        if isinstance(self.handoff, TelegramAgents):
+            self._start_relay(self.handoff, self.runtime)
 
         # A request still running at stop gets a few seconds, not aiohttp's default minute.
         runner = web.AppRunner(
@@ -223,8 +226,8 @@ class Service:
         if self.polling is not None:
             await self.polling.stop()
             done("stop: fetched updates handled or kept")
-        for task in [t for t in self._tasks if t.get_name() == "sweeper"]:
-            task.cancel()
+        for task in [t for t in self._tasks if t.get_name() in ("sweeper", "relay")]:
+            task.cancel()  # what the relay had not sent stays in its outbox
         await runner.shutdown()
         if self.whatsapp_hook is not None:
             with contextlib.suppress(TimeoutError):
@@ -243,6 +246,24 @@ class Service:
         done("stop: in-flight messages done")
         await self._bounded(runner.cleanup(), "stop: http closed", done)
         await self._bounded(self.close(), "stop: clients closed", done)
+
+    def _start_relay(self, agents: TelegramAgents, runtime: Runtime) -> None:
+        """Relays to the agents' group go through a durable outbox per topic, sent by a
+        worker outside the conversation locks (see ``bot/relay.py``)."""
+        engine = runtime.engine
+
+        async def tell(thread: int) -> None:
+            await engine.tell(thread, "agents_slow", self.deliver)
+
+        relay = Relay.build(
+            agents,
+            runtime.store,
+            tell,
+            slow_after=self.settings.bot.relay_slow_seconds,
+            clock=engine.ctx.clock,
+        )
+        self.handoff = runtime.handoff = engine.ctx.handoff = relay.port
+        self._spawn(relay.worker.run(), name="relay")
 
     async def _bounded(
         self, step: Coroutine[Any, Any, None], name: str, done: Callable[[str], None]
