@@ -158,3 +158,40 @@ async def test_a_handoff_burst_relays_every_message_under_the_group_ceiling(
             assert left[0][0] >= last[0], (last, left)
     finally:
         fake.flood_limit(0)
+
+
+async def test_relays_waiting_when_the_process_dies_are_sent_by_the_next_one(
+    relay_bot: BotProcess, new_chat: NewChat, fake: FakeTelegram
+) -> None:
+    """kill -9 while relays wait for the group's ceiling: the next process sends them all."""
+    agents = fake.agents_chat_id
+    fake.flood_limit(per_window=1, window=60.0)
+    try:
+        group_start, refused = len(fake.sent(agents)), fake.flood_refusals
+        chats = [new_chat(f"Cliente{i}") for i in range(2)]
+        for i, chat in enumerate(chats):
+            chat.say("/agente")
+            fake.user_text(chat.id, f"hola, {_token(i, 1)}", first_name=chat.first_name)
+        for chat in chats:
+            await chat.expect("Te comunico con un asesor")
+
+        async def one_posted_and_refused() -> bool:
+            return len(fake.sent(agents)) > group_start and fake.flood_refusals > refused
+
+        await eventually(one_posted_and_refused, "the ceiling to hold relays back")
+        relay_bot.kill9()
+    finally:
+        fake.flood_limit(0)
+    await running(relay_bot)
+
+    async def all_relayed() -> bool:
+        group = fake.sent(agents)[group_start:]
+        return all(_where(group, _token(i, 1)) is not None for i in range(len(chats)))
+
+    # Bounded by the dead sender's lease on its topic (15 s) and a start-up.
+    await eventually(all_relayed, "the kept relays to reach the group", 90)
+    group = fake.sent(agents)[group_start:]
+    cards = [p for p in group if (p.text or "").startswith("Nueva conversación")]
+    assert len(cards) == len(chats)  # each card once: nothing sent twice
+    for i in range(len(chats)):
+        assert sum(_token(i, 1) in (p.text or "") for p in group) == 1
