@@ -39,6 +39,17 @@ from integrations.wisphub.sandbox import Sandbox, running_sandbox
 _chat_ids = itertools.count(700_001)
 
 
+def _next_database(url: str) -> str:
+    """The same Redis server, the next database number."""
+    base, _, db = url.rpartition("/")
+    return f"{base}/{(int(db or 0) + 1) % 16}"
+
+
+# The handoff-timeout bot's own database: its sweeper (HANDOFF_TIMEOUT=2) would otherwise end
+# the other bots' handoffs, whose topics live on another fake Bot API.
+TIMEOUT_REDIS_URL = _next_database(E2E_REDIS_URL)
+
+
 # ---- fixtures ---------------------------------------------------------------------------------
 
 
@@ -98,7 +109,7 @@ async def fleet(
     """The module's bots, launched together (start-up is mostly imports; they overlap):
 
     - ``polling``: long polling, default settings; most tests use it;
-    - ``timeout``: long polling on its own fake, HANDOFF_TIMEOUT=2;
+    - ``timeout``: long polling on its own fake and Redis database, HANDOFF_TIMEOUT=2;
     - ``webhook``: webhook mode on its own fake, its WispHub base URL a dead port. One process
       serves both concerns to save a start-up: the webhook checks and the public menu need no
       WispHub, and ``/readyz`` must say 503 for it.
@@ -106,7 +117,13 @@ async def fleet(
     webhook_port = free_port()
     envs = {
         "polling": bot_env(fake, sandbox.url, free_port()),
-        "timeout": bot_env(timeout_fake, sandbox.url, free_port(), HANDOFF_TIMEOUT="2"),
+        "timeout": bot_env(
+            timeout_fake,
+            sandbox.url,
+            free_port(),
+            HANDOFF_TIMEOUT="2",
+            REDIS_URL=TIMEOUT_REDIS_URL,
+        ),
         "webhook": bot_env(
             webhook_fake,
             f"http://127.0.0.1:{free_port()}/api/",
@@ -144,7 +161,13 @@ async def bot(fleet: dict[str, BotProcess], clean: None) -> BotProcess:
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def timeout_bot(fleet: dict[str, BotProcess], clean: None) -> BotProcess:
-    """The long-polling bot with HANDOFF_TIMEOUT=2 (on ``timeout_fake``), running."""
+    """The long-polling bot with HANDOFF_TIMEOUT=2 (on ``timeout_fake``, its own database,
+    flushed), running."""
+    client = aioredis.from_url(TIMEOUT_REDIS_URL)
+    try:
+        await client.flushdb()
+    finally:
+        await client.aclose()
     return await running(fleet["timeout"])
 
 
