@@ -16,8 +16,10 @@ customers' next messages waited for their locks until they were given up. Now::
         once per handoff (wispbot:relay:told:{thread}) that the agents are slow
 
 Nothing is taken out of an outbox before Telegram accepted it: a process that dies mid-send
-leaves it to the next sender (a rare duplicate, never a loss). Topic changes (create, reopen,
-close) are not messages and still happen in the turn.
+leaves it to the next sender (a rare duplicate, never a loss). A customer's message is queued
+once (wispbot:relay:seen:{channel}:{event}), though its turn runs again when its process died
+before the save. Topic changes (create, reopen, close) are not messages and still happen in the
+turn.
 """
 
 from __future__ import annotations
@@ -65,8 +67,9 @@ class OutboxError(Exception):
 class Outbox(Protocol):
     """Pending relays per topic, durable when on Redis."""
 
-    async def push(self, thread: int, entry: Entry) -> None:
-        """Append one relay to the topic's outbox."""
+    async def push(self, thread: int, entry: Entry, event: str | None = None) -> bool:
+        """Append one relay to the topic's outbox; False when ``event`` was queued already (a
+        turn handled again after its process died between this and its save)."""
         ...
 
     async def due(self, limit: int) -> list[tuple[int, float]]:
@@ -104,6 +107,14 @@ def _key(*parts: str) -> str:
 
 DUE_KEY = _key("due")
 
+# KEYS: outbox, due, seen (or none); ARGV: entry, ttl, at, thread. Append once per event.
+_PUSH = """
+if KEYS[3] and not redis.call('SET', KEYS[3], 1, 'NX', 'EX', ARGV[2]) then return 0 end
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[2], 'NX', ARGV[3], ARGV[4])
+return 1
+"""
 # KEYS: outbox, due; ARGV: count, thread. Trim what was sent; the topic stays due, scored by the
 # relay now first, or leaves the set when nothing is pending.
 _ACK = """
@@ -134,6 +145,7 @@ class RedisOutbox:
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
+        self._push = redis.register_script(_PUSH)
         self._ack = redis.register_script(_ACK)
         self._renew = redis.register_script(_RENEW)
         self._give_back = redis.register_script(_GIVE_BACK)
@@ -146,15 +158,19 @@ class RedisOutbox:
             msg = f"relay outbox unavailable ({what}): {type(err).__name__}"
             raise OutboxError(msg) from err
 
-    async def push(self, thread: int, entry: Entry) -> None:
+    async def push(self, thread: int, entry: Entry, event: str | None = None) -> bool:
         """RPUSH the relay and mark the topic due (its score: the oldest pending relay)."""
-        name = _key(str(thread))
+        keys = [_key(str(thread)), DUE_KEY]
+        if event is not None:
+            keys.append(_key("seen", event))
+        args: list[bytes | int | float | str] = [
+            orjson.dumps(entry),
+            OUTBOX_TTL,
+            float(entry["at"]),
+            str(thread),
+        ]
         with self._wrap("push"):
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.rpush(name, orjson.dumps(entry))
-                pipe.expire(name, OUTBOX_TTL)
-                pipe.zadd(DUE_KEY, {str(thread): float(entry["at"])}, nx=True)
-                await pipe.execute()
+            return bool(await self._push(keys=keys, args=args))
 
     async def due(self, limit: int) -> list[tuple[int, float]]:
         """Oldest first."""
@@ -221,10 +237,16 @@ class MemoryOutbox:
     lists: dict[int, list[Entry]] = field(default_factory=dict)
     told: set[int] = field(default_factory=set)
     held: set[int] = field(default_factory=set)
+    seen: set[str] = field(default_factory=set)
 
-    async def push(self, thread: int, entry: Entry) -> None:
-        """Append."""
+    async def push(self, thread: int, entry: Entry, event: str | None = None) -> bool:
+        """Append once per event."""
+        if event is not None:
+            if event in self.seen:
+                return False
+            self.seen.add(event)
         self.lists.setdefault(thread, []).append(entry)
+        return True
 
     async def due(self, limit: int) -> list[tuple[int, float]]:
         """Oldest first."""
@@ -295,10 +317,10 @@ class RelayingAgents:
         self.clock = clock
         self.wake = wake
 
-    async def _push(self, thread: int, entry: Entry) -> None:
+    async def _push(self, thread: int, entry: Entry, event: str | None = None) -> None:
         entry["at"] = self.clock()
         try:
-            await self.outbox.push(thread, entry)
+            await self.outbox.push(thread, entry, event)
         except OutboxError as err:
             raise HandoffError(str(err)) from err
         self.wake()
@@ -314,12 +336,13 @@ class RelayingAgents:
     async def forward(self, thread_id: int, inbound: Inbound, label: str) -> None:
         """Text (and a shared location) as text to merge; other media kept whole, in order."""
         media = inbound.media
+        event = f"{inbound.key.channel}:{inbound.event_id}"
         if media is None:
-            await self._push(thread_id, {"text": label})
+            await self._push(thread_id, {"text": label}, event)
         elif media.type == "location":
-            await self._push(thread_id, {"text": location_text(media, label)})
+            await self._push(thread_id, {"text": location_text(media, label)}, event)
         else:
-            await self._push(thread_id, {"inbound": inbound.to_json(), "label": label})
+            await self._push(thread_id, {"inbound": inbound.to_json(), "label": label}, event)
 
     async def notify(self, thread_id: int, text: str) -> None:
         """A note of the bot's, in order after the relays before it."""

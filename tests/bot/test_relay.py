@@ -91,6 +91,15 @@ async def test_outbox_keeps_order_and_due_topics_oldest_first(outbox: Outbox) ->
     assert await outbox.due(10) == []
 
 
+async def test_a_customer_message_is_queued_once_however_often_its_turn_runs(
+    outbox: Outbox,
+) -> None:
+    assert await outbox.push(7, text(1, "hola"), "telegram:41")
+    assert not await outbox.push(7, text(2, "hola"), "telegram:41")
+    assert await outbox.push(7, text(3, "nota"))
+    assert [e["text"] for e in await outbox.peek(7, 10)] == ["hola", "nota"]
+
+
 async def test_one_sender_a_topic_and_one_notice_a_handoff(outbox: Outbox) -> None:
     async with outbox.claim(7) as first, outbox.claim(7) as second:
         assert (first, second) == (True, False)
