@@ -416,10 +416,11 @@ class RelayWorker:
             except Exception:  # the relays of every topic depend on this loop: never let it die
                 log.exception("relay pass failed")
                 busy = False
-            if not busy:  # woken by a relay queued here, or polling for other processes'
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(IDLE_POLL_SECONDS):
-                        await self._wake.wait()
+            _raise_if_cancelled()
+            if not busy:  # woken by a relay queued here, or by the watch loop's tick
+                # (no asyncio.timeout here: on 3.11 a cancel that meets its expiry is lost,
+                # and a stopping process waited for this loop forever)
+                await self._wake.wait()
 
     async def _watch_loop(self) -> None:
         # Apart from sending: a send may wait out a 429 for many seconds.
@@ -430,6 +431,7 @@ class RelayWorker:
                 log.warning("relay outbox unavailable, retrying")
             except Exception:
                 log.exception("relay watch failed")
+            self._wake.set()  # the sender looks for relays other processes queued
             await asyncio.sleep(IDLE_POLL_SECONDS)
 
     async def watch_once(self) -> None:
@@ -537,3 +539,11 @@ class Relay:
         worker = RelayWorker(outbox, agents, tell, slow_after=slow_after, clock=clock)
         port = RelayingAgents(agents, outbox, clock=clock, wake=worker.wake)
         return cls(port, worker)
+
+
+def _raise_if_cancelled() -> None:
+    """A send cut short by a stop can come back as an ordinary failure (the HTTP clients turn
+    a cancelled request into an error): the loop must still end, or the stop waits for it."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
