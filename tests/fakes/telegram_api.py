@@ -167,7 +167,8 @@ class FakeTelegram:
         self._thread_ids = itertools.count(101)
         self._callback_ids = itertools.count(1)
         self._faults: list[Fault] = []
-        self._floods: dict[int | str, tuple[int, float]] = {}  # chat -> (messages, window)
+        # chat -> (messages, window, since): messages before ``since`` do not count
+        self._floods: dict[int | str, tuple[int, float, float]] = {}
         self.flood_refusals = 0  # calls refused by a flood limit (429)
         self._changed: asyncio.Event | None = None
         self._closing = False
@@ -264,13 +265,13 @@ class FakeTelegram:
     ) -> None:
         """Enforce Telegram's ceiling of a group (the agents' by default): at most
         ``per_window`` messages in any ``window`` seconds; one more is a 429 whose
-        ``retry_after`` says when the window has room. ``per_window=0`` lifts the limit; a
-        short ``window`` stands for a faster clock."""
+        ``retry_after`` says when the window has room. Counted from now on; ``per_window=0``
+        lifts the limit; a short ``window`` stands for a faster clock."""
         chat = self.agents_chat_id if chat_id is None else _chat_id(chat_id)
         if per_window <= 0:
             self._floods.pop(chat, None)
         else:
-            self._floods[chat] = (per_window, window)
+            self._floods[chat] = (per_window, window, time.monotonic())
 
     def _flood_wait(self, method: str, params: dict[str, Any]) -> int | None:
         """Seconds until the chat's window has room for one more message, else None."""
@@ -279,9 +280,10 @@ class FakeTelegram:
         limit = self._floods.get(_chat_id(params["chat_id"]))
         if limit is None:
             return None
-        per_window, window = limit
+        per_window, window, since = limit
         now = time.monotonic()
-        recent = [m.at for m in self.sent(params["chat_id"]) if m.at > now - window]
+        start = max(since, now - window)
+        recent = [m.at for m in self.sent(params["chat_id"]) if m.at >= start]
         if len(recent) < per_window:
             return None
         return max(1, math.ceil(recent[-per_window] + window - now))
