@@ -56,6 +56,12 @@ def may_act(msg: AgentMessage, agent_ids: frozenset[int]) -> bool:
     return not agent_ids or msg.user_id in agent_ids
 
 
+def location_text(media: Media, label: str) -> str:
+    """A shared location as the text posted in the topic: the label, caption and a map link."""
+    where = f"https://www.google.com/maps?q={media.ref}"
+    return " ".join(p for p in (label, media.caption, where) if p)
+
+
 class TelegramAgents:
     """HandoffPort on a Telegram forum supergroup."""
 
@@ -92,6 +98,12 @@ class TelegramAgents:
 
     async def open(self, request: AgentRequest, thread_id: int | None) -> int:
         """Reopen the customer's topic when there is one, else create it; post the card."""
+        thread_id = await self.open_topic(request, thread_id)
+        await self.notify(thread_id, card_text(request, self.t))
+        return thread_id
+
+    async def open_topic(self, request: AgentRequest, thread_id: int | None) -> int:
+        """Reopen the customer's topic when there is one, else create it (no card)."""
         try:
             if thread_id is not None:
                 try:
@@ -101,7 +113,6 @@ class TelegramAgents:
                     thread_id = None
             if thread_id is None:
                 thread_id = await self.channel.create_topic(topic_name(request, self.t))
-            await self.channel.post_to_topic(thread_id, card_text(request, self.t))
         except DeliveryError as err:
             raise HandoffError(str(err)) from err
         return thread_id
@@ -114,10 +125,7 @@ class TelegramAgents:
             if media is not None and inbound.key.channel == "telegram":
                 await self.channel.copy_to_topic(thread_id, inbound.key.chat_id, int(media.ref))
             elif media is not None and media.type == "location":
-                where = f"https://www.google.com/maps?q={media.ref}"
-                await self.channel.post_to_topic(
-                    thread_id, " ".join(p for p in (label, media.caption, where) if p)
-                )
+                await self.channel.post_to_topic(thread_id, location_text(media, label))
             elif media is not None and inbound.key.channel in self.media_sources:
                 await self._relay_file(thread_id, inbound, media, label)
             else:

@@ -596,6 +596,24 @@ class Engine:
         except HandoffError:
             log.warning("note not posted in the topic", extra={"thread_id": thread_id})
 
+    async def tell(
+        self, thread_id: int, text_key: str, deliver: Deliver | None = None
+    ) -> list[Outbound]:
+        """Tell the customer whose handoff is in this topic something of the bot's (that the
+        agents are slow): in their language, through the session's outbox; nothing when the
+        handoff ended meanwhile."""
+        key = await self.ctx.store.get_topic(thread_id)
+        if key is None:
+            return []
+        async with self._conversation(key):
+            session = await self.ctx.store.load(key)
+            if session is None or session.state != WAITING:
+                return []
+            if session.data.get("topic") != thread_id:
+                return []
+            replies = [*self._pending(session), Outbound(key, Texts(session.lang)(text_key))]
+            return await self._commit(key, session, replies, deliver)
+
     # -- time ----------------------------------------------------------------------------------
     async def sweep(self, deliver: Deliver | None = None) -> list[Outbound]:
         """Periodic care: offer a ticket where no agent answered within HANDOFF_TIMEOUT, and

@@ -71,6 +71,27 @@ LOCK_TIMEOUTS = Counter(
     registry=REGISTRY,
 )
 
+RELAY_TOPICS_WAITING = Gauge(
+    "wispbot_relay_topics_waiting",
+    "Agents' topics with customer messages not yet posted (Telegram's 20 a minute per group)",
+    registry=REGISTRY,
+)
+RELAY_OLDEST_SECONDS = Gauge(
+    "wispbot_relay_oldest_seconds",
+    "How long the oldest customer message waiting for the agents' group has waited",
+    registry=REGISTRY,
+)
+RELAYS_POSTED = Counter(
+    "wispbot_relays_posted_total",
+    "Customer messages and bot notes posted in agents' topics (several may share one message)",
+    registry=REGISTRY,
+)
+RELAY_GROUP_MESSAGES = Counter(
+    "wispbot_relay_group_messages_total",
+    "Messages the bot posted in the agents' group for relays",
+    registry=REGISTRY,
+)
+
 
 @functools.cache
 def _child(metric: MetricWrapperBase, values: tuple[str, ...]) -> MetricWrapperBase:

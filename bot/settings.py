@@ -225,6 +225,9 @@ class BotSettings(BaseSettings):
     session_idle_reset: int = Field(default=30 * 60, gt=0)
     verified_ttl: int = Field(default=15 * 60, gt=0)
     handoff_timeout: int = Field(default=10 * 60, gt=0)
+    # A customer whose relays wait this long for the agents' group (20 messages a minute) is
+    # told once that the agents are slow.
+    relay_slow_seconds: int = Field(default=60, gt=0)
     promise_max_days: int = Field(default=5, ge=1, le=30)
     lockout_attempts: int = Field(default=3, ge=1)
     lookup_attempts: int = Field(default=5, ge=1)  # documents and unknown phones a chat looks up

@@ -58,6 +58,7 @@ from bot.engine import LOCK_LEASE_SECONDS, Engine
 from bot.handoff import HandoffError, HandoffPort, NoAgents
 from bot.http_guard import GuardedSite, body_within, quiet_bad_requests, server_options
 from bot.logs import log_key, setup_logging
+from bot.relay import Relay
 from bot.runtime import Runtime, open_runtime
 from bot.sessions import StoreError
 from bot.settings import Settings, SettingsError, load_settings, require
@@ -186,6 +187,9 @@ class Service:
         # the probe is over before any traffic (nothing that counts WispHub calls sees it).
         await check_wisphub(self.runtime.wisphub)
 
+        if isinstance(self.handoff, TelegramAgents):
+            self._start_relay(self.handoff, self.runtime)
+
         # A request still running at stop gets a few seconds, not aiohttp's default minute.
         conf = self.settings.bot
         quiet_bad_requests()
@@ -257,8 +261,8 @@ class Service:
         if self.polling is not None:
             await self.polling.stop()
             done("stop: fetched updates handled or kept")
-        for task in [t for t in self._tasks if t.get_name() == "sweeper"]:
-            task.cancel()
+        for task in [t for t in self._tasks if t.get_name() in ("sweeper", "relay")]:
+            task.cancel()  # what the relay had not sent stays in its outbox
         await runner.shutdown()
         if self.whatsapp_hook is not None:
             with contextlib.suppress(TimeoutError):
@@ -300,6 +304,24 @@ class Service:
         finally:
             if task is not None:
                 self._turns.discard(task)
+
+    def _start_relay(self, agents: TelegramAgents, runtime: Runtime) -> None:
+        """Relays to the agents' group go through a durable outbox per topic, sent by a
+        worker outside the conversation locks (see ``bot/relay.py``)."""
+        engine = runtime.engine
+
+        async def tell(thread: int) -> None:
+            await engine.tell(thread, "agents_slow", self.deliver)
+
+        relay = Relay.build(
+            agents,
+            runtime.store,
+            tell,
+            slow_after=self.settings.bot.relay_slow_seconds,
+            clock=engine.ctx.clock,
+        )
+        self.handoff = runtime.handoff = engine.ctx.handoff = relay.port
+        self._spawn(relay.worker.run(), name="relay")
 
     async def _bounded(
         self, step: Coroutine[Any, Any, None], name: str, done: Callable[[str], None]

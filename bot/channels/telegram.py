@@ -622,33 +622,36 @@ class TelegramChannel:
         """Open a forum topic named ``name`` (cut to 128 characters); return its thread id."""
         chat = self._agents()
         title = " ".join(name.split())[:MAX_TOPIC_NAME] or "?"
-        async with self._lane(chat):
-            topic = await self._call(
-                chat, lambda: self.bot.create_forum_topic(chat_id=chat, name=title)
-            )
+        topic = await self._topic_call(
+            lambda: self.bot.create_forum_topic(chat_id=chat, name=title)
+        )
         return topic.message_thread_id
+
+    async def _topic_call(self, make: Callable[[], Awaitable[T]]) -> T:
+        """A change to a topic (create, close, reopen): not a message, so it neither waits
+        behind the group's paced posts nor counts against its 20 a minute (a customer's turn
+        opens a topic while it holds the conversation's lock)."""
+        lane_key = f"{self._agents()}/topics"
+        async with self._lane(lane_key, paced=False):
+            return await self._call(lane_key, make)
 
     async def close_topic(self, thread_id: int) -> None:
         """Close a topic; closing a closed one is fine."""
         chat = self._agents()
-        async with self._lane(chat):
-            await self._call(
-                chat,
-                lambda: _unless_unchanged(
-                    self.bot.close_forum_topic(chat_id=chat, message_thread_id=thread_id)
-                ),
+        await self._topic_call(
+            lambda: _unless_unchanged(
+                self.bot.close_forum_topic(chat_id=chat, message_thread_id=thread_id)
             )
+        )
 
     async def reopen_topic(self, thread_id: int) -> None:
         """Reopen a topic; reopening an open one is fine."""
         chat = self._agents()
-        async with self._lane(chat):
-            await self._call(
-                chat,
-                lambda: _unless_unchanged(
-                    self.bot.reopen_forum_topic(chat_id=chat, message_thread_id=thread_id)
-                ),
+        await self._topic_call(
+            lambda: _unless_unchanged(
+                self.bot.reopen_forum_topic(chat_id=chat, message_thread_id=thread_id)
             )
+        )
 
     async def post_to_topic(self, thread_id: int, text: str) -> int:
         """Post text in a topic (split when long); return the first part's message id."""
@@ -810,13 +813,15 @@ class TelegramChannel:
     # ---- order, pacing, retries -------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def _lane(self, chat: int | str) -> AsyncIterator[_Lane]:
+    async def _lane(self, chat: int | str, *, paced: bool = True) -> AsyncIterator[_Lane]:
         lane = self._lanes.get(chat)
         if lane is None:
             if len(self._lanes) >= _MAX_IDLE_LANES:
                 self._sweep()
             group = isinstance(chat, str) or chat < 0
-            if group:
+            if not paced:
+                bucket = TokenBucket(0.0, _BURST)
+            elif group:
                 bucket = TokenBucket(self.group_per_minute / 60, _BURST)
             else:
                 rate = 1 / self.per_chat_interval if self.per_chat_interval > 0 else 0.0

@@ -1,42 +1,17 @@
-"""Customer media from another channel reaching the agents' Telegram topic (fake Bot API)."""
+"""Customer media from another channel reaching the agents' Telegram topic (fake Bot API and
+channel: tests/bot/conftest.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
-from aiogram.client.session.aiohttp import AiohttpSession
-from pydantic import SecretStr
-from telegram_api import FakeTelegram, running_fake_telegram
+from telegram_api import FakeTelegram
 
 from bot.agents_telegram import TelegramAgents
 from bot.channels.base import AgentMessage, DeliveryError
-from bot.channels.telegram import TelegramChannel, make_bot
+from bot.channels.telegram import TelegramChannel
 from bot.types import ConvKey, Inbound, Kind, Media
 
 WA = ConvKey("whatsapp", "573001112233")
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeTelegram]:
-    """A fresh fake Bot API."""
-    async with running_fake_telegram() as server:
-        yield server
-
-
-@pytest.fixture
-async def channel(fake: FakeTelegram) -> AsyncIterator[TelegramChannel]:
-    """The Telegram channel on the fake, pacing off."""
-    bot = make_bot(SecretStr(fake.token), fake.base_url)
-    tg = TelegramChannel(
-        bot, agents_chat_id=fake.agents_chat_id, per_chat_interval=0, global_rate=0
-    )
-    yield tg
-    await tg.aclose()
-    session = bot.session
-    assert isinstance(session, AiohttpSession)
-    if session._session is not None:
-        await session._session.close()
 
 
 def media_event(media: Media) -> Inbound:

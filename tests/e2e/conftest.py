@@ -40,6 +40,17 @@ from integrations.wisphub.sandbox import Sandbox, running_sandbox
 _chat_ids = itertools.count(700_001)
 
 
+def _next_database(url: str) -> str:
+    """The same Redis server, the next database number."""
+    base, _, db = url.rpartition("/")
+    return f"{base}/{(int(db or 0) + 1) % 16}"
+
+
+# The handoff-timeout bot's own database: its sweeper (HANDOFF_TIMEOUT=2) would otherwise end
+# the other bots' handoffs, whose topics live on another fake Bot API.
+TIMEOUT_REDIS_URL = _next_database(E2E_REDIS_URL)
+
+
 # ---- fixtures ---------------------------------------------------------------------------------
 
 

@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -167,6 +168,9 @@ class FakeTelegram:
         self._thread_ids = itertools.count(101)
         self._callback_ids = itertools.count(1)
         self._faults: list[Fault] = []
+        # chat -> (messages, window, since): messages before ``since`` do not count
+        self._floods: dict[int | str, tuple[int, float, float]] = {}
+        self.flood_refusals = 0  # calls refused by a flood limit (429)
         self._changed: asyncio.Event | None = None
         self._closing = False
         self.app = web.Application()
@@ -259,6 +263,34 @@ class FakeTelegram:
                 thread_id=thread_id,
             )
         )
+
+    def flood_limit(
+        self, per_window: int = 20, window: float = 60.0, chat_id: int | str | None = None
+    ) -> None:
+        """Enforce Telegram's ceiling of a group (the agents' by default): at most
+        ``per_window`` messages in any ``window`` seconds; one more is a 429 whose
+        ``retry_after`` says when the window has room. Counted from now on; ``per_window=0``
+        lifts the limit; a short ``window`` stands for a faster clock."""
+        chat = self.agents_chat_id if chat_id is None else _chat_id(chat_id)
+        if per_window <= 0:
+            self._floods.pop(chat, None)
+        else:
+            self._floods[chat] = (per_window, window, time.monotonic())
+
+    def _flood_wait(self, method: str, params: dict[str, Any]) -> int | None:
+        """Seconds until the chat's window has room for one more message, else None."""
+        if method not in _SENDING or "chat_id" not in params:
+            return None
+        limit = self._floods.get(_chat_id(params["chat_id"]))
+        if limit is None:
+            return None
+        per_window, window, since = limit
+        now = time.monotonic()
+        start = max(since, now - window)
+        recent = [m.at for m in self.sent(params["chat_id"]) if m.at >= start]
+        if len(recent) < per_window:
+            return None
+        return max(1, math.ceil(recent[-per_window] + window - now))
 
     def add_file(self, file_id: str, content: bytes, file_path: str = "photos/file_0.jpg") -> None:
         """Make a file (e.g. an agent's photo) known to getFile and downloadable."""
@@ -547,6 +579,10 @@ class FakeTelegram:
             fault = self._fault_for(method, params)
             if fault is not None:
                 raise _ApiError(fault.error_code, fault.description, fault.retry_after)
+            flood = self._flood_wait(method, params)
+            if flood is not None:
+                self.flood_refusals += 1
+                raise _ApiError(429, _DESCRIPTIONS[429].format(retry_after=flood), flood)
             handler = self._handlers().get(method)
             if handler is None:
                 raise _ApiError(404, "Not Found: method not found")
@@ -790,7 +826,7 @@ class FakeTelegram:
 
     _CONTROL = frozenset(
         {"push_update", "user_text", "user_press", "user_contact", "user_sticker", "user_photo"}
-        | {"agent_text", "agent_photo", "fail", "block"}
+        | {"agent_text", "agent_photo", "fail", "block", "flood_limit"}
     )
 
     async def _control(self, request: web.Request) -> web.Response:

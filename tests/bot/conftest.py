@@ -1,4 +1,4 @@
-"""Fixtures for the channel tests: the fake Telegram Bot API served on loopback, a real aiogram Bot.
+"""Fixtures for the runtime tests: the fake Telegram Bot API served on loopback, a real aiogram Bot.
 
 ``tests/fakes`` goes on ``sys.path`` here so tests import the fake as a plain module:
 ``from telegram_api import FakeTelegram`` (see that module's docstring).
@@ -17,7 +17,7 @@ from pydantic import SecretStr
 
 from bot.channels.telegram import TelegramChannel, make_bot
 
-_FAKES = str(Path(__file__).resolve().parents[2] / "fakes")
+_FAKES = str(Path(__file__).resolve().parents[1] / "fakes")
 if _FAKES not in sys.path:
     sys.path.insert(0, _FAKES)
 
