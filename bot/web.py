@@ -112,6 +112,9 @@ class Service:
         self.polling: TelegramPolling | None = None
         self.runtime: Runtime | None = None
         self.handoff: HandoffPort = NoAgents()
+        # The agents' group itself (the handoff port may be the relay in front of it): who may
+        # act in a topic is its call, whatever port relays.
+        self.agents: TelegramAgents | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         # Every task running a customer's or an agent's turn, whichever channel started it
         # (polling, webhooks, WhatsApp): the stop waits for them before closing any client.
@@ -152,7 +155,7 @@ class Service:
             self.telegram.on_outcome = functools.partial(self.health.record, "telegram")
             self.channels["telegram"] = self.telegram
             if tg.agents_chat_id is not None:
-                self.handoff = TelegramAgents(
+                self.handoff = self.agents = TelegramAgents(
                     self.telegram, self.settings.bot.bot_language, agent_ids=tg.agent_ids
                 )
         wa = self.settings.whatsapp
@@ -413,7 +416,7 @@ class Service:
 
     async def on_agent(self, msg: AgentMessage) -> None:
         """An agent's message in a topic (the engine keeps a topic's messages in order)."""
-        if isinstance(self.handoff, TelegramAgents) and not await self.handoff.admit(msg):
+        if self.agents is not None and not await self.agents.admit(msg):
             return  # not on TELEGRAM_AGENT_IDS: told so in the topic
 
         async def deliver(replies: list[Outbound]) -> list[Outbound]:
