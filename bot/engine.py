@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from bot import metrics
 from bot.channels.base import AgentMessage
 from bot.handoff import HandoffError
-from bot.sessions import LockTimeout, Session, StoreError, StoreUnavailable
+from bot.sessions import LockLost, LockTimeout, Session, StoreError, StoreUnavailable, TurnStart
 from bot.types import ConvKey, Inbound, Kind, Option, Outbound
 from flows.agent import WAITING
 from flows.base import Conversation, FlowContext
@@ -190,6 +190,7 @@ class Engine:
         *,
         placed: Callable[[], None] | None = None,
         journal: bool = True,
+        resumed: TurnStart | None = None,
     ) -> list[Outbound]:
         """Handle one customer event.
 
@@ -208,24 +209,46 @@ class Engine:
         in the store's journal of turns in flight: if this process dies meanwhile, another
         handles it again (``take_orphans``). ``journal=False`` for such a second try: an event
         that kills every process that handles it is tried twice, not forever.
+
+        ``resumed``: the turn of a dead process, taken over in its place in the conversation's
+        line (``take_orphans``): it is handled from there, in its order. A turn whose place
+        another process took over (this one was taken for dead) stops and saves nothing.
         """
+        try:
+            return await self._handle(inbound, deliver, placed, journal, resumed)
+        except LockLost:
+            log.warning(
+                "turn given up: another process took it over", extra={"conv": str(inbound.key)}
+            )
+            return []
+
+    async def _handle(
+        self,
+        inbound: Inbound,
+        deliver: Deliver | None,
+        placed: Callable[[], None] | None,
+        journal: bool,
+        resumed: TurnStart | None,
+    ) -> list[Outbound]:
         key = inbound.key
         store = self.ctx.store
         limit = self.settings.rate_limit_per_minute
         # In-process arrival order into the shared line; the line keeps it from there on.
         async with self._fifo_turn(key):
-            start = await self._retry(
-                lambda: store.open_turn(
-                    key,
-                    inbound.event_id,
-                    rate_scope=f"rate:{key}",
-                    rate_window=RATE_WINDOW,
-                    rate_limit=limit,
-                    lease=LOCK_LEASE_SECONDS,
-                    journal=inbound.to_json() if journal else None,
-                ),
-                "open",
-            )
+            start = resumed
+            if start is None:
+                start = await self._retry(
+                    lambda: store.open_turn(
+                        key,
+                        inbound.event_id,
+                        rate_scope=f"rate:{key}",
+                        rate_window=RATE_WINDOW,
+                        rate_limit=limit,
+                        lease=LOCK_LEASE_SECONDS,
+                        journal=inbound.to_json() if journal else None,
+                    ),
+                    "open",
+                )
         if placed is not None:
             placed()
         if not start.claimed:
@@ -251,7 +274,7 @@ class Engine:
                     return []
                 loaded = await self._retry(lambda: store.load(key), "load")
                 pending = self._pending(loaded)
-                session, replies = await self._process(inbound, loaded)
+                session, replies = await self._retry(lambda: self._process(inbound, loaded), "flow")
             except asyncio.CancelledError:
                 # Nothing of this turn was saved (it waited in line, or was cut short): forget
                 # the event so that it is handled when it comes again (kept in the inbox, or
@@ -314,7 +337,9 @@ class Engine:
                     lambda: store.save_and_release(key, session, ttl, ticket, event), "save"
                 )
             else:
-                await self._retry(lambda: store.save(key, session, ttl, event), "save")
+                await self._retry(
+                    lambda: store.save(key, session, ttl, event, ticket=ticket), "save"
+                )
 
         if deliver is None or not replies:
             session.outbox = []
@@ -353,6 +378,12 @@ class Engine:
             conv.say(conv.t(note))
         try:
             await self._dispatch(conv, inbound, fresh=fresh)
+        except StoreUnavailable:
+            # The step is run again once the store is back (nothing was saved or sent): from
+            # the session as it was loaded.
+            if loaded is not None and session is loaded:
+                vars(loaded).update(vars(Session.from_json(snapshot)))
+            raise
         except (WispHubError, HandoffError, LookupError) as err:
             log.warning(
                 "flow step failed, conversation kept where it was",

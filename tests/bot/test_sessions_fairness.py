@@ -127,12 +127,14 @@ async def test_a_waiter_that_died_does_not_block_the_line_for_longer_than_a_leas
     a, b = pair
     first = await open_turn(a, "1")
     assert first.locked
-    assert not (await open_turn(b, "2")).locked  # B queues, then "dies" without ever polling
-    assert not (await open_turn(a, "3")).locked
+    assert not (await open_turn(b, "2")).locked  # B queues, then dies without ever polling
+    await b.aclose()
+    in_a = await open_turn(a, "3")
+    assert not in_a.locked
     await a.save_and_release(KEY, Session(state="main.menu"), 60, first.ticket)  # to dead B
     loop = asyncio.get_running_loop()
     started = loop.time()
-    async with a.lock(KEY, timeout=LEASE, wait=LEASE + 3):
+    async with a.lock(KEY, timeout=LEASE, wait=LEASE + 3, ticket=in_a.ticket):
         waited = loop.time() - started
     assert waited < LEASE + 2  # the handed lease lapsed, and the next in line took the lock
 
@@ -155,7 +157,8 @@ async def test_a_cancelled_waiter_leaves_the_line_at_once(
     cancelled.cancel()  # process B stops while its message waits in line
     with pytest.raises(asyncio.CancelledError):
         await cancelled
-    assert await a.client.llen("wispbot:lock:telegram:4242:queue") == 0  # it left the line
+    line = await a.client.lrange("wispbot:lock:telegram:4242:queue", 0, -1)
+    assert line == [str(first.ticket).encode()]  # it left the line; the holder heads it
     in_a = await open_turn(a, "3")
     assert not in_a.locked
     third = asyncio.create_task(wait_and_serve(a, "3", in_a))
