@@ -934,7 +934,7 @@ def _parse_or_skip(key: ConvKey, raw: str | bytes) -> Session | None:
 # time it is. The lock key holds the head's token with a short lease that its process renews;
 # only the head may take a free lock, so a holder that lapsed (its process died, or Redis was
 # down) keeps its place: nobody runs a later message first. A token names its process
-# (``{process}.{random}.{j|n}``, j: its event is in the journal of turns in flight), and each
+# (``{process}.{random}.j{event}``, or ``.n`` for a turn no journal keeps), and each
 # process keeps ``wispbot:alive:{process}`` alive while it runs: a token whose process key lapsed
 # while Redis was up belongs to a dead process. Its journalled turns are taken over in their
 # places by another process (``take_orphans``); its other places (an agent's message, a turn
@@ -1001,6 +1001,7 @@ _ACQUIRE_LOAD = (
     + """
 redis.call('set', KEYS[4], 1, 'PX', ARGV[3])
 redis.call('rpush', KEYS[3], ARGV[1])
+redis.call('persist', KEYS[3])  -- (a line of an older version had a TTL)
 if owns(KEYS[1], KEYS[3], ARGV[1]) then
     return take(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
 end
@@ -1008,9 +1009,11 @@ return {0}
 """
 )
 
-# A waiter's poll. KEYS: lock, session, queue; ARGV: token, lease ms, uptime s. At the head:
-# take the lock, read the session. A dead process's head that no journal keeps, its lock
-# lapsed, is passed over. -1: this place is gone (taken over: this process was taken for dead).
+# A waiter's poll. KEYS: lock, session, queue, journal; ARGV: token, lease ms, uptime s, the
+# conversation as in journal fields. At the head: take the lock, read the session. A dead
+# process's head that no journal entry keeps (an agent's message, a turn whose outcome is saved
+# with its outbox), its lock lapsed, is passed over. -1: this place is gone (taken over: this
+# process was taken for dead).
 _WAIT_TURN = (
     _OWNERSHIP
     + """
@@ -1021,8 +1024,9 @@ if not redis.call('lpos', KEYS[3], ARGV[1]) then
     return {-1}
 end
 local head = redis.call('lindex', KEYS[3], 0)
-if redis.call('exists', KEYS[1]) == 0 and string.sub(head, -2) ~= '.j'
-        and not alive(head) and settled(ARGV[3]) then
+local event = string.match(head, '^[^.]+%.[^.]+%.j(.*)$')
+local kept = event and redis.call('hexists', KEYS[4], ARGV[4] .. '|' .. event) == 1
+if redis.call('exists', KEYS[1]) == 0 and not kept and not alive(head) and settled(ARGV[3]) then
     redis.call('lpop', KEYS[3])
     hand_off(KEYS[1], KEYS[3], ARGV[2])
     if owns(KEYS[1], KEYS[3], ARGV[1]) then
@@ -1088,6 +1092,7 @@ if ARGV[8] ~= '' then
 end
 redis.call('set', KEYS[7], 1, 'PX', ARGV[6])
 redis.call('rpush', KEYS[5], ARGV[4])
+redis.call('persist', KEYS[5])  -- (a line of an older version had a TTL)
 return placed(hits)
 """
 )
@@ -1507,7 +1512,7 @@ class RedisStore(SessionStore):
             if token.partition(".")[0] not in dead:
                 continue
             entry = by_ticket.get(token)
-            new = self._token(journalled=True)
+            new = self._token(entry.event_id if entry is not None else None)
             lease = self._alive_lease or _DEFAULT_LEASE
             args: list[str | int] = [token, new, "", "", "", _ms(lease), max(1, int(uptime))]
             if entry is not None:
@@ -1614,7 +1619,9 @@ class RedisStore(SessionStore):
             self._alive_key,
         ]
         opening = (conv, event_id)
-        token = self._opening.setdefault(opening, self._token(journalled=journal is not None))
+        token = self._opening.setdefault(
+            opening, self._token(event_id if journal is not None else None)
+        )
         args: list[str | int] = [
             _check_ttl(seen_ttl, "ttl"),
             _check_ttl(rate_window, "window"),
@@ -1636,9 +1643,11 @@ class RedisStore(SessionStore):
         ticket = token if locked or queued else None
         return TurnStart(claimed=claimed, hits=hits, locked=locked, ticket=ticket)
 
-    def _token(self, *, journalled: bool) -> str:
-        """A new place's token: this process, a random part, and whether a journal keeps it."""
-        return f"{self._process}.{secrets.token_hex(8)}.{'j' if journalled else 'n'}"
+    def _token(self, journalled: str | None) -> str:
+        """A new place's token: this process, a random part, and the event whose journal entry
+        may keep it (``journalled``; none for an agent's message or a second try)."""
+        kept = "n" if journalled is None else f"j{journalled}"
+        return f"{self._process}.{secrets.token_hex(8)}.{kept}"
 
     def _keep_alive(self, lease: float) -> None:
         """Keep this process's key alive (from its first turn on) every third of a lease."""
@@ -1734,7 +1743,7 @@ class RedisStore(SessionStore):
         keys = [name, conv, _queue_of(name)]
         token = ticket
         if token is None:  # not in line yet: join it (at its head, the lock is taken)
-            token = self._token(journalled=False)
+            token = self._token(None)
             self._keep_alive(expire)
             taken = await self._call(
                 "lock",
@@ -1757,9 +1766,10 @@ class RedisStore(SessionStore):
         self, name: str, conv: str, token: str, expire: float, wait: float
     ) -> _Hold:
         px = _ms(expire)
-        keys = [name, conv, _queue_of(name)]
+        keys = [name, conv, _queue_of(name), JOURNAL_KEY]
         # A dead process's place is passed over only once Redis has been up this long.
-        args: list[str | int] = [token, px, max(1, int(2 * expire))]
+        journalled = conv.removeprefix(f"{PREFIX}:conv:")  # its entries' fields start so
+        args: list[str | int] = [token, px, max(1, int(2 * expire)), journalled]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(wait, 0.0)
         delay = _POLL_FIRST
