@@ -37,9 +37,9 @@ log = logging.getLogger(__name__)
 MAX_TEXT = 4000  # characters kept of one customer message
 HISTORY = 8  # messages kept for the agents' card
 MAX_JUMPS = 5
-# The conversation lock's lease: renewed while a turn runs (however long delivery takes), so it
-# only lapses this long after its holder died (kill -9): the customer's next message waits at
-# most this long for a crashed process's lock.
+# The conversation lock's lease (and a process's key's): renewed while a turn runs (however
+# long delivery takes). A process dead this long (kill -9) has its turns taken over at the next
+# sweep: the customer's next message waits about this long plus one sweep.
 LOCK_LEASE_SECONDS = 5.0
 LOCK_WAIT_SECONDS = 20.0  # per attempt; a message gets two before it is reported as not handled
 RATE_WINDOW = 60  # seconds of the per-conversation rate limit
@@ -143,7 +143,8 @@ class Engine:
         in the line, never leaving it: a turn in flight always holds the lock or a place in
         line, which is how a dead process's turns are told from live ones (``take_orphans``).
 
-        A crashed holder's lock lapses within its lease; a live turn that runs long is waited
+        A crashed holder's turn is taken over within its lease and a sweep (and still goes
+        first); a live turn that runs long is waited
         for twice ``LOCK_WAIT_SECONDS`` (a warning after the first). If even that is not
         enough, the message is reported (log and metric), never dropped silently.
         """

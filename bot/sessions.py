@@ -193,10 +193,9 @@ class _LeaseKeeper:
     """Keeps the locks a store holds alive while their turns run.
 
     A lock is taken for a short lease; every third of the shortest lease held, each lock that
-    is still this store's own is extended by its lease (one call for all of them). A process
-    killed mid-turn stops renewing, so its locks lapse within one lease instead of blocking the
-    conversation for minutes; a long turn (delivery waiting out Telegram's retry_after) keeps its
-    lock for as long as it runs.
+    is still this store's own is extended by its lease (one call for all of them), or taken
+    again when it lapsed while Redis was down (its turn still heads the line). A long turn
+    (delivery waiting out Telegram's retry_after) keeps its lock for as long as it runs.
     """
 
     def __init__(self, extend: Callable[[list[_Hold]], Awaitable[list[bool]]]) -> None:
@@ -459,8 +458,9 @@ class SessionStore(ABC):
     ) -> AbstractAsyncContextManager[None]:
         """Hold the conversation lock, waiting ``wait`` s at most for it.
 
-        ``timeout`` is the lock's lease: renewed while the lock is held, so it lapses only
-        ``timeout`` s after its holder stopped (died); it never cuts a running turn short.
+        ``timeout`` is the lock's lease: renewed while the lock is held; it never cuts a
+        running turn short, and a lapsed lock goes to nobody but its holder while that
+        holder's process lives (a dead process's place is taken over or passed over).
         Waiters are served first come, first served; ``ticket`` is the place ``open_turn``
         already took in the line (else the caller joins the line's end).
         """

@@ -176,7 +176,7 @@ class Service:
         log.info("http serving", extra={"addresses": str(runner.addresses)})
 
         # Events a stopped process kept go first, before anything new is fetched; then the
-        # turns of a process that died (their conversation's lock lapsed already).
+        # turns of a process that died (in their places: they still go first).
         await self._resume_inbox()
         await self._resume_orphans()
         if self.telegram is not None:
