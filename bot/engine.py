@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from bot import metrics
 from bot.channels.base import AgentMessage
 from bot.handoff import HandoffError
-from bot.sessions import LockTimeout, Session, StoreError, StoreUnavailable
+from bot.sessions import LockLost, LockTimeout, Session, StoreError, StoreUnavailable, TurnStart
 from bot.types import ConvKey, Inbound, Kind, Option, Outbound
 from flows.agent import WAITING
 from flows.base import Conversation, FlowContext
@@ -38,9 +38,9 @@ log = logging.getLogger(__name__)
 MAX_TEXT = 4000  # characters kept of one customer message
 HISTORY = 8  # messages kept for the agents' card
 MAX_JUMPS = 5
-# The conversation lock's lease: renewed while a turn runs (however long delivery takes), so it
-# only lapses this long after its holder died (kill -9): the customer's next message waits at
-# most this long for a crashed process's lock.
+# The conversation lock's lease (and a process's key's): renewed while a turn runs (however
+# long delivery takes). A process dead this long (kill -9) has its turns taken over at the next
+# sweep: the customer's next message waits about this long plus one sweep.
 LOCK_LEASE_SECONDS = 5.0
 LOCK_WAIT_SECONDS = 20.0  # per attempt; a message gets two before it is reported as not handled
 RATE_WINDOW = 60  # seconds of the per-conversation rate limit
@@ -144,7 +144,8 @@ class Engine:
         in the line, never leaving it: a turn in flight always holds the lock or a place in
         line, which is how a dead process's turns are told from live ones (``take_orphans``).
 
-        A crashed holder's lock lapses within its lease; a live turn that runs long is waited
+        A crashed holder's turn is taken over within its lease and a sweep (and still goes
+        first); a live turn that runs long is waited
         for twice ``LOCK_WAIT_SECONDS`` (a warning after the first). If even that is not
         enough, the message is reported (log and metric), never dropped silently.
         """
@@ -191,6 +192,7 @@ class Engine:
         *,
         placed: Callable[[], None] | None = None,
         journal: bool = True,
+        resumed: TurnStart | None = None,
     ) -> list[Outbound]:
         """Handle one customer event.
 
@@ -209,24 +211,46 @@ class Engine:
         in the store's journal of turns in flight: if this process dies meanwhile, another
         handles it again (``take_orphans``). ``journal=False`` for such a second try: an event
         that kills every process that handles it is tried twice, not forever.
+
+        ``resumed``: the turn of a dead process, taken over in its place in the conversation's
+        line (``take_orphans``): it is handled from there, in its order. A turn whose place
+        another process took over (this one was taken for dead) stops and saves nothing.
         """
+        try:
+            return await self._handle(inbound, deliver, placed, journal, resumed)
+        except LockLost:
+            log.warning(
+                "turn given up: another process took it over", extra={"conv": str(inbound.key)}
+            )
+            return []
+
+    async def _handle(
+        self,
+        inbound: Inbound,
+        deliver: Deliver | None,
+        placed: Callable[[], None] | None,
+        journal: bool,
+        resumed: TurnStart | None,
+    ) -> list[Outbound]:
         key = inbound.key
         store = self.ctx.store
         limit = self.settings.rate_limit_per_minute
         # In-process arrival order into the shared line; the line keeps it from there on.
         async with self._fifo_turn(key):
-            start = await self._retry(
-                lambda: store.open_turn(
-                    key,
-                    inbound.event_id,
-                    rate_scope=f"rate:{key}",
-                    rate_window=RATE_WINDOW,
-                    rate_limit=limit,
-                    lease=LOCK_LEASE_SECONDS,
-                    journal=inbound.to_json() if journal else None,
-                ),
-                "open",
-            )
+            start = resumed
+            if start is None:
+                start = await self._retry(
+                    lambda: store.open_turn(
+                        key,
+                        inbound.event_id,
+                        rate_scope=f"rate:{key}",
+                        rate_window=RATE_WINDOW,
+                        rate_limit=limit,
+                        lease=LOCK_LEASE_SECONDS,
+                        journal=inbound.to_json() if journal else None,
+                    ),
+                    "open",
+                )
         if placed is not None:
             placed()
         if not start.claimed:
@@ -252,7 +276,7 @@ class Engine:
                     return []
                 loaded = await self._retry(lambda: store.load(key), "load")
                 pending = self._pending(loaded)
-                session, replies = await self._process(inbound, loaded)
+                session, replies = await self._retry(lambda: self._process(inbound, loaded), "flow")
             except asyncio.CancelledError:
                 # Nothing of this turn was saved (it waited in line, or was cut short): forget
                 # the event so that it is handled when it comes again (kept in the inbox, or
@@ -315,7 +339,9 @@ class Engine:
                     lambda: store.save_and_release(key, session, ttl, ticket, event), "save"
                 )
             else:
-                await self._retry(lambda: store.save(key, session, ttl, event), "save")
+                await self._retry(
+                    lambda: store.save(key, session, ttl, event, ticket=ticket), "save"
+                )
 
         if deliver is None or not replies:
             session.outbox = []
@@ -354,6 +380,12 @@ class Engine:
             conv.say(conv.t(note))
         try:
             await self._dispatch(conv, inbound, fresh=fresh)
+        except StoreUnavailable:
+            # The step is run again once the store is back (nothing was saved or sent): from
+            # the session as it was loaded.
+            if loaded is not None and session is loaded:
+                vars(loaded).update(vars(Session.from_json(snapshot)))
+            raise
         except (WispHubError, HandoffError, LookupError) as err:
             log.warning(
                 "flow step failed, conversation kept where it was",

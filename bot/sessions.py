@@ -3,10 +3,13 @@
 Every key is built by ``redis_key`` (``wispbot:{kind}:{parts...}``)::
 
     wispbot:conv:{channel}:{chat_id}     the session JSON, idle TTL (SESSION_TTL)
-    wispbot:lock:{channel}:{chat_id}     per-conversation lock: random owner token, a short PX lease
-                                         renewed while its holder works (a dead holder's lapses)
+    wispbot:lock:{channel}:{chat_id}     per-conversation lock: its owner's token, a short PX lease
+                                         renewed while its holder works
+    wispbot:lock:{channel}:{chat_id}:queue  the conversation's line of turns, oldest (the owner)
+                                         first; a TTL of the journal's, renewed by each arrival
+    wispbot:alive:{process}              a process's key, renewed while it runs (tells a dead
+                                         process's turns from live ones)
     wispbot:seen:{channel}:{event_id}    dedupe of channel events, SET NX EX
-    wispbot:lock:{channel}:{chat_id}:queue  the lock's line of waiters, a short TTL
     wispbot:topic:{thread_id}            agents' forum topic -> conversation key, an idle TTL
                                          (the store's ``topic_ttl``: SESSION_TTL) renewed on use
     wispbot:lockout:{scope}              failed verifications in a window (per document, per chat)
@@ -31,6 +34,7 @@ conversations issue in the same event-loop tick leave together in one pipeline
     StoreError
      ├── StoreUnavailable   the backend did not answer (Redis down, timeout, connection lost)
      ├── LockTimeout        the conversation lock stayed busy for longer than ``wait``
+     ├── LockLost           the turn's place was taken over (its process was taken for dead)
      └── SessionCorrupt     a stored session is not a readable session JSON
 """
 
@@ -72,7 +76,9 @@ from bot.types import ConvKey
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
-KeyKind = Literal["conv", "lock", "seen", "topic", "lockout", "rate", "chatlock", "inbox", "turns"]
+KeyKind = Literal[
+    "conv", "lock", "seen", "topic", "lockout", "rate", "chatlock", "inbox", "turns", "alive"
+]
 PREFIX = "wispbot"
 SCHEMA_VERSION = 1
 
@@ -89,6 +95,11 @@ class StoreUnavailable(StoreError):
 
 class LockTimeout(StoreError):
     """The conversation lock was still held by someone else when ``wait`` ran out."""
+
+
+class LockLost(StoreError):
+    """The turn no longer owns its conversation: another process took its place over (this one
+    was taken for dead, e.g. after a long pause). Nothing of the turn may be saved or sent."""
 
 
 class SessionCorrupt(StoreError):
@@ -163,26 +174,36 @@ class TurnStart:
     ticket: str | None = field(default=None, compare=False)
 
 
+@dataclass(frozen=True)
+class Orphan:
+    """A turn of a dead process, taken over (``SessionStore.take_orphans``)."""
+
+    event: str  # the event's JSON, to handle again
+    # Its place, taken over in its conversation's line: handle it with this start (no
+    # ``open_turn``). None: it had no place left; handle it as a new event.
+    start: TurnStart | None = None
+
+
 class _Hold:
     """One conversation lock a store holds: its owner token and its lease in seconds."""
 
-    __slots__ = ("lease", "name", "released", "token")
+    __slots__ = ("closing", "lease", "name", "released", "token")
 
     def __init__(self, name: str, token: str, lease: float) -> None:
         self.name = name
         self.token = token
         self.lease = lease
         self.released = False
+        self.closing = False  # its final save was sent (once at least)
 
 
 class _LeaseKeeper:
     """Keeps the locks a store holds alive while their turns run.
 
     A lock is taken for a short lease; every third of the shortest lease held, each lock that
-    is still this store's own is extended by its lease (one call for all of them). A process
-    killed mid-turn stops renewing, so its locks lapse within one lease instead of blocking the
-    conversation for minutes; a long turn (delivery waiting out Telegram's retry_after) keeps its
-    lock for as long as it runs.
+    is still this store's own is extended by its lease (one call for all of them), or taken
+    again when it lapsed while Redis was down (its turn still heads the line). A long turn
+    (delivery waiting out Telegram's retry_after) keeps its lock for as long as it runs.
     """
 
     def __init__(self, extend: Callable[[list[_Hold]], Awaitable[list[bool]]]) -> None:
@@ -284,9 +305,6 @@ def _queue_of(lock: str) -> str:
     return lock + ":queue"
 
 
-# A waiters' line outlives its waiters by this much (they give up long before).
-_QUEUE_TTL_MS = 120_000
-
 # The journal of turns in flight: one hash, a field per turn from ``open_turn`` to the save that
 # makes its outcome durable. What a dead process left there is handled by another.
 JOURNAL_KEY = redis_key("turns", "inflight")
@@ -305,18 +323,42 @@ def _journal_field(key: ConvKey, event_id: str) -> str:
     return f"{key}|{event_id}"
 
 
-def _journal_entry(event: str, at: float) -> str:
-    return orjson.dumps({"at": at, "event": event}).decode()
+def _journal_entry(event: str, at: float, ticket: str = "", tries: int = 1) -> str:
+    return orjson.dumps({"at": at, "event": event, "ticket": ticket, "tries": tries}).decode()
 
 
-def _parse_journal(field: str | bytes, raw: str | bytes) -> tuple[ConvKey, str, float, str] | None:
-    """(conversation, event id, when written, the event's JSON), or None when unreadable."""
+@dataclass(frozen=True)
+class _Entry:
+    """One turn of the journal of turns in flight, as read."""
+
+    field: str
+    key: ConvKey
+    event_id: str
+    at: float
+    event: str
+    ticket: str  # its place in the line ('' for an entry of an older version)
+    tries: int
+    raw: str
+
+
+def _parse_journal(field: str | bytes, raw: str | bytes) -> _Entry | None:
+    """The journal entry, or None when unreadable."""
     try:
         name = field.decode() if isinstance(field, bytes) else field
+        text = raw.decode() if isinstance(raw, bytes) else raw
         conv, _, event_id = name.partition("|")
-        entry = orjson.loads(raw)
-        return ConvKey.parse(conv), event_id, float(entry["at"]), str(entry["event"])
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        entry = orjson.loads(text)
+        return _Entry(
+            name,
+            ConvKey.parse(conv),
+            event_id,
+            float(entry["at"]),
+            str(entry["event"]),
+            str(entry.get("ticket", "")),
+            int(entry.get("tries", 1)),
+            text,
+        )
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError):
         log.warning("unreadable journal entry dropped")
         return None
 
@@ -330,6 +372,32 @@ def _key_from_conv(name: str) -> ConvKey | None:
         return ConvKey.parse(name[len(head) :])
     except ValueError:
         return None
+
+
+_DEFAULT_LEASE = 5.0  # a process key's lease before its first turn said otherwise
+_MAX_TRIES = 2  # a message whose process died is taken over once: one that kills every
+# process handling it is not tried forever
+
+
+def _ms(seconds: float) -> int:
+    """Milliseconds for PX (at least 1)."""
+    return max(1, int(seconds * 1000))
+
+
+def _lrange(name: str) -> Queue:
+    return lambda p: p.lrange(name, 0, -1)
+
+
+def _set_px(name: str, px: int) -> Queue:
+    return lambda p: p.set(name, 1, px=px)
+
+
+def _exists(name: str) -> Queue:
+    return lambda p: p.exists(name)
+
+
+def _text(raw: str | bytes) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
 
 
 def _check_lease(timeout: float) -> float:
@@ -362,10 +430,18 @@ class SessionStore(ABC):
 
     @abstractmethod
     async def save(
-        self, key: ConvKey, session: Session, ttl: int, closes: str | None = None
+        self,
+        key: ConvKey,
+        session: Session,
+        ttl: int,
+        closes: str | None = None,
+        *,
+        ticket: str | None = None,
     ) -> None:
         """Store the session with an idle TTL in seconds (one write). ``closes``: the event id
-        of the turn whose outcome this save makes durable; it leaves the journal."""
+        of the turn whose outcome this save makes durable; it leaves the journal. Within a
+        turn (``ticket``, or a lock this store holds) the save is fenced: ``LockLost`` when the
+        turn's place was taken over, and nothing is saved."""
 
     @abstractmethod
     async def delete(self, key: ConvKey) -> None:
@@ -398,8 +474,9 @@ class SessionStore(ABC):
     ) -> AbstractAsyncContextManager[None]:
         """Hold the conversation lock, waiting ``wait`` s at most for it.
 
-        ``timeout`` is the lock's lease: renewed while the lock is held, so it lapses only
-        ``timeout`` s after its holder stopped (died); it never cuts a running turn short.
+        ``timeout`` is the lock's lease: renewed while the lock is held; it never cuts a
+        running turn short, and a lapsed lock goes to nobody but its holder while that
+        holder's process lives (a dead process's place is taken over or passed over).
         Waiters are served first come, first served; ``ticket`` is the place ``open_turn``
         already took in the line (else the caller joins the line's end).
         """
@@ -449,10 +526,12 @@ class SessionStore(ABC):
         """Take a turn out of the journal without a save (it ended some other way)."""
 
     @abstractmethod
-    async def take_orphans(self, older_than: float) -> list[str]:
-        """Take the journal's turns whose process died: written at least ``older_than`` s ago,
-        with nobody holding their conversation's lock or waiting in its line. Each is taken by
-        one caller only, and its dedupe mark is cleared: the events' JSON, to handle again."""
+    async def take_orphans(self, older_than: float) -> list[Orphan]:
+        """Take over the journal's turns whose process died (its key lapsed while the store was
+        up for ``older_than`` s): each keeps its place in its conversation's line, now this
+        store's, so it is handled in its order (``Orphan.start``). A turn that had no place
+        left (written ``older_than`` s ago or more) is handed back as a new event (its dedupe
+        mark cleared). Each is taken by one caller only."""
 
     @abstractmethod
     async def register_failure(self, scope: str, window: int) -> int:
@@ -560,9 +639,15 @@ class MemoryStore(SessionStore):
             raise SessionCorrupt(msg) from err
 
     async def save(
-        self, key: ConvKey, session: Session, ttl: int, closes: str | None = None
+        self,
+        key: ConvKey,
+        session: Session,
+        ttl: int,
+        closes: str | None = None,
+        *,
+        ticket: str | None = None,
     ) -> None:
-        """Store the session with an idle TTL."""
+        """Store the session with an idle TTL (one process: no other can take a turn over)."""
         self._set(conv_key(key), session.to_json(), _check_ttl(ttl, "ttl"))
         if closes is not None:
             self._journal.pop(_journal_field(key, closes), None)
@@ -571,11 +656,11 @@ class MemoryStore(SessionStore):
         """Forget the turn's journal entry."""
         self._journal.pop(_journal_field(key, event_id), None)
 
-    async def take_orphans(self, older_than: float) -> list[str]:
+    async def take_orphans(self, older_than: float) -> list[Orphan]:
         """Entries old enough whose conversation has neither a lock nor a line."""
         limit = self._clock() - older_than
         stale = self._clock() - JOURNAL_MAX_AGE
-        taken: list[str] = []
+        taken: list[Orphan] = []
         for name, (key, event_id, at, event) in list(self._journal.items()):
             lock = _lock_key(key)
             if at < stale:
@@ -586,7 +671,7 @@ class MemoryStore(SessionStore):
                 continue
             del self._journal[name]
             await self.unclaim_event(key.channel, event_id)
-            taken.append(event)
+            taken.append(Orphan(event))
         return taken
 
     async def delete(self, key: ConvKey) -> None:
@@ -877,75 +962,124 @@ def _parse_or_skip(key: ConvKey, raw: str | bytes) -> Session | None:
 
 # --------------------------------------------------------------------------- redis
 
-# Delete the lock only when it still holds our token: an expired lock re-taken by another
-# process must survive our late release.
-# The lock goes straight to the conversation's oldest waiter (KEYS[2], a list of tokens), so a
-# burst whose messages reached different processes is served first come, first served: the
-# releasing process cannot take the lock again for its own next message ahead of them.
-_HANDOFF = """
+# The conversation's line (``wispbot:lock:{conv}:queue``, a list of tokens) holds every turn of
+# the conversation from its arrival to its end, in arrival order: its head is the turn whose
+# time it is. The lock key holds the head's token with a short lease that its process renews;
+# only the head may take a free lock, so a holder that lapsed (its process died, or Redis was
+# down) keeps its place: nobody runs a later message first. A token names its process
+# (``{process}.{random}.j{event}``, or ``.n`` for a turn no journal keeps), and each
+# process keeps ``wispbot:alive:{process}`` alive while it runs: a token whose process key lapsed
+# while Redis was up belongs to a dead process. Its journalled turns are taken over in their
+# places by another process (``take_orphans``); its other places (an agent's message, a turn
+# whose outcome is saved) are passed over. Every write of a turn checks that its token still
+# owns the conversation (fencing): a turn whose place was taken over saves nothing.
+_OWNERSHIP = """
+local function alive(token)
+    local process = string.match(token, '^([^.]+)%.')
+    if not process then
+        return true
+    end
+    return redis.call('exists', 'wispbot:alive:' .. process) == 1
+end
+local function settled(uptime)
+    local up = string.match(redis.call('info', 'server'), 'uptime_in_seconds:(%d+)')
+    return tonumber(up) >= tonumber(uptime)
+end
+local function owns(lock, queue, token)
+    if redis.call('lindex', queue, 0) ~= token then
+        return false
+    end
+    local holder = redis.call('get', lock)
+    return (not holder) or holder == token
+end
 local function hand_off(lock, queue, lease)
-    local nxt = redis.call('lpop', queue)
+    local nxt = redis.call('lindex', queue, 0)
     if nxt then
         redis.call('set', lock, nxt, 'PX', lease)
+    else
+        redis.call('del', lock)
     end
 end
 local function release(lock, queue, token, lease)
-    if redis.call('get', lock) == token then
-        redis.call('del', lock)
+    if owns(lock, queue, token) then
+        redis.call('lpop', queue)
         hand_off(lock, queue, lease)
         return 1
     end
+    redis.call('lrem', queue, 0, token)
     return 0
+end
+local function take(lock, conv, token, lease)
+    redis.call('set', lock, token, 'PX', lease)
+    local session = redis.call('get', conv)
+    if session then
+        return {1, session}
+    end
+    return {1}
 end
 """
 
 # KEYS: lock, queue; ARGV: token, lease ms for the next holder.
 _RELEASE = (
-    _HANDOFF
+    _OWNERSHIP
     + """
 return release(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
 """
 )
 
-# Take the conversation lock and, when taken, read the session in the same round trip: the
-# holder is about to load it, and nobody else may write it while the lock is held.
-# KEYS: lock, session, queue; ARGV: token, lease ms, queue TTL ms. The lock is taken when it is
-# free and nobody waits; else the token joins the queue (once) and the caller polls _WAIT_TURN.
-_ACQUIRE_LOAD = """
-if redis.call('llen', KEYS[3]) == 0 and redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-    local session = redis.call('get', KEYS[2])
-    if session then
-        return {1, session}
-    end
-    return {1}
-end
-redis.call('rpush', KEYS[3], ARGV[1])
-redis.call('pexpire', KEYS[3], ARGV[3])
-return {0}
-"""
-
-# A queued waiter's poll. KEYS: lock, session, queue; ARGV: token, lease ms. Handed the lock:
-# read the session. The lock free (a holder or a handed waiter died and its lease lapsed): take
-# it and leave the queue.
-_WAIT_TURN = """
-local holder = redis.call('get', KEYS[1])
-if holder == ARGV[1] or (not holder and redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])) then
-    redis.call('pexpire', KEYS[1], ARGV[2])
-    redis.call('lrem', KEYS[3], 0, ARGV[1])
-    local session = redis.call('get', KEYS[2])
-    if session then
-        return {1, session}
-    end
-    return {1}
-end
-return {0}
-"""
-
-# A waiter leaving for good (cancelled). KEYS: lock, queue; ARGV: token, lease ms.
-_LEAVE = (
-    _HANDOFF
+# Join the line and, at its head, take the lock and read the session in the same round trip.
+# KEYS: lock, session, queue, process key; ARGV: token, lease ms, process key lease ms.
+_ACQUIRE_LOAD = (
+    _OWNERSHIP
     + """
-if release(KEYS[1], KEYS[2], ARGV[1], ARGV[2]) == 1 then
+redis.call('set', KEYS[4], 1, 'PX', ARGV[3])
+redis.call('rpush', KEYS[3], ARGV[1])
+redis.call('persist', KEYS[3])  -- (a line of an older version had a TTL)
+if owns(KEYS[1], KEYS[3], ARGV[1]) then
+    return take(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+end
+return {0}
+"""
+)
+
+# A waiter's poll. KEYS: lock, session, queue, journal; ARGV: token, lease ms, uptime s, the
+# conversation as in journal fields. At the head: take the lock, read the session. A dead
+# process's head that no journal entry keeps (an agent's message, a turn whose outcome is saved
+# with its outbox), its lock lapsed, is passed over. -1: this place is gone (taken over: this
+# process was taken for dead).
+_WAIT_TURN = (
+    _OWNERSHIP
+    + """
+if owns(KEYS[1], KEYS[3], ARGV[1]) then
+    return take(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+end
+if not redis.call('lpos', KEYS[3], ARGV[1]) then
+    return {-1}
+end
+local head = redis.call('lindex', KEYS[3], 0)
+local event = string.match(head, '^[^.]+%.[^.]+%.j(.*)$')
+local kept = event and redis.call('hexists', KEYS[4], ARGV[4] .. '|' .. event) == 1
+if redis.call('exists', KEYS[1]) == 0 and not kept and not alive(head) and settled(ARGV[3]) then
+    redis.call('lpop', KEYS[3])
+    hand_off(KEYS[1], KEYS[3], ARGV[2])
+    if owns(KEYS[1], KEYS[3], ARGV[1]) then
+        return take(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+    end
+end
+return {0}
+"""
+)
+
+# A waiter leaving for good (cancelled): its place, and the lock if it was handed over.
+# KEYS: lock, queue; ARGV: token, lease ms.
+_LEAVE = _RELEASE
+
+# A waiter giving up. KEYS: lock, queue; ARGV: token. 1 when it is at the head after all (it
+# takes the lock), else it leaves the line.
+_ABANDON = (
+    _OWNERSHIP
+    + """
+if owns(KEYS[1], KEYS[2], ARGV[1]) then
     return 1
 end
 redis.call('lrem', KEYS[2], 0, ARGV[1])
@@ -953,25 +1087,34 @@ return 0
 """
 )
 
-# A waiter giving up. KEYS: lock, queue; ARGV: token. 1 when the lock was handed to it meanwhile
-# (it holds it after all), else it leaves the queue.
-_ABANDON = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-    return 1
+# Open a customer's turn in one round trip: claim the event (its mark holds the turn's token; a
+# repeat stops here), count it in the conversation's rate window, and within the limit write
+# the event in the journal of turns in flight, take a place in the line and, at its head, the
+# lock, reading the session. The same call again (its answer was lost: Redis went down) finds
+# its own mark and answers where the turn stands.
+# KEYS: seen mark, rate counter, lock, session, queue, journal, process key; ARGV: seen TTL,
+# window, limit, token, lease ms, process key lease ms, journal field, journal entry ('' none).
+_OPEN_TURN = (
+    _OWNERSHIP
+    + """
+local function placed(hits)
+    if owns(KEYS[3], KEYS[5], ARGV[4]) then
+        local taken = take(KEYS[3], KEYS[4], ARGV[4], ARGV[5])
+        return {1, hits, 1, taken[2]}
+    end
+    if redis.call('lpos', KEYS[5], ARGV[4]) then
+        return {1, hits, 0, false, 1}
+    end
+    return {1, math.max(hits, tonumber(ARGV[3]) + 2), 0}
 end
-redis.call('lrem', KEYS[2], 0, ARGV[1])
-return 0
-"""
-
-# Open a customer's turn in one round trip: claim the event (a repeat stops here), count it in
-# the conversation's rate window, and within the limit write the event in the journal of turns
-# in flight, try the lock and read the session.
-# KEYS: seen mark, rate counter, lock, session, queue, journal; ARGV: seen TTL, window, limit,
-# token, lease ms, queue TTL ms, journal field, journal entry ('' for none), journal TTL.
-_OPEN_TURN = """
-if not redis.call('set', KEYS[1], 1, 'NX', 'EX', ARGV[1]) then
-    return {0, 0, 0}
+local seen = redis.call('get', KEYS[1])
+if seen then
+    if seen ~= ARGV[4] then
+        return {0, 0, 0}
+    end
+    return placed(tonumber(redis.call('get', KEYS[2]) or '1'))
 end
+redis.call('set', KEYS[1], ARGV[4], 'EX', ARGV[1])
 redis.call('set', KEYS[2], 0, 'EX', ARGV[2], 'NX')
 local hits = redis.call('incr', KEYS[2])
 if hits > tonumber(ARGV[3]) then
@@ -981,25 +1124,42 @@ if ARGV[8] ~= '' then
     redis.call('hset', KEYS[6], ARGV[7], ARGV[8])
     redis.call('expire', KEYS[6], ARGV[9])
 end
-if redis.call('llen', KEYS[5]) > 0 or not redis.call('set', KEYS[3], ARGV[4], 'NX', 'PX', ARGV[5]) then
-    -- Busy: wait in line (the caller polls _WAIT_TURN with this token).
-    redis.call('rpush', KEYS[5], ARGV[4])
-    redis.call('pexpire', KEYS[5], ARGV[6])
-    return {1, hits, 0, false, 1}
-end
-local session = redis.call('get', KEYS[4])
-if session then
-    return {1, hits, 1, session}
-end
-return {1, hits, 1}
+redis.call('set', KEYS[7], 1, 'PX', ARGV[6])
+redis.call('rpush', KEYS[5], ARGV[4])
+-- A backstop, not a timer: a line lives as long as its turns (seconds); the TTL (renewed by
+-- each arrival) only clears a line a crash left with nobody to pass its dead head over.
+redis.call('expire', KEYS[5], ARGV[9])
+return placed(hits)
 """
+)
 
-# Close a turn in one round trip: the final save, the turn out of the journal ('' for none),
-# then the owner-only release. KEYS: session, lock, queue, journal; ARGV: session, TTL, token,
-# lease ms, journal field.
-_SAVE_RELEASE = (
-    _HANDOFF
+# A save of a turn (fenced): only while its token owns the conversation; the lease is renewed
+# (taken again after a Redis restart). With a journal field, the save makes the turn's outcome
+# durable: it leaves the journal. KEYS: session, lock, queue, journal; ARGV: session, TTL,
+# token, lease ms, journal field ('' none). 0: not the owner, nothing saved.
+_SAVE_DONE = (
+    _OWNERSHIP
     + """
+if not owns(KEYS[2], KEYS[3], ARGV[3]) then
+    return 0
+end
+redis.call('set', KEYS[2], ARGV[3], 'PX', ARGV[4])
+redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if ARGV[5] ~= '' then
+    redis.call('hdel', KEYS[4], ARGV[5])
+end
+return 1
+"""
+)
+
+# Close a turn in one round trip (fenced): the final save, the turn out of the journal, then the
+# release to the next in line. Same KEYS and ARGV as _SAVE_DONE. 0: not the owner.
+_SAVE_RELEASE = (
+    _OWNERSHIP
+    + """
+if not owns(KEYS[2], KEYS[3], ARGV[3]) then
+    return 0
+end
 redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2])
 if ARGV[5] ~= '' then
     redis.call('hdel', KEYS[4], ARGV[5])
@@ -1008,34 +1168,64 @@ return release(KEYS[2], KEYS[3], ARGV[3], ARGV[4])
 """
 )
 
-# A save that makes a turn's outcome durable (its replies in the outbox): the turn leaves the
-# journal. KEYS: session, journal; ARGV: session, TTL, journal field.
-_SAVE_DONE = """
-redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2])
-redis.call('hdel', KEYS[2], ARGV[3])
+# Take over a dead process's place in a line, once Redis has been up long enough for every live
+# process to have renewed its key. With its journal entry (unchanged since it was read): the
+# place gets the new token, the entry the new one (2 when at the head: the lock is taken too;
+# 1 waiting). Without one, or with an empty new entry (tried twice already), the place is
+# removed and the lock passed on (3). 0: nothing done (alive after all, or taken by another).
+# KEYS: queue, lock, journal; ARGV: old token, new token, journal field ('' none), entry read,
+# new entry ('' drop), lease ms, uptime s.
+_ADOPT = (
+    _OWNERSHIP
+    + """
+if not settled(ARGV[7]) or alive(ARGV[1]) then
+    return 0
+end
+local pos = redis.call('lpos', KEYS[1], ARGV[1])
+if not pos then
+    return 0
+end
+if ARGV[3] ~= '' and ARGV[5] ~= '' and redis.call('hget', KEYS[3], ARGV[3]) == ARGV[4] then
+    redis.call('lset', KEYS[1], pos, ARGV[2])
+    redis.call('hset', KEYS[3], ARGV[3], ARGV[5])
+    if pos == 0 then
+        redis.call('set', KEYS[2], ARGV[2], 'PX', ARGV[6])
+        return 2
+    end
+    return 1
+end
+if ARGV[3] ~= '' and ARGV[5] == '' then
+    redis.call('hdel', KEYS[3], ARGV[3])
+end
+redis.call('lrem', KEYS[1], 1, ARGV[1])
+if pos == 0 then
+    hand_off(KEYS[2], KEYS[1], ARGV[6])
+end
+return 3
 """
+)
 
-# Take a turn of the journal whose process died: nobody holds its conversation's lock and nobody
-# waits in its line (a live turn always has one or the other), so nobody else will handle it.
-# Its dedupe mark goes too, so the event is handled as new. KEYS: journal, lock, queue, seen
-# mark; ARGV: journal field. 1 when taken.
+# Take a journal entry that has no place in its line (its turn ended without saving, e.g. the
+# store stayed down past the engine's retries): it is handled again as a new event, so its
+# dedupe mark goes. KEYS: journal, queue, seen mark; ARGV: journal field, entry read, ticket.
 _TAKE_ORPHAN = """
-if redis.call('exists', KEYS[2]) == 1 or redis.call('llen', KEYS[3]) > 0 then
+if redis.call('lpos', KEYS[2], ARGV[3]) or redis.call('hget', KEYS[1], ARGV[1]) ~= ARGV[2] then
     return 0
 end
-if redis.call('hdel', KEYS[1], ARGV[1]) == 0 then
-    return 0
-end
-redis.call('del', KEYS[4])
+redis.call('hdel', KEYS[1], ARGV[1])
+redis.call('del', KEYS[3])
 return 1
 """
 
-# Extend every lock still held by its token (KEYS: locks; ARGV: token, lease ms, token, ...).
-_RENEW = """
+# Renew the lease of every lock whose token still owns its conversation (KEYS: lock, queue,
+# lock, queue, ...; ARGV: token, lease ms, token, ...).
+_RENEW = (
+    _OWNERSHIP
+    + """
 local kept = {}
-for i = 1, #KEYS do
-    if redis.call('get', KEYS[i]) == ARGV[2 * i - 1] then
-        redis.call('pexpire', KEYS[i], ARGV[2 * i])
+for i = 1, #KEYS / 2 do
+    if owns(KEYS[2 * i - 1], KEYS[2 * i], ARGV[2 * i - 1]) then
+        redis.call('set', KEYS[2 * i - 1], ARGV[2 * i - 1], 'PX', ARGV[2 * i])
         kept[i] = 1
     else
         kept[i] = 0
@@ -1043,6 +1233,7 @@ for i = 1, #KEYS do
 end
 return kept
 """
+)
 
 # Keep an event for the next process. KEYS: inbox; ARGV: the event, the inbox's TTL.
 _PUSH_INBOX = """
@@ -1199,9 +1390,18 @@ class RedisStore(SessionStore):
         self._save_release = self._pipe.register(_SAVE_RELEASE)
         self._save_done = self._pipe.register(_SAVE_DONE)
         self._take_orphan = self._pipe.register(_TAKE_ORPHAN)
+        self._adopt = self._pipe.register(_ADOPT)
         self._renew = self._pipe.register(_RENEW)
         self._push_inbox = self._pipe.register(_PUSH_INBOX)
         self._leases = _LeaseKeeper(self._extend)
+        # This process's name in its tokens, and its key kept alive while it runs.
+        self._process = secrets.token_hex(6)
+        self._alive_key = redis_key("alive", self._process)
+        self._alive_lease = 0.0
+        self._heartbeat: asyncio.Task[None] | None = None
+        # Tokens of open_turn calls not yet answered: a retry of the call reuses its token, so
+        # it finds its own claim when the first call ran and only its answer was lost.
+        self._opening: dict[tuple[str, str], str] = {}
 
     @classmethod
     def from_url(
@@ -1270,52 +1470,133 @@ class RedisStore(SessionStore):
             raise SessionCorrupt(msg) from err
 
     async def save(
-        self, key: ConvKey, session: Session, ttl: int, closes: str | None = None
+        self,
+        key: ConvKey,
+        session: Session,
+        ttl: int,
+        closes: str | None = None,
+        *,
+        ticket: str | None = None,
     ) -> None:
-        """Store the session with an idle TTL (one SET EX; with ``closes``, one script)."""
+        """Store the session with an idle TTL: within a turn, one fenced script (``LockLost``
+        when the turn's place was taken over); else one SET EX."""
         seconds = _check_ttl(ttl, "ttl")
         name = conv_key(key)
         self._prefetched.pop(name, None)
         value = session.to_json()
-        if closes is None:
+        hold = self._own_hold(key, ticket)
+        if ticket is None and hold is None:
             await self._call("save", lambda p: p.set(name, value, ex=seconds))
+            if closes is not None:
+                await self.drop_turn(key, closes)
             return
-        args: list[str | int] = [value, seconds, _journal_field(key, closes)]
-        await self._call("save", self._script(self._save_done, [name, JOURNAL_KEY], args))
+        token = ticket if hold is None or ticket is not None else hold.token
+        assert token is not None
+        lease = (self._alive_lease or _DEFAULT_LEASE) if hold is None else hold.lease
+        lock = _lock_key(key)
+        args: list[str | int] = [
+            value,
+            seconds,
+            token,
+            _ms(lease),
+            "" if closes is None else _journal_field(key, closes),
+        ]
+        keys = [name, lock, _queue_of(lock), JOURNAL_KEY]
+        if not await self._call("save", self._script(self._save_done, keys, args)):
+            self._lost(hold, lock)
 
     async def drop_turn(self, key: ConvKey, event_id: str) -> None:
         """HDEL the turn's journal entry."""
         field = _journal_field(key, event_id)
         await self._call("drop_turn", lambda p: p.hdel(JOURNAL_KEY, field))
 
-    async def take_orphans(self, older_than: float) -> list[str]:
-        """HGETALL the journal, then take each old enough entry whose conversation has neither a
-        lock nor a line (one script each, so one process takes it)."""
+    async def take_orphans(self, older_than: float) -> list[Orphan]:
+        """HGETALL the journal; read the lines of its conversations and which of their tokens'
+        processes still run; take over, in line order, the places of dead ones (one script
+        each, checked again there, so one process takes each)."""
         found = await self._call("take_orphans", lambda p: p.hgetall(JOURNAL_KEY))
-        limit = self._clock() - older_than
         stale = self._clock() - JOURNAL_MAX_AGE
-        unreadable: list[str | bytes] = []  # and stale: dropped
-        candidates: list[tuple[str, Queue]] = []
+        entries: list[_Entry] = []
+        unreadable: list[str | bytes] = []
         for name, raw in (found or {}).items():
             entry = _parse_journal(name, raw)
             if entry is None:
                 unreadable.append(name)
-                continue
-            key, event_id, at, event = entry
-            if at < stale:
-                unreadable.append(name)
-                _log_stale(key)
-                continue
-            if at > limit:
-                continue
-            lock = _lock_key(key)
-            keys = [JOURNAL_KEY, lock, _queue_of(lock), redis_key("seen", key.channel, event_id)]
-            candidates.append((event, self._script(self._take_orphan, keys, [name])))
+            elif entry.at < stale:
+                unreadable.append(name)  # and stale: dropped
+                _log_stale(entry.key)
+            else:
+                entries.append(entry)
         if unreadable:
             await self._call("take_orphans", lambda p: p.hdel(JOURNAL_KEY, *unreadable))
-        # Issued together, they leave in one pipeline.
-        took = await asyncio.gather(*(self._call("take_orphans", q) for _, q in candidates))
-        return [event for (event, _), ok in zip(candidates, took, strict=True) if ok]
+        if not entries:
+            return []
+        by_ticket = {e.ticket: e for e in entries if e.ticket}
+        keys = list(dict.fromkeys(e.key for e in entries))
+        queues = [_queue_of(_lock_key(k)) for k in keys]
+        lines = await asyncio.gather(*(self._call("take_orphans", _lrange(q)) for q in queues))
+        tokens = {k: [_text(t) for t in line or []] for k, line in zip(keys, lines, strict=True)}
+        processes = list({t.partition(".")[0] for line in tokens.values() for t in line})
+        alive = await asyncio.gather(
+            *(self._call("take_orphans", _exists(redis_key("alive", n))) for n in processes)
+        )
+        dead = {n for n, up in zip(processes, alive, strict=True) if not up}
+        taken = await asyncio.gather(
+            *(self._adopt_line(k, tokens[k], dead, by_ticket, older_than) for k in keys)
+        )
+        orphans = [orphan for line in taken for orphan in line]
+        placed = {t for line in tokens.values() for t in line}
+        limit = self._clock() - older_than
+        for entry in entries:
+            if entry.ticket not in placed and entry.at <= limit:
+                orphans.extend(await self._take_unplaced(entry))
+        return orphans
+
+    async def _adopt_line(
+        self,
+        key: ConvKey,
+        line: list[str],
+        dead: set[str],
+        by_ticket: dict[str, _Entry],
+        uptime: float,
+    ) -> list[Orphan]:
+        """Take over a line's places of dead processes, oldest first."""
+        lock = _lock_key(key)
+        taken: list[Orphan] = []
+        for token in line:
+            if token.partition(".")[0] not in dead:
+                continue
+            entry = by_ticket.get(token)
+            new = self._token(entry.event_id if entry is not None else None)
+            lease = self._alive_lease or _DEFAULT_LEASE
+            args: list[str | int] = [token, new, "", "", "", _ms(lease), max(1, int(uptime))]
+            if entry is not None:
+                again = entry.tries < _MAX_TRIES
+                fresh = _journal_entry(entry.event, entry.at, new, entry.tries + 1)
+                args[2:5] = [entry.field, entry.raw, fresh if again else ""]
+            keys = [_queue_of(lock), lock, JOURNAL_KEY]
+            done = await self._call("take_orphans", self._script(self._adopt, keys, args))
+            if done in (1, 2) and entry is not None:
+                locked = done == 2
+                if locked:
+                    self._leases.add(_Hold(lock, new, lease))
+                self._keep_alive(lease)
+                start = TurnStart(claimed=True, hits=0, locked=locked, ticket=new)
+                taken.append(Orphan(entry.event, start))
+            elif entry is not None and not args[4] and done == 3:
+                log.error(
+                    "message not handled again: it was in flight in two processes that died",
+                    extra={"conv": str(key)},
+                )
+        return taken
+
+    async def _take_unplaced(self, entry: _Entry) -> list[Orphan]:
+        """A journal entry with no place in its line: handed back as a new event, once."""
+        seen = redis_key("seen", entry.key.channel, entry.event_id)
+        keys = [JOURNAL_KEY, _queue_of(_lock_key(entry.key)), seen]
+        args = [entry.field, entry.raw, entry.ticket or "-"]
+        took = await self._call("take_orphans", self._script(self._take_orphan, keys, args))
+        return [Orphan(entry.event)] if took else []
 
     async def delete(self, key: ConvKey) -> None:
         """Forget the session."""
@@ -1380,7 +1661,8 @@ class RedisStore(SessionStore):
         seen_ttl: int = 86400,
         journal: str | None = None,
     ) -> TurnStart:
-        """Claim, count, journal, try the lock and read the session: one script, one trip."""
+        """Claim, count, journal, take a place in line (at its head, the lock) and read the
+        session: one script, one trip. A retry after a lost answer finds its own claim."""
         lease = _check_lease(lease)
         name, conv = _lock_key(key), conv_key(key)
         keys = [
@@ -1390,20 +1672,26 @@ class RedisStore(SessionStore):
             conv,
             _queue_of(name),
             JOURNAL_KEY,
+            self._alive_key,
         ]
-        token = secrets.token_hex(16)
+        opening = (conv, event_id)
+        token = self._opening.setdefault(
+            opening, self._token(event_id if journal is not None else None)
+        )
         args: list[str | int] = [
             _check_ttl(seen_ttl, "ttl"),
             _check_ttl(rate_window, "window"),
             rate_limit,
             token,
-            max(1, int(lease * 1000)),
-            _QUEUE_TTL_MS,
+            _ms(lease),
+            _ms(lease),
             _journal_field(key, event_id),
-            "" if journal is None else _journal_entry(journal, self._clock()),
+            "" if journal is None else _journal_entry(journal, self._clock(), token),
             JOURNAL_TTL,
         ]
+        self._keep_alive(lease)
         found = await self._call("open_turn", self._script(self._open_turn, keys, args))
+        del self._opening[opening]
         claimed, hits, locked = bool(found[0]), int(found[1]), bool(found[2])
         queued = len(found) > 4 and bool(found[4])  # in line: the lock wait polls with the token
         if locked:
@@ -1411,6 +1699,35 @@ class RedisStore(SessionStore):
             self._leases.add(_Hold(name, token, lease))
         ticket = token if locked or queued else None
         return TurnStart(claimed=claimed, hits=hits, locked=locked, ticket=ticket)
+
+    def _token(self, journalled: str | None) -> str:
+        """A new place's token: this process, a random part, and the event whose journal entry
+        may keep it (``journalled``; none for an agent's message or a second try)."""
+        kept = "n" if journalled is None else f"j{journalled}"
+        return f"{self._process}.{secrets.token_hex(8)}.{kept}"
+
+    def _keep_alive(self, lease: float) -> None:
+        """Keep this process's key alive (from its first turn on) every third of a lease."""
+        self._alive_lease = max(self._alive_lease, lease)
+        if self._heartbeat is None:
+            self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
+
+    async def _beat(self) -> None:
+        name = self._alive_key
+        while True:
+            px = _ms(self._alive_lease)
+            # Redis down: every process's key lapses alike; tried again shortly.
+            with contextlib.suppress(StoreError):
+                await self._call("alive", _set_px(name, px))
+            await asyncio.sleep(self._alive_lease / 3)
+
+    def _lost(self, hold: _Hold | None, lock: str) -> None:
+        """A fenced write found the turn's place taken over: drop its lock, tell the caller."""
+        if hold is not None:
+            hold.released = True
+            self._leases.discard(hold)
+        log.warning("turn's place taken over by another process", extra={"lock": lock})
+        raise LockLost(f"conversation lock {lock} was taken over")
 
     def _own_hold(self, key: ConvKey, ticket: str | None) -> _Hold | None:
         hold = self._leases.holds.get(_lock_key(key))
@@ -1432,11 +1749,11 @@ class RedisStore(SessionStore):
         ticket: str | None = None,
         closes: str | None = None,
     ) -> None:
-        """The final save, the turn out of the journal and the owner-only release: one
-        script."""
+        """The final save, the turn out of the journal and the release to the next in line:
+        one fenced script (``LockLost`` when the turn's place was taken over)."""
         hold = self._own_hold(key, ticket)
         if hold is None or hold.released:
-            await self.save(key, session, ttl, closes)
+            await self.save(key, session, ttl, closes, ticket=ticket)
             return
         seconds = _check_ttl(ttl, "ttl")
         name = conv_key(key)
@@ -1445,16 +1762,19 @@ class RedisStore(SessionStore):
             session.to_json(),
             seconds,
             hold.token,
-            max(1, int(hold.lease * 1000)),
+            _ms(hold.lease),
             "" if closes is None else _journal_field(key, closes),
         ]
         keys = [name, hold.name, _queue_of(hold.name), JOURNAL_KEY]
+        # A second try of a call whose answer was lost (Redis went down) finds the place gone
+        # because the first one ran: that is no loss.
+        again, hold.closing = hold.closing, True
         released = await self._call("save", self._script(self._save_release, keys, args))
         # Given back only once the script ran: when it did not, ``release`` still owes it.
         hold.released = True
         self._leases.discard(hold)
-        if not released:
-            log.warning("lock expired before its owner released it", extra={"lock": hold.name})
+        if not released and not again:
+            self._lost(hold, hold.name)
 
     async def _give_back(self, hold: _Hold, conv: str) -> None:
         if hold.released:
@@ -1466,22 +1786,25 @@ class RedisStore(SessionStore):
 
     async def _extend(self, holds: list[_Hold]) -> list[bool]:
         args: list[str | int] = []
+        names: list[str] = []
         for hold in holds:
-            args += [hold.token, max(1, int(hold.lease * 1000))]
-        names = [h.name for h in holds]
+            args += [hold.token, _ms(hold.lease)]
+            names += [hold.name, _queue_of(hold.name)]
         kept = await self._call("renew", self._script(self._renew, names, args))
         return [bool(k) for k in kept]
 
     async def _acquire(
         self, name: str, conv: str, expire: float, wait: float, ticket: str | None
     ) -> _Hold:
-        px = max(1, int(expire * 1000))
+        px = _ms(expire)
         keys = [name, conv, _queue_of(name)]
         token = ticket
-        if token is None:  # not in line yet: take the lock if free and nobody waits, else queue
-            token = secrets.token_hex(16)
+        if token is None:  # not in line yet: join it (at its head, the lock is taken)
+            token = self._token(None)
+            self._keep_alive(expire)
             taken = await self._call(
-                "lock", self._script(self._acquire_load, keys, [token, px, _QUEUE_TTL_MS])
+                "lock",
+                self._script(self._acquire_load, [*keys, self._alive_key], [token, px, px]),
             )
             if taken[0]:
                 return self._held(name, conv, token, expire, taken)
@@ -1499,25 +1822,30 @@ class RedisStore(SessionStore):
     async def _wait_in_line(
         self, name: str, conv: str, token: str, expire: float, wait: float
     ) -> _Hold:
-        px = max(1, int(expire * 1000))
-        keys = [name, conv, _queue_of(name)]
+        px = _ms(expire)
+        keys = [name, conv, _queue_of(name), JOURNAL_KEY]
+        # A dead process's place is passed over only once Redis has been up this long.
+        journalled = conv.removeprefix(f"{PREFIX}:conv:")  # its entries' fields start so
+        args: list[str | int] = [token, px, max(1, int(2 * expire)), journalled]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(wait, 0.0)
         delay = _POLL_FIRST
         while True:
-            taken = await self._call("lock", self._script(self._wait_turn, keys, [token, px]))
-            if taken[0]:
+            taken = await self._call("lock", self._script(self._wait_turn, keys, args))
+            if taken[0] == 1:
                 return self._held(name, conv, token, expire, taken)
+            if taken[0] == -1:
+                log.warning("turn's place taken over by another process", extra={"lock": name})
+                msg = f"conversation lock {name}: this turn's place was taken over"
+                raise LockLost(msg)
             remaining = deadline - loop.time()
             if remaining <= 0:
                 mine = await self._call(
                     "lock", self._script(self._abandon, [name, _queue_of(name)], [token])
                 )
                 if mine:  # handed over just now: take it after all
-                    taken = await self._call(
-                        "lock", self._script(self._wait_turn, keys, [token, px])
-                    )
-                    if taken[0]:
+                    taken = await self._call("lock", self._script(self._wait_turn, keys, args))
+                    if taken[0] == 1:
                         return self._held(name, conv, token, expire, taken)
                 msg = f"conversation lock {name} still busy after {wait:g} s"
                 raise LockTimeout(msg)
@@ -1532,7 +1860,7 @@ class RedisStore(SessionStore):
 
     async def _unlock(self, name: str, token: str, lease: float) -> None:
         try:
-            args: list[str | int] = [token, max(1, int(lease * 1000))]
+            args: list[str | int] = [token, _ms(lease)]
             released = await self._pipe.run(
                 self._script(self._release, [name, _queue_of(name)], args)
             )
@@ -1627,6 +1955,14 @@ class RedisStore(SessionStore):
     async def aclose(self) -> None:
         """Close the client (and the sentinel connections when this store made them)."""
         await self._leases.aclose()
+        beat, self._heartbeat = self._heartbeat, None
+        if beat is not None:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+            # What this process leaves in lines is another's to take over at once.
+            with contextlib.suppress(RedisError, OSError):
+                await self._redis.delete(self._alive_key)
         await self._pipe.aclose()
         await self._redis.aclose()
         if self._sentinel is not None:

@@ -60,7 +60,7 @@ from bot.http_guard import GuardedSite, body_within, quiet_bad_requests, server_
 from bot.logs import log_key, setup_logging
 from bot.relay import Relay
 from bot.runtime import Runtime, open_runtime
-from bot.sessions import StoreError
+from bot.sessions import StoreError, TurnStart
 from bot.settings import Settings, SettingsError, load_settings, require
 from bot.startup import check_wisphub, listen, telegram_problem
 from bot.types import Channel, ConvKey, Inbound, Outbound
@@ -70,8 +70,8 @@ from integrations.wisphub.errors import WispHubError
 log = logging.getLogger(__name__)
 
 SWEEP_SECONDS = 15.0
-# A journal entry this old with neither a lock nor a line is a dead process's turn; the age
-# only allows for clocks of different machines disagreeing.
+# A turn is a dead process's when that process's key lapsed while Redis was up at least this
+# long (every live process renews its key every third of a lease, a restarted Redis included).
 ORPHAN_SECONDS = 2 * LOCK_LEASE_SECONDS
 DRAIN_SECONDS = 22.0  # in all, for the messages in flight at stop
 POLLING_DRAIN_SECONDS = 20.0  # fetched updates still unhandled then are kept in the inbox
@@ -211,7 +211,7 @@ class Service:
         log.info("http serving", extra={"addresses": str(runner.addresses)})
 
         # Events a stopped process kept go first, before anything new is fetched; then the
-        # turns of a process that died (their conversation's lock lapsed already).
+        # turns of a process that died (in their places: they still go first).
         await self._resume_inbox()
         await self._resume_orphans()
         if self.telegram is not None:
@@ -371,8 +371,14 @@ class Service:
             log.warning("could not read the journal of turns in flight")
             return
         metrics.RECOVERED_TURNS.inc(len(orphans))
-        # A second try is not journalled: a message that kills its process is not tried forever.
-        self._handle_again(orphans, "handling again a message whose process died", journal=False)
+        why = "handling again a message whose process died"
+        for orphan in orphans:
+            # Taken over in its place in line (in its order), or, with none left, as new; a
+            # second try of the latter is not journalled (a message that kills its process is
+            # not tried forever; one taken over keeps its count of tries in the journal).
+            inbound = Inbound.from_json(orphan.event)
+            log.warning(why, extra={"conv": str(inbound.key)})
+            self._spawn(self.on_inbound(inbound, journal=False, resumed=orphan.start))
 
     def _handle_again(self, events: list[str], why: str, *, journal: bool) -> None:
         for raw in events:
@@ -397,12 +403,16 @@ class Service:
         placed: Callable[[], None] | None = None,
         *,
         journal: bool = True,
+        resumed: TurnStart | None = None,
     ) -> None:
-        """A customer event from any channel (``placed``, ``journal``: see ``Engine.handle``)."""
+        """A customer event from any channel (``placed``, ``journal``, ``resumed``: see
+        ``Engine.handle``)."""
         started = time.perf_counter()
         try:
             with self._turn():
-                await self.engine.handle(inbound, self.deliver, placed=placed, journal=journal)
+                await self.engine.handle(
+                    inbound, self.deliver, placed=placed, journal=journal, resumed=resumed
+                )
         except asyncio.CancelledError:
             # Stopping with this event not yet handled: keep it for the next process (a turn
             # that had saved its replies is a duplicate there and only its outbox is sent).

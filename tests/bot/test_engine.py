@@ -209,10 +209,16 @@ class FlakyStore(MemoryStore):
         return await super().load(key)
 
     async def save(
-        self, key: ConvKey, session: Session, ttl: int, closes: str | None = None
+        self,
+        key: ConvKey,
+        session: Session,
+        ttl: int,
+        closes: str | None = None,
+        *,
+        ticket: str | None = None,
     ) -> None:
         self._maybe_fail("save")
-        await super().save(key, session, ttl, closes)
+        await super().save(key, session, ttl, closes, ticket=ticket)
 
 
 async def test_a_short_store_outage_is_waited_out_and_the_message_handled_once() -> None:

@@ -350,18 +350,28 @@ async def test_restart_in_the_middle_of_a_conversation(
 
 
 async def test_kill9_during_a_turn_does_not_silence_the_customer(
-    bot: BotProcess, new_chat: NewChat, sandbox: Sandbox, redis_client: aioredis.Redis
+    bot: BotProcess,
+    fleet: dict[str, BotProcess],
+    new_chat: NewChat,
+    sandbox: Sandbox,
+    redis_client: aioredis.Redis,
 ) -> None:
-    """kill -9 while a message waits on WispHub; after a restart the customer's next message
-    is answered promptly (the message that was in flight may be lost: polling confirmed it)."""
+    """kill -9 while a message waits on WispHub; after a restart the message that was in
+    flight is answered (taken over from the journal, within about the lock's lease plus one
+    sweep), once."""
+    # The other bots share the database: any of them would take the turn over, and answer
+    # through its own fake Bot API. (They start again for the tests that need them.)
+    for name in ("timeout", "webhook"):
+        if fleet[name].running:
+            await fleet[name].terminate()
     chat = new_chat()
     await _document_look_up_in_flight(chat, sandbox, delay=2.0)
+    start = chat.mark()
     bot.kill9()
     try:
         await bot.start()
-        chat.say(ANA[0])
-        # The dead process's lock is a short lease: it lapses within seconds.
-        await chat.expect("nombre completo|documento", timeout=10)
+        await chat.expect("nombre completo", timeout=30)
+        assert len(chat.messages()[start:]) == 1, chat.transcript()
     finally:
         # Should it not lapse, it must not block the tests that follow.
         await redis_client.delete(redis_key("lock", "telegram", str(chat.id)))

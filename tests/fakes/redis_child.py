@@ -30,8 +30,11 @@ def redis_server_path() -> str | None:
 class RedisChild:
     """``redis-server --port P --save "" --appendonly yes --dir D`` as a child process."""
 
-    def __init__(self, executable: str, port: int, directory: Path) -> None:
+    def __init__(
+        self, executable: str, port: int, directory: Path, *, fsync: str = "everysec"
+    ) -> None:
         self.executable = executable
+        self.fsync = fsync  # appendfsync: "always" makes every acknowledged write survive SIGKILL
         self.port = port
         self.dir = directory
         self.url = f"redis://127.0.0.1:{port}/0"
@@ -83,6 +86,8 @@ class RedisChild:
                 "",
                 "--appendonly",
                 "yes",
+                "--appendfsync",
+                self.fsync,
                 "--dir",
                 str(self.dir),
             ],
@@ -102,7 +107,7 @@ class RedisChild:
         return self.proc.returncode
 
     def kill(self) -> None:
-        """SIGKILL, for clean-up after a failure."""
+        """SIGKILL (an outage, or clean-up after a failure)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=5)
