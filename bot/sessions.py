@@ -372,6 +372,11 @@ class SessionStore(ABC):
         """Forget the conversation's session."""
 
     @abstractmethod
+    async def move(self, old: ConvKey, new: ConvKey) -> bool:
+        """Give the session of ``old`` to ``new`` (the customer's number changed), keeping its
+        TTL; False, and nothing changed, when ``old`` has none or ``new`` already has one."""
+
+    @abstractmethod
     async def claim_event(self, channel: str, event_id: str, ttl: int = 86400) -> bool:
         """True the first time an event id is seen on a channel, False for every repeat."""
 
@@ -592,6 +597,14 @@ class MemoryStore(SessionStore):
     async def delete(self, key: ConvKey) -> None:
         """Forget the session."""
         self._values.pop(conv_key(key), None)
+
+    async def move(self, old: ConvKey, new: ConvKey) -> bool:
+        """Like RENAMENX."""
+        source, dest = conv_key(old), conv_key(new)
+        if self._get(source) is None or self._get(dest) is not None:
+            return False
+        self._values[dest] = self._values.pop(source)
+        return True
 
     async def claim_event(self, channel: str, event_id: str, ttl: int = 86400) -> bool:
         """True the first time only."""
@@ -1015,6 +1028,15 @@ redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2])
 redis.call('hdel', KEYS[2], ARGV[3])
 """
 
+# A session to a new key (the customer's number changed), unless the new key has one already.
+# KEYS: old session, new session. 1 when moved.
+_MOVE = """
+if redis.call('exists', KEYS[1]) == 0 then
+    return 0
+end
+return redis.call('renamenx', KEYS[1], KEYS[2])
+"""
+
 # Take a turn of the journal whose process died: nobody holds its conversation's lock and nobody
 # waits in its line (a live turn always has one or the other), so nobody else will handle it.
 # Its dedupe mark goes too, so the event is handled as new. KEYS: journal, lock, queue, seen
@@ -1198,6 +1220,7 @@ class RedisStore(SessionStore):
         self._open_turn = self._pipe.register(_OPEN_TURN)
         self._save_release = self._pipe.register(_SAVE_RELEASE)
         self._save_done = self._pipe.register(_SAVE_DONE)
+        self._move = self._pipe.register(_MOVE)
         self._take_orphan = self._pipe.register(_TAKE_ORPHAN)
         self._renew = self._pipe.register(_RENEW)
         self._push_inbox = self._pipe.register(_PUSH_INBOX)
@@ -1322,6 +1345,13 @@ class RedisStore(SessionStore):
         name = conv_key(key)
         self._prefetched.pop(name, None)
         await self._call("delete", lambda p: p.delete(name))
+
+    async def move(self, old: ConvKey, new: ConvKey) -> bool:
+        """RENAMENX in one script (RENAMENX alone fails when there is nothing to move)."""
+        source, dest = conv_key(old), conv_key(new)
+        self._prefetched.pop(source, None)
+        self._prefetched.pop(dest, None)
+        return bool(await self._call("move", self._script(self._move, [source, dest], [])))
 
     async def claim_event(self, channel: str, event_id: str, ttl: int = 86400) -> bool:
         """True the first time only (SET NX EX)."""
