@@ -279,6 +279,7 @@ class WhatsAppWebhook:
             log.warning("whatsapp webhook with a body that is not JSON")
             return web.Response(status=400, text="malformed JSON")
         if not isinstance(payload, dict):
+            log.warning("whatsapp webhook with a body that is not a JSON object")
             return web.Response(status=400, text="expected a JSON object")
         events = parse_webhook(payload, self._settings.phone_number_id)
         stamps = timestamps(payload)

@@ -239,12 +239,16 @@ async def test_signed_text_is_handed_to_the_sink_and_marked_read(hook: Hook) -> 
 
 
 @pytest.mark.parametrize("body", [b"{not json", b"\xff\xfe", b"", b"[1, 2]", b'"text"'])
-async def test_malformed_json_with_a_good_signature_gets_400(hook: Hook, body: bytes) -> None:
+async def test_malformed_json_with_a_good_signature_gets_400(
+    hook: Hook, body: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
     headers = {"X-Hub-Signature-256": sign(body, SECRET)}
-    response = await hook.client.post("/webhooks/whatsapp", data=body, headers=headers)
-    await hook.webhook.drain()
+    with caplog.at_level(logging.WARNING, logger="bot.channels.whatsapp"):
+        response = await hook.client.post("/webhooks/whatsapp", data=body, headers=headers)
+        await hook.webhook.drain()
     assert response.status == 400
     assert hook.received == []
+    assert len(caplog.records) == 1  # every refusal says why, once
 
 
 async def test_statuses_are_acknowledged_and_ignored(hook: Hook) -> None:
