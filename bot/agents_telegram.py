@@ -34,6 +34,9 @@ def card_text(request: AgentRequest, t: Texts) -> str:
     else:
         who = t("agents.unverified", display=request.display_name)
         details = t("agents.no_details")
+    if request.key.channel == "whatsapp" and not request.key.chat_id.isdigit():
+        # A username user: Meta gives a business-scoped id, no phone the agents could call.
+        who = f"{who} · {t('agents.no_phone')}"
     lines = [
         t("agents.history_customer" if who_ == "c" else "agents.history_bot", text=text)
         for who_, text in request.history

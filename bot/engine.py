@@ -275,6 +275,10 @@ class Engine:
                     await store.drop_turn(key, event)  # reported, not tried again
                     return []
                 loaded = await self._retry(lambda: store.load(key), "load")
+                if inbound.kind in (Kind.NOTE, Kind.MOVED):  # not a turn: nothing is answered
+                    await self._not_a_turn(inbound, loaded)
+                    await store.drop_turn(key, event)
+                    return []
                 pending = self._pending(loaded)
                 session, replies = await self._retry(lambda: self._process(inbound, loaded), "flow")
             except asyncio.CancelledError:
@@ -307,6 +311,30 @@ class Engine:
         if deliver is not None:
             await deliver(reply)
         return reply
+
+    async def _not_a_turn(self, inbound: Inbound, loaded: Session | None) -> None:
+        """A reaction or an edit (a line in the agents' topic during a handoff, else nothing),
+        or a number change (the conversation and its topic move to the new chat id)."""
+        key, store = inbound.key, self.ctx.store
+        topic = loaded.data.get("topic") if loaded is not None else None
+        if inbound.kind is Kind.MOVED and inbound.payload:
+            new = ConvKey(key.channel, inbound.payload)
+            moved = await self._retry(lambda: store.move(key, new), "move")
+            if moved and topic is not None:
+                await store.set_topic(int(topic), new)
+            log.info("conversation moved to a new number", extra={"conv": str(key), "moved": moved})
+            return
+        if loaded is None or loaded.state != WAITING or topic is None or not inbound.text:
+            return
+        notes = Texts(self.settings.bot_language)
+        if inbound.payload == "edit":
+            label = notes("agents.customer_edit", text=inbound.text)
+        else:
+            label = notes("agents.customer_reaction", text=inbound.text)
+        try:
+            await self.ctx.handoff.forward(int(topic), inbound, label)
+        except HandoffError:
+            log.warning("note not posted in the topic", extra={"conv": str(key)})
 
     @staticmethod
     def _pending(session: Session | None) -> list[Outbound]:

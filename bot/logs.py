@@ -37,8 +37,9 @@ _SECRETS = [
 # pseudonym; a WhatsApp message id, which carries the customer's number (base64), becomes one of
 # its own; any other run of 9+ digits (a bare phone number, a document) is masked but its last 4.
 _IDENTIFIERS = re.compile(
-    r"(?P<conv>\b(?:telegram|whatsapp):-?\d+\b)"
-    r"|ConvKey\(channel='(?P<channel>telegram|whatsapp)', chat_id='(?P<chat>-?\d+)'\)"
+    r"(?P<conv>\b(?:telegram|whatsapp):(?:-?\d+|[A-Z]{2}(?:\.ENT)?\.\w+)\b)"
+    r"|ConvKey\(channel='(?P<channel>telegram|whatsapp)', "
+    r"chat_id='(?P<chat>-?\d+|[A-Z]{2}(?:\.ENT)?\.\w+)'\)"
     r"|(?P<wamid>\bwamid\.[\w+/=-]+)"
     r"|(?<![\w#])(?P<digits>\d{5,})(?P<last>\d{4})(?!\w)"
 )

@@ -448,6 +448,11 @@ class SessionStore(ABC):
         """Forget the conversation's session."""
 
     @abstractmethod
+    async def move(self, old: ConvKey, new: ConvKey) -> bool:
+        """Give the session of ``old`` to ``new`` (the customer's number changed), keeping its
+        TTL; False, and nothing changed, when ``old`` has none or ``new`` already has one."""
+
+    @abstractmethod
     async def claim_event(self, channel: str, event_id: str, ttl: int = 86400) -> bool:
         """True the first time an event id is seen on a channel, False for every repeat."""
 
@@ -677,6 +682,14 @@ class MemoryStore(SessionStore):
     async def delete(self, key: ConvKey) -> None:
         """Forget the session."""
         self._values.pop(conv_key(key), None)
+
+    async def move(self, old: ConvKey, new: ConvKey) -> bool:
+        """Like RENAMENX."""
+        source, dest = conv_key(old), conv_key(new)
+        if self._get(source) is None or self._get(dest) is not None:
+            return False
+        self._values[dest] = self._values.pop(source)
+        return True
 
     async def claim_event(self, channel: str, event_id: str, ttl: int = 86400) -> bool:
         """True the first time only."""
@@ -1205,6 +1218,15 @@ return 3
 """
 )
 
+# A session to a new key (the customer's number changed), unless the new key has one already.
+# KEYS: old session, new session. 1 when moved.
+_MOVE = """
+if redis.call('exists', KEYS[1]) == 0 then
+    return 0
+end
+return redis.call('renamenx', KEYS[1], KEYS[2])
+"""
+
 # Take a journal entry that has no place in its line (its turn ended without saving, e.g. the
 # store stayed down past the engine's retries): it is handled again as a new event, so its
 # dedupe mark goes. KEYS: journal, queue, seen mark; ARGV: journal field, entry read, ticket.
@@ -1389,6 +1411,7 @@ class RedisStore(SessionStore):
         self._open_turn = self._pipe.register(_OPEN_TURN)
         self._save_release = self._pipe.register(_SAVE_RELEASE)
         self._save_done = self._pipe.register(_SAVE_DONE)
+        self._move = self._pipe.register(_MOVE)
         self._take_orphan = self._pipe.register(_TAKE_ORPHAN)
         self._adopt = self._pipe.register(_ADOPT)
         self._renew = self._pipe.register(_RENEW)
@@ -1603,6 +1626,13 @@ class RedisStore(SessionStore):
         name = conv_key(key)
         self._prefetched.pop(name, None)
         await self._call("delete", lambda p: p.delete(name))
+
+    async def move(self, old: ConvKey, new: ConvKey) -> bool:
+        """RENAMENX in one script (RENAMENX alone fails when there is nothing to move)."""
+        source, dest = conv_key(old), conv_key(new)
+        self._prefetched.pop(source, None)
+        self._prefetched.pop(dest, None)
+        return bool(await self._call("move", self._script(self._move, [source, dest], [])))
 
     async def claim_event(self, channel: str, event_id: str, ttl: int = 86400) -> bool:
         """True the first time only (SET NX EX)."""

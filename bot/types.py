@@ -40,6 +40,8 @@ class Kind(StrEnum):
     CONTACT = "contact"
     MEDIA = "media"
     OTHER = "other"
+    NOTE = "note"  # a reaction or an edit: never answered; a line for the agents in a handoff
+    MOVED = "moved"  # the customer's number changed: ``payload`` is the new chat id
 
 
 @dataclass(frozen=True, slots=True)

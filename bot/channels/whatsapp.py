@@ -41,7 +41,7 @@ import random
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -61,8 +61,12 @@ from bot.channels.base import (
     settle,
     settle_when_done,
 )
+from bot.channels.whatsapp_parse import as_dict as _dict
+from bot.channels.whatsapp_parse import as_str as _str
+from bot.channels.whatsapp_parse import dicts as _dicts
+from bot.channels.whatsapp_parse import is_phone_id, parse_webhook, timestamps
 from bot.settings import WhatsAppSettings
-from bot.types import Channel, ConvKey, Inbound, Kind, Media, Option, Outbound
+from bot.types import Channel, Inbound, Kind, Media, Option, Outbound
 
 _T = TypeVar("_T")
 
@@ -95,14 +99,6 @@ MEDIA_TIMEOUT = aiohttp.ClientTimeout(total=300.0, connect=20.0, sock_connect=5.
 GRAPH_CONNECTIONS = 100
 
 _SIGNATURE = re.compile(r"sha256=([0-9a-fA-F]{64})")
-# WhatsApp message types that carry media, and our channel-neutral names for them.
-_MEDIA_TYPES = {
-    "image": "photo",
-    "audio": "audio",
-    "video": "video",
-    "document": "document",
-    "sticker": "sticker",
-}
 # The reverse, for sending a media message.
 _SEND_TYPES = {
     "photo": "image",
@@ -246,108 +242,6 @@ def more_page(payload: str | None) -> int | None:
 # --------------------------------------------------------------------------- inbound
 
 
-def _dict(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _dicts(value: object) -> Iterator[dict[str, Any]]:
-    if isinstance(value, list):
-        yield from (item for item in value if isinstance(item, dict))
-
-
-def _str(value: object) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _phone(raw: str) -> str | None:
-    """A shared phone number, digits only with "+" when it was international."""
-    digits = re.sub(r"\D", "", raw)
-    if not digits:
-        return None
-    return "+" + digits if raw.strip().startswith("+") else digits
-
-
-def _card_numbers(msg: dict[str, Any]) -> list[str]:
-    """Every number on a message's shared contact cards."""
-    numbers = []
-    for contact in _dicts(msg.get("contacts")):
-        for phone in _dicts(contact.get("phones")):
-            shared = _str(phone.get("wa_id"))
-            number = "+" + shared if shared.isdigit() else _phone(_str(phone.get("phone")))
-            if number:
-                numbers.append(number)
-    return numbers
-
-
-def _message(msg: dict[str, Any], names: dict[str, str]) -> Inbound | None:
-    wa_id, wamid = _str(msg.get("from")), _str(msg.get("id"))
-    if not wa_id or not wamid:
-        return None
-    base: dict[str, Any] = {
-        "key": ConvKey("whatsapp", wa_id),
-        "event_id": wamid,
-        "phone": "+" + wa_id,
-        "user_id": wa_id,
-        "display_name": names.get(wa_id) or None,
-    }
-    kind = _str(msg.get("type"))
-    if kind == "text":
-        return Inbound(kind=Kind.TEXT, text=_str(_dict(msg.get("text")).get("body")), **base)
-    if kind == "interactive":
-        interactive = _dict(msg.get("interactive"))
-        reply = _dict(interactive.get(_str(interactive.get("type"))))
-        reply_id = _str(reply.get("id"))
-        if interactive.get("type") in ("button_reply", "list_reply") and reply_id:
-            return Inbound(
-                kind=Kind.BUTTON, payload=reply_id, text=_str(reply.get("title")), **base
-            )
-        return Inbound(kind=Kind.OTHER, **base)
-    if kind == "button":  # a template's quick-reply button
-        button = _dict(msg.get("button"))
-        payload = _str(button.get("payload")) or _str(button.get("text"))
-        return Inbound(kind=Kind.BUTTON, payload=payload, text=_str(button.get("text")), **base)
-    if kind == "contacts":
-        # Anyone can share anyone's card: only the sender's own number (``from``) may identify.
-        # A card of another number is a contact without a phone (the document is asked).
-        numbers = _card_numbers(msg)
-        if not numbers:
-            return Inbound(kind=Kind.OTHER, **base)
-        own = base["phone"] if base["phone"] in numbers else None
-        return Inbound(kind=Kind.CONTACT, **{**base, "phone": own})
-    if kind in _MEDIA_TYPES:
-        body = _dict(msg.get(kind))
-        media_id = _str(body.get("id"))
-        if not media_id:
-            return Inbound(kind=Kind.OTHER, **base)
-        name = "voice" if kind == "audio" and body.get("voice") is True else _MEDIA_TYPES[kind]
-        caption = _str(body.get("caption"))
-        return Inbound(kind=Kind.MEDIA, media=Media(name, media_id, caption), **base)
-    if kind == "location":
-        where = _dict(msg.get("location"))
-        lat, lon = where.get("latitude"), where.get("longitude")
-        if isinstance(lat, int | float) and isinstance(lon, int | float):
-            label = _str(where.get("name")) or _str(where.get("address"))
-            return Inbound(kind=Kind.MEDIA, media=Media("location", f"{lat},{lon}", label), **base)
-    return Inbound(kind=Kind.OTHER, **base)
-
-
-def parse_webhook(payload: dict[str, Any]) -> list[Inbound]:
-    """Customer messages of one webhook call as Inbound events; statuses and junk are skipped."""
-    out: list[Inbound] = []
-    for entry in _dicts(_dict(payload).get("entry")):
-        for change in _dicts(entry.get("changes")):
-            value = _dict(change.get("value"))
-            names = {
-                _str(c.get("wa_id")): _str(_dict(c.get("profile")).get("name"))
-                for c in _dicts(value.get("contacts"))
-            }
-            for msg in _dicts(value.get("messages")):
-                inbound = _message(msg, names)
-                if inbound is not None:
-                    out.append(inbound)
-    return out
-
-
 MAX_DEPTH = 64  # Meta's payloads nest about 8 deep
 
 
@@ -426,23 +320,11 @@ def _sound_events(events: list[Inbound]) -> list[Inbound]:
                 key=inbound.key,
                 event_id=inbound.event_id,
                 kind=Kind.OTHER,
-                phone="+" + inbound.key.chat_id,
+                phone=inbound.phone if _utf8(inbound.phone) else None,
                 user_id=inbound.user_id,
             )
         )
     return out
-
-
-def _timestamps(payload: dict[str, Any]) -> dict[str, float]:
-    """When each message was written (wamid -> epoch seconds), for the 24-hour window."""
-    stamps: dict[str, float] = {}
-    for entry in _dicts(_dict(payload).get("entry")):
-        for change in _dicts(entry.get("changes")):
-            for msg in _dicts(_dict(change.get("value")).get("messages")):
-                raw = _str(msg.get("timestamp"))
-                if raw.isdigit():
-                    stamps[_str(msg.get("id"))] = float(raw)
-    return stamps
 
 
 class WhatsAppWebhook:
@@ -501,11 +383,12 @@ class WhatsAppWebhook:
             log.warning("whatsapp webhook with a body that is not JSON: %s", err)
             return web.Response(status=400, text="malformed JSON")
         if not isinstance(payload, dict):
+            log.warning("whatsapp webhook with a body that is not a JSON object")
             return web.Response(status=400, text="expected a JSON object")
-        events = parse_webhook(payload)
+        events = parse_webhook(payload, self._settings.phone_number_id)
         if lenient:
             events = _sound_events(events)
-        stamps = _timestamps(payload)
+        stamps = timestamps(payload)
         placed: list[asyncio.Future[bool]] = []
         loop = asyncio.get_running_loop()
         for inbound in events:
@@ -533,10 +416,11 @@ class WhatsAppWebhook:
     ) -> bool:
         """One event: False when it failed before it had its place (logged)."""
         conv = str(inbound.key)
-        if self._channel is not None:
+        moved = inbound.kind is Kind.MOVED  # Meta's notice, not the customer's message
+        if self._channel is not None and not moved:
             at = stamps.get(inbound.event_id, self._clock())
             self._channel.note_inbound(inbound.key.chat_id, at)
-        if self._mark_read is not None:
+        if self._mark_read is not None and not moved:
             self._spawn(self._read(inbound.event_id, conv))
         try:
             if self._channel is not None and await self._channel.serve_more(inbound):
@@ -712,10 +596,12 @@ class WhatsAppChannel:
 
     @staticmethod
     def _envelope(chat: str, kind: str, content: dict[str, Any]) -> dict[str, Any]:
+        # Graph takes a phone number in ``to``, a business-scoped user id (BSUID) in ``recipient``.
+        field = "to" if is_phone_id(chat) else "recipient"
         return {
             "messaging_product": "whatsapp",
             "recipient_type": "individual",
-            "to": chat,
+            field: chat,
             "type": kind,
             kind: content,
         }

@@ -64,6 +64,7 @@ from integrations.wisphub.models import (
     Ticket,
     TicketRequest,
 )
+from integrations.wisphub.phones import MIN_PHONE_DIGITS, national_forms, national_number
 from integrations.wisphub.transport import AiohttpTransport
 
 logger = logging.getLogger(__name__)
@@ -77,8 +78,6 @@ SLA_HOURS: Mapping[str, int] = {"1": 72, "2": 48, "3": 24, "4": 8}
 # A 403 within this many seconds of an accepted call is throttling, not a bad key: WispHub
 # answers a burst with 403 instead of 429.
 THROTTLE_WINDOW = 120.0
-# Phone numbers shorter than this would make ``telefono__contains`` match half the ISP.
-MIN_PHONE_DIGITS = 7
 _CACHE_SIZE = 4096
 _DETAIL_MAX = 300
 _WISPHUB_DATETIME = "%d/%m/%Y %H:%M"
@@ -94,25 +93,6 @@ def digits(text: object) -> str:
 def mask(value: str) -> str:
     """Hide all but the last 3 characters of a document or phone number, for logs."""
     return "*" * max(len(value) - 3, 0) + value[-3:]
-
-
-def national_number(phone: str, country_code: str = "57") -> str:
-    """``+57 300 111 2233`` → ``3001112233``: drop symbols, spaces and the country code."""
-    raw = phone.strip()
-    number = digits(raw)
-    international = raw.startswith("+") or number.startswith("00")
-    number = number.removeprefix("00") if number.startswith("00") else number
-    cc = digits(country_code)
-    # Strip the code when the number is written internationally, or when it is too long to be
-    # a national number of its own (WhatsApp gives ``573001112233`` without the plus).
-    if (
-        cc
-        and number.startswith(cc)
-        and len(number) - len(cc) >= MIN_PHONE_DIGITS
-        and (international or len(number) > 10)
-    ):
-        number = number[len(cc) :]
-    return number
 
 
 @dataclass
@@ -417,11 +397,13 @@ class WispHubClient:
         return list(await self._by_document(key))
 
     async def find_by_phone(self, phone: str) -> list[Client]:
-        """Clients with a phone equal to (or ending with) the national form of ``phone``."""
-        key = national_number(phone, self._country_code)
-        if len(key) < MIN_PHONE_DIGITS:
-            return []
-        return list(await self._by_phone(key))
+        """Clients with a phone equal to (or ending with) a national form of ``phone``: each
+        form (``national_forms``: a WhatsApp number with its mobile token, without it, ...)
+        is searched in turn until one matches."""
+        for key in national_forms(phone, self._country_code):
+            if len(key) >= MIN_PHONE_DIGITS and (found := await self._by_phone(key)):
+                return list(found)
+        return []
 
     async def find_by_service(self, service_id: int) -> Client | None:
         """The client record of one service, from the (richer) list endpoint."""
@@ -480,7 +462,8 @@ class WispHubClient:
         if document is not None:
             self._by_document.cache_invalidate(digits(document))
         if phone is not None:
-            self._by_phone.cache_invalidate(national_number(phone, self._country_code))
+            for key in national_forms(phone, self._country_code):
+                self._by_phone.cache_invalidate(key)
         if service_id is not None:
             self._by_service.cache_invalidate(int(service_id))
             # Open tickets are fetched for the whole ISP at once and filtered per service.

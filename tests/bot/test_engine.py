@@ -87,6 +87,26 @@ async def test_a_redelivered_event_is_answered_once(rt: Runtime) -> None:
     assert again == []
 
 
+async def test_a_note_from_a_stranger_is_not_answered_and_starts_no_conversation(
+    rt: Runtime,
+) -> None:
+    """A reaction before any conversation: nothing said, nothing saved, so the customer's
+    first real message is still greeted as a first message."""
+    key = ConvKey("whatsapp", "573125550000")
+    note = Inbound(key, "ev-reaction", Kind.NOTE, text="👍", payload="reaction")
+    assert await rt.engine.handle(note) == []
+    assert await rt.store.load(key) is None
+    assert "Soy cliente" in str(
+        [o.label for r in await rt.engine.handle(say("hola", key)) for o in r.options]
+    )
+
+
+async def test_a_move_with_nothing_to_move_is_harmless(rt: Runtime) -> None:
+    key, new = ConvKey("whatsapp", "573001112233"), ConvKey("whatsapp", "573009998877")
+    assert await rt.engine.handle(Inbound(key, "ev-moved", Kind.MOVED, payload=new.chat_id)) == []
+    assert await rt.store.load(new) is None
+
+
 async def test_a_burst_is_handled_one_at_a_time_in_arrival_order(rt: Runtime) -> None:
     await rt.engine.handle(say("/start"))
     burst = ["Soy cliente", "1020304050", "Ana Ruiz", "Estado de cuenta", "Mis tickets"]

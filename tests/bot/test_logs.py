@@ -66,6 +66,16 @@ def test_a_raw_key_anywhere_in_a_line_becomes_its_pseudonym() -> None:
     assert f"{name}: the customer has not written" in data["exc"]
 
 
+def test_a_business_scoped_user_id_key_anywhere_in_a_line_becomes_its_pseudonym() -> None:
+    """A WhatsApp user without a visible number is keyed by a BSUID: the same rules apply."""
+    bsuid = ConvKey("whatsapp", "US.13491208655302741918")
+    line = JsonFormatter().format(record(f"reply to {bsuid} ({bsuid!r}) not delivered"))
+    assert "13491208655302741918" not in line
+    assert (
+        json.loads(line)["msg"] == f"reply to {pseudonym(bsuid)} ({pseudonym(bsuid)}) not delivered"
+    )
+
+
 def test_a_whatsapp_message_id_which_carries_the_number_is_a_pseudonym_too() -> None:
     # Meta's ids are base64 of a record holding the customer's number ("573001112233" here).
     wamid = "wamid.HBgMNTczMDAxMTEyMjMzFQIAEhgUM0VCMEQ5RjY0RTg5NEI1OEQ3NjQA"

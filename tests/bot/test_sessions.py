@@ -248,6 +248,28 @@ class TestStoreContract:
         assert await store.load(ANA) is None
         assert await store.load(LUIS) is not None
 
+    async def test_move_gives_the_session_to_the_new_key_with_its_ttl(
+        self, backend: Backend
+    ) -> None:
+        """A customer's number changed: the conversation follows, unless the new number
+        already has one (then nothing moves)."""
+        store, new = backend.store, ConvKey("whatsapp", "573009998877")
+        await store.save(LUIS, _session("verify"), ttl=60)
+        await backend.elapse(50, conv_key(LUIS))
+
+        assert await store.move(LUIS, new)
+        assert await store.load(LUIS) is None
+        assert await store.load(new) == _session("verify")
+        await backend.elapse(11, conv_key(new))  # the idle TTL came along, not renewed
+        assert await store.load(new) is None
+
+        assert not await store.move(LUIS, new)  # nothing to move
+        await store.save(LUIS, _session("a"), ttl=DAY)
+        await store.save(new, _session("b"), ttl=DAY)
+        assert not await store.move(LUIS, new)  # the new key keeps its own
+        assert await store.load(LUIS) == _session("a")
+        assert await store.load(new) == _session("b")
+
     async def test_an_event_is_claimed_once_per_channel(self, backend: Backend) -> None:
         store = backend.store
         assert await store.claim_event("telegram", "77001") is True

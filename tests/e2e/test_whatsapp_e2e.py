@@ -28,9 +28,13 @@ from typing import Any
 import aiohttp
 import pytest
 import pytest_asyncio
+import redis.asyncio as aioredis
 from e2e_harness import flush_when_unlocked
+from fixtures import fixture
 from graph_api import (
     FakeGraph,
+    as_username,
+    from_shape,
     inbound_button,
     inbound_contact,
     inbound_list,
@@ -116,8 +120,11 @@ class Peers:
 class BotUnderTest:
     """The service subprocess (start, stop, restart) and the test's side of Meta's webhook."""
 
-    def __init__(self, peers: Peers, http: aiohttp.ClientSession, cwd: Path) -> None:
+    def __init__(
+        self, peers: Peers, http: aiohttp.ClientSession, cwd: Path, env: dict[str, str]
+    ) -> None:
         self.peers = peers
+        self.env = env  # settings of this run on top of bot_env's
         self.cwd = cwd  # an empty folder: a developer's .env in the repository is not read
         self.http = http
         self.port = free_port()
@@ -134,7 +141,7 @@ class BotUnderTest:
             "bot",
             "run",
             cwd=self.cwd,
-            env=bot_env(self.peers, self.port),
+            env={**bot_env(self.peers, self.port), **self.env},
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
@@ -223,6 +230,8 @@ class Chat:
         return self.sent[self.mark :]
 
     async def _move(self, payload: dict[str, Any]) -> None:
+        if not self.wa_id.isdigit():  # a username user: Meta gives the BSUID, no number
+            payload = as_username(payload)
         self.mark = len(self.sent)
         self.wamids.append(payload["entry"][0]["changes"][0]["value"]["messages"][0]["id"])
         await self.bot.deliver(payload)
@@ -367,10 +376,10 @@ def bot_env(peers: Peers, port: int) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def running_bot(peers: Peers, cwd: Path) -> AsyncIterator[BotUnderTest]:
+async def running_bot(peers: Peers, cwd: Path, **env: str) -> AsyncIterator[BotUnderTest]:
     """The service for the block; at the end it must exit 0 on SIGTERM, no secret logged."""
     async with aiohttp.ClientSession() as http:
-        bot = BotUnderTest(peers, http, cwd)
+        bot = BotUnderTest(peers, http, cwd, env)
         try:
             await bot.start()
             yield bot
@@ -537,6 +546,16 @@ async def to_document_question(chat: Chat) -> None:
     await chat.expect(r"documento \(cedula\)")
 
 
+async def verify_by_number(ana: Chat) -> None:
+    """Ana, writing from a number WispHub has on her record: identified without the document,
+    verified by her name."""
+    await ana.say("hola")
+    await ana.press("Soy cliente")
+    await ana.expect("asociado a este numero.*nombre completo")
+    await ana.say("ana ruiz")
+    await ana.expect("Gracias, Ana")
+
+
 def phone_lookups(bot: BotUnderTest) -> list[str]:
     """The numbers the bot asked WispHub about."""
     return [
@@ -603,12 +622,7 @@ async def test_a_document_locked_by_guessers_stays_open_to_the_holders_own_numbe
     await third.expect("bloqueada")
     assert "nombre completo" not in fold(third.transcript())
 
-    ana = bot.chat(ANA)
-    await ana.say("hola")
-    await ana.press("Soy cliente")
-    await ana.expect("asociado a este numero.*nombre completo")
-    await ana.say("ana ruiz")
-    await ana.expect("Gracias, Ana")
+    await verify_by_number(bot.chat(ANA))
 
 
 async def test_a_redelivered_wamid_is_handled_once(bot: BotUnderTest) -> None:
@@ -836,6 +850,204 @@ async def test_agent_is_told_when_the_24_hour_window_is_closed(bot: BotUnderTest
     agents.write(thread, "Perfecto, te ayudo")
     await ana.expect("Perfecto, te ayudo")
     assert not [m for m in ana.sent if "sigues ahi" in fold(content(m))]
+
+
+# --------------------------------------------------------------------------- real shapes
+
+SHAPES = fixture("whatsapp/real_shapes.yaml")
+BSUID = SHAPES["username_text"]["contacts"][0]["user_id"]  # "US.13491208655302741918"
+ANA_NEW = "573009998877"  # Ana's number after she changed it (number_changed)
+
+
+def ignored(bot: BotUnderTest) -> list[dict[str, Any]]:
+    """The bot's log lines for messages it did not handle, parsed."""
+    lines = [json.loads(line) for line in bot.output if line.startswith("{")]
+    return [line for line in lines if line["msg"].startswith("whatsapp message ignored")]
+
+
+async def test_a_username_user_without_a_number_is_answered_by_business_scoped_id(
+    bot: BotUnderTest,
+) -> None:
+    """No ``from``, only ``from_user_id``: handled like any message, keyed by the BSUID,
+    answered with ``recipient`` (Graph takes a BSUID there, a phone in ``to``), no phone
+    look-up, and the agents' card says there is no number."""
+    graph, agents = bot.peers.graph, Agents(bot)
+    user = bot.chat(BSUID)
+    first = from_shape(SHAPES["username_text"])
+    user.wamids.append(first["entry"][0]["changes"][0]["value"]["messages"][0]["id"])
+    await bot.deliver(first)
+    await user.expect("Soy cliente")
+    await graph.wait_until(lambda: user.wamids[0] in graph.reads)
+    assert all(m["recipient"] == BSUID and "to" not in m for m in user.sent)
+
+    await user.press("Soy cliente")
+    await user.expect(r"documento \(cedula\)")  # no number to look up: the document is asked
+    assert phone_lookups(bot) == []
+    await user.say("asesor")
+    await user.expect("Te comunico con un asesor")
+    card = await agents.expect("Nueva conversacion . WhatsApp")
+    assert "usuario de whatsapp sin numero visible" in fold(card.text or "")
+    assert "sin verificar (Ana)" in (card.text or "")  # the profile name is still shown
+    assert BSUID not in "\n".join(bot.output)  # logged by pseudonym only
+
+
+async def test_a_message_with_both_the_number_and_the_user_id_keeps_keying_by_phone(
+    bot: BotUnderTest,
+) -> None:
+    ana = bot.chat(ANA)
+    await ana.send(from_shape(SHAPES["phone_and_user_id_text"]))
+    await ana.expect("Soy cliente")
+    await ana.press("Soy cliente")
+    await ana.expect("asociado a este numero.*nombre completo")  # identified by her number
+    assert all(m["to"] == ANA and "recipient" not in m for m in ana.sent)
+
+
+async def test_reactions_edits_revokes_and_system_notices_get_no_reply(bot: BotUnderTest) -> None:
+    ana = bot.chat(ANA)
+    await ana.say("hola")
+    await ana.expect("Soy cliente")
+    before = len(ana.sent)
+    for name in ("reaction", "edit", "revoke", "identity_changed"):
+        await bot.deliver(from_shape(SHAPES[name]))
+    # A later message is the barrier: its reply comes after any reply to the four.
+    await ana.say("Planes y precios")
+    await ana.expect("Nuestros planes")
+    said = fold("\n".join(content(m) for m in ana.sent[before:]))
+    assert "solo puedo leer" not in said
+    assert "no entendi" not in said
+    assert said.count("nuestros planes") == 1
+
+
+async def test_a_reaction_or_an_edit_during_a_handoff_is_a_line_in_the_topic(
+    bot: BotUnderTest,
+) -> None:
+    agents = Agents(bot)
+    ana, thread = await _hand_off(bot, agents)
+    before = len(ana.sent)
+    await bot.deliver(from_shape(SHAPES["reaction"]))
+    await agents.expect("El cliente reacciono con 👍", thread)
+    await bot.deliver(from_shape(SHAPES["edit"]))
+    await agents.expect("El cliente edito un mensaje: perdon, quise decir desde el lunes", thread)
+    await ana.say("gracias")
+    await agents.expect("gracias", thread)
+    assert len(ana.sent) == before  # the customer was answered nothing
+
+
+async def test_a_number_change_moves_the_conversation_and_its_topic(bot: BotUnderTest) -> None:
+    """Ana, handed off, moves to a new number: her session and topic follow it; the agent's
+    answer reaches the new number."""
+    agents = Agents(bot)
+    _, thread = await _hand_off(bot, agents)
+    await bot.deliver(from_shape(SHAPES["number_changed"]))
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        async with asyncio.timeout(WAIT):
+            while not await client.exists(f"wispbot:conv:whatsapp:{ANA_NEW}"):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        assert not await client.exists(f"wispbot:conv:whatsapp:{ANA}")
+    finally:
+        await client.aclose()
+
+    moved = bot.chat(ANA_NEW)
+    await moved.say("ya tengo número nuevo")
+    await agents.expect("ya tengo numero nuevo", thread)  # the same topic, still handed off
+    agents.write(thread, "Perfecto, te sigo atendiendo")
+    await moved.expect("Perfecto, te sigo atendiendo")
+    assert not [m for m in moved.sent if "Soy cliente" in content(m)]
+
+
+async def test_group_messages_are_ignored(bot: BotUnderTest) -> None:
+    graph = bot.peers.graph
+    await bot.deliver(from_shape(SHAPES["group_text"]))
+    ana = bot.chat(ANA)
+    await ana.say("hola")  # the barrier
+    await ana.expect("Soy cliente")
+    assert len(ana.sent) == 2  # greeting and menu for "hola"; nothing for the group
+    assert graph.reads == ana.wamids  # the group message was not even marked read
+
+
+async def test_a_webhook_for_another_phone_number_id_is_ignored_with_one_warning(
+    bot: BotUnderTest,
+) -> None:
+    """One Meta app may serve several numbers: only WHATSAPP_PHONE_NUMBER_ID's are ours."""
+    graph = bot.peers.graph
+    seen = len(ignored(bot))
+    other = "109876543210987"
+    payload = inbound_text(ANA, "hola")
+    payload["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] = other
+    await bot.deliver(payload)
+    ana = bot.chat(ANA)
+    await ana.say("hola")  # the barrier
+    await ana.expect("Soy cliente")
+    assert len(ana.sent) == 2
+    assert graph.reads == ana.wamids
+    lines = ignored(bot)[seen:]
+    assert [(line["reason"], str(line["phone_number_id"])) for line in lines] == [
+        ("another phone number id", other)
+    ]
+
+
+async def test_every_dropped_message_leaves_one_log_line_saying_why(bot: BotUnderTest) -> None:
+    """Why, and never who: no number, no BSUID, no text in those lines."""
+    seen = len(ignored(bot))
+    calls = [
+        from_shape(SHAPES["group_text"]),
+        from_shape(SHAPES["no_sender"]),
+        from_shape(SHAPES["revoke"]),
+        from_shape(SHAPES["identity_changed"]),
+        from_shape(SHAPES["username_text"], phone_number_id="109876543210987"),
+    ]
+    for payload in calls:
+        await bot.deliver(payload)
+    ana = bot.chat(ANA)
+    await ana.say("hola")  # the barrier: parsing happens before the 200
+    await ana.expect("Soy cliente")
+    lines = ignored(bot)[seen:]
+    assert [line["reason"] for line in lines] == [
+        "group message",
+        "no sender or message id",
+        "revoked message",
+        "system message",
+        "another phone number id",
+    ]
+    text = json.dumps(lines)
+    for secret in (ANA, ANA[2:], BSUID, "hola a todos", "Ana"):
+        assert secret not in text
+
+
+@pytest.mark.parametrize(
+    ("country_code", "wa_id", "telefono"),
+    [
+        ("52", "5215512345678", "5512345678"),  # Mexico: 521 + 10 digits on WhatsApp
+        ("54", "5491123456789", "01123456789"),  # Argentina: 549 + area + number
+    ],
+    ids=["mexico", "argentina"],
+)
+async def test_mexican_and_argentine_whatsapp_numbers_find_the_national_record(
+    shared_peers: Peers,
+    tmp_path: Path,
+    country_code: str,
+    wa_id: str,
+    telefono: str,
+) -> None:
+    """WispHub holds the national number; WhatsApp sends the mobile form. Each national form
+    is searched until one matches: the customer is identified by number, not asked the
+    document."""
+    sandbox = shared_peers.sandbox
+    sandbox.reset()
+    shared_peers.graph.reset()
+    ana_record = next(c for c in sandbox.clients if c["id_servicio"] == 10)
+    ana_record["telefono"] = telefono
+    try:
+        async with running_bot(shared_peers, tmp_path, DEFAULT_COUNTRY_CODE=country_code) as bot:
+            client = aioredis.Redis.from_url(REDIS_URL)
+            try:
+                await client.flushdb()
+            finally:
+                await client.aclose()
+            await verify_by_number(bot.chat(wa_id))
+    finally:
+        sandbox.reset()
 
 
 # --------------------------------------------------------------------------- privacy

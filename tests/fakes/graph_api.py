@@ -114,6 +114,33 @@ def batch(*calls: dict[str, Any]) -> dict[str, Any]:
     )
 
 
+def from_shape(
+    shape: dict[str, Any], *, phone_number_id: str = PHONE_NUMBER_ID, **fields: Any
+) -> dict[str, Any]:
+    """A webhook call around a stored real shape (``contacts`` and ``messages`` of one change,
+    tests/fixtures/whatsapp/): ``{id}`` and ``{now}`` filled in, ``fields`` set on the message."""
+    text = json.dumps(shape).replace("{id}", f"{next(_ids):08d}")
+    value = json.loads(text.replace("{now}", str(int(time.time()))))
+    messages = [{**m, **fields} for m in value.get("messages", [])]
+    return webhook(messages, contacts=value.get("contacts"), phone_number_id=phone_number_id)
+
+
+def as_username(payload: dict[str, Any], username: str = "@cliente") -> dict[str, Any]:
+    """The same webhook call as a user who hides the number sends it: the id in
+    ``from_user_id`` and ``contacts[].user_id``, no ``from`` and no ``wa_id`` (see
+    tests/fixtures/whatsapp/real_shapes.yaml, ``username_text``)."""
+    out: dict[str, Any] = json.loads(json.dumps(payload))
+    for entry in out.get("entry", []):
+        for change in entry.get("changes", []):
+            value = change.get("value", {})
+            for message in value.get("messages", []):
+                message["from_user_id"] = message.pop("from")
+            for contact in value.get("contacts", []):
+                contact["user_id"] = contact.pop("wa_id")
+                contact.setdefault("profile", {})["username"] = username
+    return out
+
+
 def _from(
     wa_id: str, kind: str, content: Any, wamid: str | None, name: str, at: float | None
 ) -> dict[str, Any]:
@@ -300,8 +327,8 @@ class FakeGraph:
         self.media[media_id] = (data, mime)
 
     def messages_to(self, wa_id: str) -> list[dict[str, Any]]:
-        """Accepted messages to one recipient, in order."""
-        return [m for m in self.messages if m.get("to") == wa_id]
+        """Accepted messages to one recipient (a phone in ``to`` or a BSUID in ``recipient``)."""
+        return [m for m in self.messages if _target(m) == wa_id]
 
     # A bounded wait is the whole point of this helper, hence the timeout parameter.
     async def wait_for_messages(
@@ -395,7 +422,7 @@ class FakeGraph:
                 self._changed.notify_all()
             return web.json_response({"success": True})
         self.attempts += 1
-        to = str(body.get("to", ""))
+        to = _target(body)
         fault = self._fault_for(to)
         if fault is not None:
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after else None
@@ -416,7 +443,7 @@ class FakeGraph:
         return web.json_response(
             {
                 "messaging_product": "whatsapp",
-                "contacts": [{"input": to, "wa_id": to}],
+                "contacts": [_contact(body)],
                 "messages": [{"id": wamid}],
             }
         )
@@ -471,6 +498,18 @@ class FakeGraph:
         return app
 
 
+def _target(body: dict[str, Any]) -> str:
+    """Who a message is for: ``to`` (a phone) wins over ``recipient`` (a BSUID), as in Graph."""
+    return str(body.get("to") or body.get("recipient") or "")
+
+
+def _contact(body: dict[str, Any]) -> dict[str, str]:
+    """The ``contacts`` item of Graph's answer to a send."""
+    if body.get("to"):
+        return {"input": str(body["to"]), "wa_id": str(body["to"])}
+    return {"input": str(body.get("recipient")), "user_id": str(body.get("recipient"))}
+
+
 def _limit(errors: list[str], name: str, text: object, limit: int) -> None:
     if not isinstance(text, str) or not text:
         errors.append(f"{name} is required")
@@ -482,8 +521,10 @@ def validate_message(body: dict[str, Any]) -> str:
     """What the Cloud API would reject in a message (empty when it is acceptable)."""
     errors: list[str] = []
     kind = body.get("type")
-    if not body.get("to"):
-        errors.append("to is required")
+    if not body.get("to") and not body.get("recipient"):
+        errors.append("to or recipient is required")
+    if body.get("to") and not str(body["to"]).lstrip("+").isdigit():
+        errors.append("to takes a phone number; a business-scoped user id goes in recipient")
     content = body.get(kind) if isinstance(kind, str) else None
     if not isinstance(content, dict):
         return f"the {kind} object is missing"

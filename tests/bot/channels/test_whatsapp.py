@@ -24,16 +24,17 @@ from bot.channels.whatsapp import (
     WhatsAppChannel,
     WhatsAppWebhook,
     national_number,
-    parse_webhook,
     split_text,
     verify_signature,
     window_open_at,
 )
+from bot.channels.whatsapp_parse import parse_webhook
 from bot.settings import WhatsAppSettings
 from bot.types import ConvKey, Inbound, Kind, Media, Option, Outbound
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "fakes"))
 import graph_api
+from fixtures import fixture
 from graph_api import FakeGraph, running_fake_graph, sign, signed_request
 
 TOKEN = "EAAGtestTOKEN0123456789secret"
@@ -238,12 +239,16 @@ async def test_signed_text_is_handed_to_the_sink_and_marked_read(hook: Hook) -> 
 
 
 @pytest.mark.parametrize("body", [b"{not json", b"\xff\xfe", b"", b"[1, 2]", b'"text"'])
-async def test_malformed_json_with_a_good_signature_gets_400(hook: Hook, body: bytes) -> None:
+async def test_malformed_json_with_a_good_signature_gets_400(
+    hook: Hook, body: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
     headers = {"X-Hub-Signature-256": sign(body, SECRET)}
-    response = await hook.client.post("/webhooks/whatsapp", data=body, headers=headers)
-    await hook.webhook.drain()
+    with caplog.at_level(logging.WARNING, logger="bot.channels.whatsapp"):
+        response = await hook.client.post("/webhooks/whatsapp", data=body, headers=headers)
+        await hook.webhook.drain()
     assert response.status == 400
     assert hook.received == []
+    assert len(caplog.records) == 1  # every refusal says why, once
 
 
 @pytest.mark.parametrize("depth", [65, 1025, 5000])
@@ -448,9 +453,66 @@ def test_parse_location() -> None:
 def test_parse_unknown_types_as_other() -> None:
     payload = graph_api.inbound_text(ANA, "x")
     message = payload["entry"][0]["changes"][0]["value"]["messages"][0]
-    message.update(type="reaction", reaction={"message_id": "wamid.Y", "emoji": "👍"})
+    message.update(type="unsupported", errors=[{"code": 131051, "title": "Unsupported type"}])
     del message["text"]
     assert only(payload).kind is Kind.OTHER
+
+
+SHAPES = fixture("whatsapp/real_shapes.yaml")
+BSUID = SHAPES["username_text"]["contacts"][0]["user_id"]
+
+
+def test_parse_a_username_user_is_keyed_by_the_business_scoped_id_without_a_phone() -> None:
+    event = only(graph_api.from_shape(SHAPES["username_text"]))
+    assert event.key == ConvKey("whatsapp", BSUID)
+    assert (event.kind, event.text, event.phone) == (Kind.TEXT, "hola", None)
+    assert event.display_name == "Ana Ruiz"
+
+
+def test_parse_a_message_with_both_ids_is_keyed_by_the_phone() -> None:
+    event = only(graph_api.from_shape(SHAPES["phone_and_user_id_text"]))
+    assert (event.key, event.phone) == (ConvKey("whatsapp", ANA), "+" + ANA)
+
+
+def test_parse_reactions_and_edits_as_notes_and_a_number_change_as_a_move() -> None:
+    reaction = only(graph_api.from_shape(SHAPES["reaction"]))
+    assert (reaction.kind, reaction.payload, reaction.text) == (Kind.NOTE, "reaction", "👍")
+    edit = only(graph_api.from_shape(SHAPES["edit"]))
+    assert (edit.kind, edit.payload) == (Kind.NOTE, "edit")
+    assert edit.text == "perdón, quise decir desde el lunes"
+    moved = only(graph_api.from_shape(SHAPES["number_changed"]))
+    assert (moved.key, moved.kind, moved.payload) == (key(), Kind.MOVED, "573009998877")
+
+
+@pytest.mark.parametrize(
+    ("shape", "reason"),
+    [
+        ("revoke", "revoked message"),
+        ("identity_changed", "system message"),
+        ("group_text", "group message"),
+        ("no_sender", "no sender or message id"),
+    ],
+)
+def test_parse_drops_what_is_not_a_customers_message_with_one_log_line(
+    shape: str, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="bot.channels.whatsapp"):
+        assert parse_webhook(graph_api.from_shape(SHAPES[shape]), graph_api.PHONE_NUMBER_ID) == []
+    assert [r.__dict__["reason"] for r in caplog.records] == [reason]
+
+
+def test_parse_drops_messages_for_another_phone_number_id_naming_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    payload = graph_api.inbound_text(ANA, "hola")
+    other = graph_api.webhook(
+        payload["entry"][0]["changes"][0]["value"]["messages"], phone_number_id="1098765"
+    )
+    with caplog.at_level(logging.WARNING, logger="bot.channels.whatsapp"):
+        assert parse_webhook(other, graph_api.PHONE_NUMBER_ID) == []
+        assert len(parse_webhook(payload, graph_api.PHONE_NUMBER_ID)) == 1
+    [record] = caplog.records
+    assert record.__dict__["phone_number_id"] == 1098765
 
 
 @pytest.mark.parametrize(
@@ -488,6 +550,15 @@ async def test_plain_text_is_sent_with_the_bearer_token(
     [message] = fake.messages_to(ANA)
     assert message["type"] == "text"
     assert message["text"]["body"] == "Hola Ana"
+
+
+async def test_a_business_scoped_id_is_sent_in_recipient_and_a_phone_in_to(
+    fake: FakeGraph, channel: WhatsAppChannel
+) -> None:
+    await channel.send(Outbound(key(BSUID), "Hola", options(2)))
+    await channel.send(Outbound(key(), "Hola Ana"))
+    assert [("to" in m, m.get("recipient")) for m in fake.messages_to(BSUID)] == [(False, BSUID)]
+    assert [(m["to"], "recipient" in m) for m in fake.messages_to(ANA)] == [(ANA, False)]
 
 
 async def test_wrong_token_is_a_delivery_error_without_retry(fake: FakeGraph) -> None:

@@ -211,6 +211,22 @@ async def test_find_by_phone_reads_every_number_of_a_multi_number_field(
     assert found[0].phones == ("3152223344", "3209998877", "6014445566")
 
 
+async def test_find_by_phone_searches_each_national_form_until_one_matches(
+    router: respx.MockRouter, wh: WispHubClient
+) -> None:
+    """An Argentine WhatsApp number (549 + area + number) whose record holds it the local way,
+    area + 15 + number: the likelier forms match nobody (WispHub, ignoring the filter, returns
+    every client: each is checked here), then the national format's form finds the record."""
+    argentine = record(15, "27111222", "Lucía Fernández", "111523456789")
+    route = router.get("clientes/").mock(side_effect=ignoring_filters([*CLIENTS, argentine]))
+
+    found = await wh.find_by_phone("+5491123456789")
+
+    assert [c.service_id for c in found] == [15]
+    searched = [q["telefono__contains"] for q in queries(route)]
+    assert list(dict.fromkeys(searched)) == ["1123456789", "91123456789", "111523456789"]
+
+
 async def test_too_short_phone_is_not_searched(router: respx.MockRouter, wh: WispHubClient) -> None:
     route = router.get("clientes/").mock(side_effect=ignoring_filters(CLIENTS))
 
