@@ -77,7 +77,7 @@ _AMOUNT = re.compile(
     rf"(?:(?P<cur>{_CURRENCY})\s*(?P<a>\d[\d.,]*)(?:\s*(?P<mil1>mil|k)\b)?)"
     rf"|(?:\b(?P<b>\d[\d.,]*)\s*(?P<unit>{_AMOUNT_UNITS})\b)"
     rf"|(?:\b(?:pague|pagamos|abone|transferi|consigne|deposite|valor|monto|total|paid|pay|sent|"
-    rf"transferred|deposited)\s+(?:de\s+|of\s+)?(?P<c>\d{{1,3}}(?:[.,]\d{{3}})+|\d{{4,7}})\b)"
+    rf"transferred|deposited)\s+(?:de\s+|of\s+)?(?P<c>\d{{1,3}}(?:[.,]\d{{3}})+(?:[.,]\d{{1,2}})?|\d{{4,7}})\b)"
 )
 
 
