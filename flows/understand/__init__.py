@@ -24,7 +24,7 @@ from flows.understand.normalize import fold, has_letters, normalize
 __all__ = ["INTENTS", "LANGUAGES", "Result", "Understanding", "match_option"]
 
 # Below this confidence the best guess is not trusted: the message is out of scope.
-MIN_CONFIDENCE = 0.30
+MIN_CONFIDENCE = 0.20
 # A second intent this close to the first is offered back ("¿Te refieres a A o a B?").
 ALTERNATIVE_RATIO = 0.5
 ALTERNATIVE_MIN = 0.15
