@@ -165,8 +165,14 @@ def content_hash(files: Sequence[Path], language: str) -> str:
 
 
 def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/wispbot`` (``~/.cache/wispbot``), else a private temporary folder."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    """``$XDG_CACHE_HOME/wispbot`` (``~/.cache/wispbot``); a user without a home gets a
+    private temporary folder instead (see ``_private_dir``)."""
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = str(Path.home() / ".cache")
+        except RuntimeError:  # no HOME and no passwd entry (some containers)
+            base = tempfile.gettempdir()
     return Path(base) / "wispbot"
 
 

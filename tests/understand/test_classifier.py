@@ -86,3 +86,20 @@ def test_an_unreadable_cache_file_means_training_again(tmp_path: Path) -> None:
     assert model.classes[int(model.proba(model_text("hola", "es")).argmax())] == "greet"
     # ... and the cache is whole again.
     assert load_or_train(load_file(files[0]), files, "es", cache)[1] is True
+
+
+def test_a_cache_folder_that_cannot_be_made_falls_back_to_a_private_temporary_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = copy_examples(tmp_path / "examples")
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    monkeypatch.setattr(classifier.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+
+    load_or_train(load_file(files[0]), files, "es", blocked / "cache")
+
+    [folder] = (tmp_path / "tmp").iterdir()
+    assert folder.name.startswith("wispbot-")
+    assert folder.stat().st_mode & 0o077 == 0  # only its owner reads the pickles
+    assert list(folder.glob("intents-es-*.joblib"))
+    assert load_or_train(load_file(files[0]), files, "es", blocked / "cache")[1] is True

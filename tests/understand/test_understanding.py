@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from flows.understand import Understanding
@@ -87,3 +90,14 @@ def test_metrics_the_dialog_will_count() -> None:
     assert REGISTRY.get_sample_value("wispbot_not_understood_total") == before + 1
     assert INTENTS._name == "wispbot_intents"
     assert NOT_UNDERSTOOD._name == "wispbot_not_understood"
+
+
+def test_the_layer_imports_nothing_from_the_runtime() -> None:
+    code = (
+        "import sys, flows.understand, flows.understand.evaluate\n"
+        "print(sorted(m for m in sys.modules if m == 'bot' or m.startswith('bot.')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"
