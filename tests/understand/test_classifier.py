@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -94,7 +95,7 @@ def test_a_cache_folder_that_cannot_be_made_falls_back_to_a_private_temporary_on
     files = copy_examples(tmp_path / "examples")
     blocked = tmp_path / "a-file"
     blocked.write_text("not a folder")
-    monkeypatch.setattr(classifier.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
 
     load_or_train(load_file(files[0]), files, "es", blocked / "cache")
 
