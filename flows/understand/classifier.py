@@ -16,7 +16,6 @@ import logging
 import os
 import re
 import tempfile
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,14 +131,13 @@ class IntentModel:
         indices: list[np.ndarray] = []
         values: list[np.ndarray] = []
         for part in self._parts:
-            counts = Counter(part.analyzer(text))
-            known = [(part.vocabulary[t], c) for t, c in counts.items() if t in part.vocabulary]
+            get = part.vocabulary.get
+            known = [i for i in map(get, part.analyzer(text)) if i is not None]
             if not known:
                 continue
-            idx = np.fromiter((i for i, _ in known), dtype=np.intp, count=len(known))
-            tf = np.fromiter((c for _, c in known), dtype=np.float64, count=len(known))
-            vals = (np.log(tf) + 1.0) * part.idf[idx]
-            vals /= np.sqrt(vals @ vals)
+            idx, tf = np.unique(np.array(known, dtype=np.intp), return_counts=True)
+            vals = (np.log(tf) + 1.0) * part.idf[idx]  # sublinear tf times idf, as fitted
+            vals /= np.sqrt(vals @ vals)  # each vectorizer's rows are L2-normalised
             indices.append(idx + part.offset)
             values.append(vals)
         scores = self._intercept.copy()

@@ -180,15 +180,20 @@ _SMS: dict[str, dict[str, str]] = {
         "info": "information",
     },
 }
-_ZERO_WIDTH = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff\u00ad]")
+_ZERO_WIDTH = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff\u00ad\u061c\u180e]")
 _ELONGATED = re.compile(r"([a-z])\1{2,}")
 _LAUGH = re.compile(r"\b(?:[jh][aeiou]){2,}[jh]?\b|\b(?:js){2,}j?\b")
 _NOT_WORD = re.compile(r"[^a-z0-9ñ]+")
 _SPACES = re.compile(r"\s+")
 
 
-def _char_kind(ch: str) -> str:
-    return unicodedata.category(ch)
+_MARKS = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_OTHER_DIGIT = re.compile(r"(?![0-9])\d")
+
+
+def _ascii_digit(match: re.Match[str]) -> str:
+    return str(unicodedata.decimal(match.group()))
 
 
 def fold(text: str) -> str:
@@ -196,18 +201,9 @@ def fold(text: str) -> str:
     other scripts' digits read as ASCII; punctuation kept."""
     text = unicodedata.normalize("NFKC", text)
     text = _ZERO_WIDTH.sub("", text)
-    out: list[str] = []
-    for ch in unicodedata.normalize("NFD", text.casefold()):
-        kind = _char_kind(ch)
-        if kind == "Mn":  # accents, combining marks
-            continue
-        if kind == "Nd" and not ch.isascii():
-            out.append(str(unicodedata.decimal(ch)))
-        elif kind in ("Cc", "Cf", "Zl", "Zp"):
-            out.append(" ")
-        else:
-            out.append(ch)
-    return "".join(out)
+    text = _CONTROL.sub(" ", text)
+    text = _MARKS.sub("", unicodedata.normalize("NFD", text.casefold()))
+    return _OTHER_DIGIT.sub(_ascii_digit, text) if not text.isascii() else text
 
 
 def _emoji_to_words(text: str, language: str) -> str:
