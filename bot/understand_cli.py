@@ -48,7 +48,12 @@ def run(args: argparse.Namespace, stdin: TextIO = sys.stdin, stdout: TextIO = sy
     # Imported here, not at the top: scikit-learn must not slow down the other commands.
     from flows.understand import Understanding
     from flows.understand.evaluate import evaluate
-    from flows.understand.examples import ExamplesError, load_examples, training_files
+    from flows.understand.examples import (
+        ExamplesError,
+        load_examples,
+        load_file,
+        training_files,
+    )
 
     bot = load_settings().bot
     languages = (args.language,) if args.language else LANGUAGES
@@ -60,7 +65,9 @@ def run(args: argparse.Namespace, stdin: TextIO = sys.stdin, stdout: TextIO = sy
                     stdout.write(orjson.dumps(row).decode() + "\n")
             return 0
         if args.eval is not None:
-            understanding = Understanding.load(tz=bot.tz, extra_dirs=args.examples)
+            labelled = load_file(args.eval)
+            file_languages = tuple(dict.fromkeys(ex.language for ex in labelled)) or LANGUAGES
+            understanding = Understanding.load(file_languages, tz=bot.tz, extra_dirs=args.examples)
             scored = evaluate(understanding, args.eval)
             stdout.write(scored.render() + "\n")
             if scored.accuracy < args.min_accuracy:

@@ -25,6 +25,8 @@ __all__ = ["INTENTS", "LANGUAGES", "Result", "Understanding", "match_option"]
 
 # Below this confidence the best guess is not trusted: the message is out of scope.
 MIN_CONFIDENCE = 0.20
+# Only the start of a message is read: the need is said there, and the cost stays bounded.
+MAX_CHARS = 1000
 # A second intent this close to the first is offered back ("¿Te refieres a A o a B?").
 ALTERNATIVE_RATIO = 0.5
 ALTERNATIVE_MIN = 0.15
@@ -101,14 +103,15 @@ class Understanding:
     def understand(self, text: str, language: str, now: datetime | None = None) -> Result:
         """The intent, its confidence, the entities, and a close second intent if any."""
         model = self.models.get(language) or next(iter(self.models.values()))
-        folded = fold(text)
+        read = text[:MAX_CHARS]  # a pasted novel costs no more than a long message
+        folded = fold(read)
         entities = extract(folded, language, now or datetime.now(self.tz), self.tz)
-        words = normalize(text, language)
+        words = normalize(read, language)
         if not has_letters(words):
             if "document" in entities and words.replace(" ", "").isdigit():
                 return Result(text, "document", 1.0, entities)
             return Result(text, "out_of_scope", 1.0, entities)
-        proba = model.proba(model_text(text, language))
+        proba = model.proba(model_text(read, language))
         order = proba.argsort()[::-1]
         best, second = int(order[0]), int(order[1])
         intent, confidence = model.classes[best], float(proba[best])

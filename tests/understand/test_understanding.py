@@ -101,3 +101,11 @@ def test_the_layer_imports_nothing_from_the_runtime() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_a_huge_or_odd_message_is_answered(understanding: Understanding) -> None:
+    huge = "no tengo internet " + "ñ\u200b😀\x00x" * 200_000
+    assert understanding.understand(huge, "es", now=NOW).intent == "fault_no_internet"
+    for odd in ["\ud800", "\U0010ffff", "١٢٣", "🏳️‍🌈" * 50, "\t\n\r", "a" * 5000]:
+        result = understanding.understand(odd, "es", now=NOW)
+        assert result.intent in {"out_of_scope", "document", *understanding.models["es"].classes}
