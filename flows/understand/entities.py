@@ -27,6 +27,11 @@ _MONTHS_EN = (
 _DAYS_ES = "lunes|martes|miercoles|jueves|viernes|sabado|domingo"
 _DAYS_EN = "monday|tuesday|wednesday|thursday|friday|saturday|sunday"
 _NUMERIC = r"\d{1,2}[/-]\d{1,2}(?:[/-]\d{2,4})?"
+# "el 15" is a day of the month, "el 15 de megas" or "el 50%" are not.
+_NOT_DAYS_ES = (
+    "megas?|mb|mbps|gb|mil|k|pesos|soles|dolares|dias|horas|hrs|minutos|min|veces|anos|meses|"
+    "semanas|por\\s+ciento"
+)
 
 # Each pattern's named group "d" is the phrase handed to dateparser; "rel" marks a phrase
 # dateparser does not know, rewritten first.
@@ -40,6 +45,8 @@ _DATE_PATTERNS: dict[str, re.Pattern[str]] = {
         rf"|(?P<day>{_DAYS_ES})\b"
         rf"|(?P<num>{_NUMERIC})(?![\d/])"
         rf"|(?P<in>en\s+\d{{1,2}}\s+dias)"
+        rf"|(?:el\s+dia|el|dia)\s+(?P<dom>\d{{1,2}})(?![\d/.,:-])(?!\s+de\s+(?:{_MONTHS_ES})\b)"
+        rf"(?!\s*(?:%|(?:de\s+)?(?:{_NOT_DAYS_ES})\b))"
         rf")"
     ),
     "en": re.compile(
@@ -52,6 +59,8 @@ _DATE_PATTERNS: dict[str, re.Pattern[str]] = {
         rf"|(?P<day>{_DAYS_EN})\b"
         rf"|(?P<num>{_NUMERIC})(?![\d/])"
         rf"|(?P<in>in\s+\d{{1,2}}\s+days)"
+        rf"|(?:on\s+the|by\s+the|the)\s+(?P<dom>\d{{1,2}})(?:st|nd|rd|th)\b"
+        rf"(?!\s+(?:of\s+)?(?:{_MONTHS_EN})\b)"
         rf")"
     ),
 }
@@ -184,9 +193,26 @@ def date_in(folded: str, language: str, now: datetime, tz: tzinfo) -> str | None
         phrase = _REWRITE.get(phrase, phrase)
         if match.group("num") and not _plausible_numeric(phrase):
             continue
-        found = _resolve(phrase, language, base)
+        if match.group("dom"):
+            found = _day_of_month(int(match.group("dom")), base.date())
+        else:
+            found = _resolve(phrase, language, base)
         if found is not None:
             return found.isoformat()
+    return None
+
+
+def _day_of_month(day: int, today: date) -> date | None:
+    """The next date with that day of the month ("pago el 15"), today included."""
+    if not 1 <= day <= 31:
+        return None
+    year, month = today.year, today.month + (day < today.day)
+    for _ in range(3):  # "el 31" in November is the 31st of December
+        year, month = year + (month - 1) // 12, (month - 1) % 12 + 1
+        try:
+            return date(year, month, day)
+        except ValueError:
+            month += 1
     return None
 
 

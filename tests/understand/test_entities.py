@@ -63,6 +63,12 @@ def test_numbers_that_are_not_documents() -> None:
         ("on December 5th", "en", "2026-12-05"),
         ("12/15", "en", "2026-12-15"),
         ("the day after tomorrow", "en", "2026-11-27"),
+        # A day of the month alone is its next occurrence.
+        ("pago el 30", "es", "2026-11-30"),
+        ("pago el 15", "es", "2026-12-15"),
+        ("el día 3", "es", "2026-12-03"),
+        ("el 31 sin falta", "es", "2026-12-31"),  # November has no 31st
+        ("on the 15th", "en", "2026-12-15"),
     ],
 )
 def test_dates_resolve_against_now_in_the_isp_time_zone(text: str, language: str, day: str) -> None:
@@ -73,6 +79,14 @@ def test_tomorrow_is_counted_in_the_isp_time_zone_not_utc() -> None:
     # 23:30 in Bogotá is already the next day in UTC: "mañana" is still Bogotá's tomorrow.
     late = datetime(2026, 11, 25, 23, 30, tzinfo=BOGOTA).astimezone(ZoneInfo("UTC"))
     assert entities("te pago mañana", now=late)["date"] == "2026-11-26"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["el 50% de la velocidad", "el plan de 50 megas", "el 100", "the 50 plan", "el 30 por ciento"],
+)
+def test_numbers_that_are_not_days(text: str) -> None:
+    assert "date" not in entities(text, "en" if text.startswith("the") else "es")
 
 
 def test_morning_is_not_tomorrow() -> None:
