@@ -39,7 +39,8 @@ lint: $(DEVSTAMP)
 test: $(DEVSTAMP) redis lint  ## ruff, mypy and the whole pytest suite against a real Redis
 	$(BIN)/pytest
 
-bench: $(DEVSTAMP) redis  ## throughput and latency against the idiomatic aiogram peer
+bench: $(DEVSTAMP) redis  ## understanding's CPU per message; throughput and latency against the aiogram peer
+	$(BIN)/python -m benchmarks.understand
 	$(BIN)/python -m benchmarks
 
 soak: $(DEVSTAMP) redis  ## 20,000 messages over 2,000 conversations: bot RSS, Redis keys and TTLs

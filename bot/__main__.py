@@ -1,4 +1,4 @@
-"""The command line: ``python -m bot {chat,run,sandbox,simulate,diagram,logkey}`` (also
+"""The command line: ``python -m bot {chat,run,sandbox,simulate,diagram,logkey,understand}`` (also
 ``wispbot``)."""
 
 from __future__ import annotations
@@ -32,6 +32,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     logkey.add_argument("channel", choices=["telegram", "whatsapp"])
     logkey.add_argument("chat_id", help="Telegram chat id, or the WhatsApp number (+57 300 ...)")
+    understand = sub.add_parser(
+        "understand", help="intent and entities of each stdin line, as JSON lines"
+    )
+    from bot.understand_cli import add_arguments
+
+    add_arguments(understand)
     return parser
 
 
@@ -86,6 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(run_paths(args.paths, quiet=args.quiet))
         if args.command == "logkey":
             return _logkey(args.channel, args.chat_id)
+        if args.command == "understand":
+            from bot.understand_cli import run
+
+            return run(args)
         if args.command == "diagram":
             from flows.diagram import print_diagrams
 

@@ -91,6 +91,17 @@ RELAY_GROUP_MESSAGES = Counter(
     "Messages the bot posted in the agents' group for relays",
     registry=REGISTRY,
 )
+INTENTS = Counter(
+    "wispbot_intents",
+    "Free-text messages understood, by intent (design.md section 8)",
+    ["intent"],
+    registry=REGISTRY,
+)
+NOT_UNDERSTOOD = Counter(
+    "wispbot_not_understood",
+    "Free-text messages the bot could not place (out of scope or too unsure)",
+    registry=REGISTRY,
+)
 
 
 @functools.cache
@@ -101,3 +112,10 @@ def _child(metric: MetricWrapperBase, values: tuple[str, ...]) -> MetricWrapperB
 def labelled(metric: _M, *values: str) -> _M:
     """``metric.labels(*values)``, looked up once per label set (hot paths call it per message)."""
     return _child(metric, values)  # type: ignore[return-value]
+
+
+def count_understanding(intent: str, understood: bool) -> None:
+    """Count one free-text message the dialog ran through understanding."""
+    labelled(INTENTS, intent).inc()
+    if not understood:
+        NOT_UNDERSTOOD.inc()
