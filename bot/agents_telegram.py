@@ -8,9 +8,9 @@ from collections.abc import Awaitable, Callable
 
 from bot.channels.base import AgentMessage, DeliveryError
 from bot.channels.telegram import MAX_UPLOAD_BYTES, TelegramChannel
-from bot.handoff import AgentRequest, HandoffError
-from bot.types import Inbound, Media
+from flows.ports import AgentRequest, HandoffError
 from flows.texts import Texts
+from flows.types import Inbound, Media
 
 log = logging.getLogger(__name__)
 

@@ -21,15 +21,15 @@ from typing import Any, TypeVar
 
 from bot import metrics
 from bot.channels.base import AgentMessage
-from bot.handoff import HandoffError
 from bot.sessions import LockLost, LockTimeout, Session, StoreError, StoreUnavailable, TurnStart
-from bot.types import ConvKey, Inbound, Kind, Option, Outbound
 from flows.agent import WAITING
 from flows.base import Conversation, FlowContext
 from flows.identify import verify_by_agent
 from flows.names import fold
+from flows.ports import HandoffError
 from flows.registry import Flows, build_flows, split_state
 from flows.texts import LANGUAGES, Texts, catalogue
+from flows.types import ConvKey, Inbound, Kind, Option, Outbound
 from integrations.wisphub.errors import WispHubError
 from integrations.wisphub.models import TicketRequest
 

@@ -40,9 +40,9 @@ from redis.exceptions import RedisError
 from bot import metrics
 from bot.agents_telegram import TelegramAgents, card_text, location_text
 from bot.channels.telegram import MAX_TEXT
-from bot.handoff import AgentRequest, HandoffError
 from bot.sessions import PREFIX, RedisStore, SessionStore
-from bot.types import Inbound
+from flows.ports import AgentRequest, HandoffError
+from flows.types import Inbound
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ from pydantic import SecretStr
 
 from bot import metrics
 from bot.engine import Engine, wall_clock
-from bot.handoff import HandoffPort
 from bot.sessions import SessionStore, make_store
 from bot.settings import Settings, require
 from flows.base import FlowContext
+from flows.ports import HandoffPort
 from integrations.wisphub.client import WispHubClient
 from integrations.wisphub.sandbox import SANDBOX_API_KEY, Sandbox, running_sandbox
 

@@ -71,7 +71,7 @@ from redis.exceptions import DataError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.autopipe import AutoPipeline, Queue
-from bot.types import ConvKey
+from flows.types import ConvKey
 
 log = logging.getLogger(__name__)
 

@@ -33,11 +33,12 @@ from typing import Any
 import yaml
 
 from bot.channels.base import AgentMessage
-from bot.handoff import HandoffPort, LocalAgents, NoAgents
+from bot.handoff import LocalAgents, NoAgents
 from bot.runtime import open_runtime
 from bot.sessions import MemoryStore
 from bot.settings import load_settings
-from bot.types import CHANNELS, Channel, ConvKey, Inbound, Kind, Media, Outbound
+from flows.ports import HandoffPort
+from flows.types import CHANNELS, Channel, ConvKey, Inbound, Kind, Media, Outbound
 from integrations.wisphub.sandbox import RecordedRequest, Sandbox
 
 DEFAULT_START = "2026-11-25T10:00:00-05:00"  # a Wednesday morning in Bogotá

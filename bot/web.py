@@ -55,7 +55,7 @@ from bot.channels.telegram import (
 )
 from bot.channels.whatsapp import WhatsAppChannel, WhatsAppWebhook, takes_caption
 from bot.engine import LOCK_LEASE_SECONDS, Engine
-from bot.handoff import HandoffError, HandoffPort, NoAgents
+from bot.handoff import NoAgents
 from bot.http_guard import GuardedSite, body_within, quiet_bad_requests, server_options
 from bot.logs import log_key, setup_logging
 from bot.relay import Relay
@@ -63,8 +63,9 @@ from bot.runtime import Runtime, open_runtime
 from bot.sessions import StoreError, TurnStart
 from bot.settings import Settings, SettingsError, load_settings, require
 from bot.startup import check_wisphub, listen, telegram_problem
-from bot.types import Channel, ConvKey, Inbound, Outbound
+from flows.ports import HandoffError, HandoffPort
 from flows.texts import Texts
+from flows.types import Channel, ConvKey, Inbound, Outbound
 from integrations.wisphub.errors import WispHubError
 
 log = logging.getLogger(__name__)

@@ -7,10 +7,10 @@ from typing import Any
 
 from transitions.extensions.asyncio import AsyncEventData
 
-from bot.handoff import AgentRequest, HandoffError
-from bot.settings import DAYS
 from flows.base import Conversation, Flow, model
 from flows.client import ticket_lines
+from flows.ports import AgentRequest, HandoffError
+from flows.types import DAYS
 from integrations.wisphub.errors import WispHubError
 
 log = logging.getLogger(__name__)

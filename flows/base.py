@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 
 from transitions.extensions.asyncio import AsyncEventData, AsyncMachine
 
-from bot.handoff import HandoffPort
-from bot.types import ConvKey, Inbound, Option, Outbound
+from flows.ports import HandoffPort
 from flows.texts import Texts
+from flows.types import ConvKey, Inbound, Option, Outbound
 from integrations.wisphub.models import (
     Client,
     Invoice,

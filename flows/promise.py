@@ -7,8 +7,8 @@ from typing import Any
 
 from transitions.extensions.asyncio import AsyncEventData
 
-from bot.types import Option
 from flows.base import Conversation, Flow, model
+from flows.types import Option
 
 
 class PromiseFlow(Flow):

@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from bot.settings import BotSettings, TelegramSettings, WhatsAppSettings, WispHubSettings
+from bot.settings import BotSettings, TelegramSettings, WhatsAppSettings
+from integrations.wisphub.settings import WispHubSettings
 
 
 def setting_names() -> frozenset[str]:

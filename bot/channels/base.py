@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from bot.types import Channel, Inbound, Media, Outbound
+from flows.types import Channel, Inbound, Media, Outbound
 
 
 class DeliveryError(Exception):

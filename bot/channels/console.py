@@ -22,8 +22,8 @@ from bot.handoff import LocalAgents
 from bot.runtime import open_runtime
 from bot.sessions import MemoryStore
 from bot.settings import load_settings
-from bot.types import ConvKey, Inbound, Kind, Outbound
 from flows.texts import Texts
+from flows.types import ConvKey, Inbound, Kind, Outbound
 
 KEY = ConvKey("console", "local")
 DEMO_ISP = "FibraNet Demo"  # the sandbox's tenant

@@ -88,7 +88,7 @@ from bot.channels.base import (
     settle_when_done,
 )
 from bot.channels.telegram_content import unreadable_media
-from bot.types import Channel, ConvKey, Inbound, Kind, Media, Option, Outbound
+from flows.types import Channel, ConvKey, Inbound, Kind, Media, Option, Outbound
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from aiogram.enums import ContentType
 from aiogram.types import Message
 
-from bot.types import Media
+from flows.types import Media
 
 __all__ = ["SERVICE_TYPES", "unreadable_media"]
 

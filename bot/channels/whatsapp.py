@@ -66,7 +66,7 @@ from bot.channels.whatsapp_parse import as_str as _str
 from bot.channels.whatsapp_parse import dicts as _dicts
 from bot.channels.whatsapp_parse import is_phone_id, parse_webhook, timestamps
 from bot.settings import WhatsAppSettings
-from bot.types import Channel, Inbound, Kind, Media, Option, Outbound
+from flows.types import Channel, Inbound, Kind, Media, Option, Outbound
 
 _T = TypeVar("_T")
 

@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from bot.types import ConvKey, Inbound, Kind, Media
+from flows.types import ConvKey, Inbound, Kind, Media
 
 log = logging.getLogger("bot.channels.whatsapp")
 

@@ -44,7 +44,6 @@ from async_lru import alru_cache
 from cachetools import LRUCache
 from pydantic import ValidationError
 
-from bot.settings import WispHubSettings
 from integrations.wisphub.breaker import CircuitBreaker
 from integrations.wisphub.errors import (
     TicketUnconfirmed,
@@ -65,6 +64,7 @@ from integrations.wisphub.models import (
     TicketRequest,
 )
 from integrations.wisphub.phones import MIN_PHONE_DIGITS, national_forms, national_number
+from integrations.wisphub.settings import WispHubSettings
 from integrations.wisphub.transport import AiohttpTransport
 
 logger = logging.getLogger(__name__)

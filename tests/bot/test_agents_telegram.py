@@ -9,7 +9,7 @@ from telegram_api import FakeTelegram
 from bot.agents_telegram import TelegramAgents
 from bot.channels.base import AgentMessage, DeliveryError
 from bot.channels.telegram import TelegramChannel
-from bot.types import ConvKey, Inbound, Kind, Media
+from flows.types import ConvKey, Inbound, Kind, Media
 
 WA = ConvKey("whatsapp", "573001112233")
 

@@ -16,7 +16,7 @@ from bot.metrics import LOCK_TIMEOUTS
 from bot.runtime import Runtime, open_runtime
 from bot.sessions import MemoryStore, Session, StoreUnavailable
 from bot.settings import load_settings
-from bot.types import ConvKey, Inbound, Kind, Media, Outbound
+from flows.types import ConvKey, Inbound, Kind, Media, Outbound
 from integrations.wisphub.sandbox import Sandbox
 
 KEY = ConvKey("telegram", "5001")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bot.logs import JsonFormatter, log_key, pseudonym, setup_logging
-from bot.types import ConvKey
+from flows.types import ConvKey
 
 ROOT = Path(__file__).resolve().parents[2]
 

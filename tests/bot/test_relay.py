@@ -13,9 +13,9 @@ from telegram_api import FakeTelegram
 
 from bot.agents_telegram import TelegramAgents
 from bot.channels.telegram import MAX_TEXT, TelegramChannel
-from bot.handoff import AgentRequest
 from bot.relay import MemoryOutbox, Outbox, RedisOutbox, RelayingAgents, RelayWorker, merge
-from bot.types import ConvKey, Inbound, Kind, Media
+from flows.ports import AgentRequest
+from flows.types import ConvKey, Inbound, Kind, Media
 
 ANA = ConvKey("telegram", "1001")
 

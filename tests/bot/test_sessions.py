@@ -30,7 +30,7 @@ from bot.sessions import (
     parse_sentinel_url,
     redis_key,
 )
-from bot.types import ConvKey, Option, Outbound
+from flows.types import ConvKey, Option, Outbound
 
 ANA = ConvKey("telegram", "1001")
 LUIS = ConvKey("whatsapp", "573001112233")

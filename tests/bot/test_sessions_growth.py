@@ -23,7 +23,7 @@ from bot.sessions import (
     SessionStore,
     redis_key,
 )
-from bot.types import ConvKey
+from flows.types import ConvKey
 
 ANA = ConvKey("telegram", "1001")
 LUIS = ConvKey("whatsapp", "573001112233")

@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
 
 from bot.sessions import RedisStore, Session, StoreUnavailable, redis_key
-from bot.types import ConvKey
+from flows.types import ConvKey
 
 KEY = ConvKey("telegram", "4242")
 LIMITS: dict[str, Any] = {"rate_limit": 30, "lease": 5.0}

@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from redis_child import redis_server_path
 
 from bot.sessions import RedisStore, Session, StoreUnavailable
-from bot.types import ConvKey
+from flows.types import ConvKey
 
 pytestmark = pytest.mark.skipif(redis_server_path() is None, reason="needs redis-server")
 

@@ -14,10 +14,10 @@ from bot.settings import (
     BusinessHours,
     SettingsError,
     TelegramSettings,
-    WispHubSettings,
     load_settings,
     require,
 )
+from integrations.wisphub.settings import WispHubSettings
 
 MON, TUE, WED, THU, FRI, SAT, SUN = range(7)
 

@@ -13,9 +13,9 @@ import pytest
 from pydantic import SecretStr
 
 from bot import startup
-from bot.settings import WispHubSettings
 from bot.startup import check_wisphub
 from integrations.wisphub.client import WispHubClient
+from integrations.wisphub.settings import WispHubSettings
 
 KEY = "tenant-api-key-9c1e77"
 

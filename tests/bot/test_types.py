@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.types import ConvKey, Media, Outbound
+from flows.types import ConvKey, Media, Outbound
 
 KEY = ConvKey("whatsapp", "573001112233")
 AGENTS = ConvKey("telegram", "-1001234567890")

@@ -59,7 +59,7 @@ from slow_link import SlowLink
 from telegram_api import FakeTelegram, Sent, running_fake_telegram
 
 from bot.sessions import Session, conv_key, redis_key
-from bot.types import ConvKey
+from flows.types import ConvKey
 from integrations.wisphub.sandbox import Sandbox
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]

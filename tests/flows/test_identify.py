@@ -17,8 +17,8 @@ from bot.handoff import LocalAgents
 from bot.runtime import Runtime, open_runtime
 from bot.sessions import MemoryStore
 from bot.settings import load_settings
-from bot.types import ConvKey, Inbound, Kind, Outbound
 from flows.names import fold
+from flows.types import ConvKey, Inbound, Kind, Outbound
 from integrations.wisphub.sandbox import Sandbox
 
 START = 1_795_000_000.0

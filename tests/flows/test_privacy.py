@@ -20,9 +20,9 @@ from bot.handoff import LocalAgents
 from bot.runtime import Runtime, open_runtime
 from bot.sessions import MemoryStore
 from bot.settings import load_settings
-from bot.types import ConvKey, Inbound, Kind, Outbound
 from flows.names import fold
 from flows.texts import catalogue
+from flows.types import ConvKey, Inbound, Kind, Outbound
 from integrations.wisphub.demo_data import demo_data
 from integrations.wisphub.sandbox import Sandbox
 

@@ -15,13 +15,14 @@ from pydantic import SecretStr
 
 from bot.agents_telegram import card_text
 from bot.channels.base import AgentMessage
-from bot.handoff import AgentRequest, LocalAgents
+from bot.handoff import LocalAgents
 from bot.logs import JsonFormatter, scrub
 from bot.runtime import open_runtime
 from bot.sessions import MemoryStore
 from bot.settings import load_settings
-from bot.types import ConvKey, Inbound, Kind, Outbound
+from flows.ports import AgentRequest
 from flows.texts import Texts
+from flows.types import ConvKey, Inbound, Kind, Outbound
 from integrations.wisphub.sandbox import SANDBOX_API_KEY, Sandbox
 
 KEY = ConvKey("telegram", "7007")

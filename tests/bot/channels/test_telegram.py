@@ -42,7 +42,7 @@ from bot.channels.telegram import (
     update_to_agent_message,
     update_to_inbound,
 )
-from bot.types import ConvKey, Inbound, Kind, Media, Option, Outbound
+from flows.types import ConvKey, Inbound, Kind, Media, Option, Outbound
 
 CHAT = 1001
 KEY = ConvKey("telegram", str(CHAT))

@@ -30,7 +30,7 @@ from bot.channels.whatsapp import (
 )
 from bot.channels.whatsapp_parse import parse_webhook
 from bot.settings import WhatsAppSettings
-from bot.types import ConvKey, Inbound, Kind, Media, Option, Outbound
+from flows.types import ConvKey, Inbound, Kind, Media, Option, Outbound
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "fakes"))
 import graph_api

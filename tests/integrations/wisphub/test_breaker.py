@@ -8,10 +8,10 @@ import httpx
 import pytest
 import respx
 
-from bot.settings import WispHubSettings
 from integrations.wisphub.breaker import CircuitBreaker, CircuitOpen
 from integrations.wisphub.client import WispHubClient
 from integrations.wisphub.errors import WispHubRejected, WispHubUnavailable
+from integrations.wisphub.settings import WispHubSettings
 
 BASE = "https://isp.example/api/"
 

@@ -17,7 +17,6 @@ import pytest
 import respx
 from fixtures import fixture
 
-from bot.settings import WispHubSettings
 from integrations.wisphub import client as client_module
 from integrations.wisphub.client import WispHubClient, classify_ping, mask, national_number
 from integrations.wisphub.errors import (
@@ -27,6 +26,7 @@ from integrations.wisphub.errors import (
     WispHubUnavailable,
 )
 from integrations.wisphub.models import TicketRequest
+from integrations.wisphub.settings import WispHubSettings
 
 BASE = "https://isp.example/api/"
 KEY = "k-live-9f8e7d6c5b4a"

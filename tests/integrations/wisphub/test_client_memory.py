@@ -9,9 +9,9 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from bot.settings import WispHubSettings
 from integrations.wisphub import client as client_module
 from integrations.wisphub.client import WispHubClient
+from integrations.wisphub.settings import WispHubSettings
 
 CACHE = 4  # look-ups kept per kind in this test (the client's default is thousands)
 

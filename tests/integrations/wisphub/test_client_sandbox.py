@@ -12,7 +12,6 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from bot.settings import WispHubSettings
 from integrations.wisphub.client import WispHubClient
 from integrations.wisphub.errors import (
     WispHubConfigError,
@@ -22,6 +21,7 @@ from integrations.wisphub.errors import (
 )
 from integrations.wisphub.models import SECRET_FIELDS, Client, TicketRequest
 from integrations.wisphub.sandbox import SANDBOX_API_KEY, Sandbox, running_sandbox
+from integrations.wisphub.settings import WispHubSettings
 
 TZ = ZoneInfo("America/Bogota")
 

@@ -16,7 +16,6 @@ from zoneinfo import ZoneInfo
 import pytest
 from fixtures import fixture
 
-from bot.settings import WispHubSettings
 from integrations.wisphub.breaker import CircuitOpen
 from integrations.wisphub.client import WispHubClient
 from integrations.wisphub.errors import (
@@ -27,6 +26,7 @@ from integrations.wisphub.errors import (
 )
 from integrations.wisphub.models import TicketRequest
 from integrations.wisphub.sandbox import SANDBOX_API_KEY, Sandbox, running_sandbox
+from integrations.wisphub.settings import WispHubSettings
 
 TZ = ZoneInfo("America/Bogota")
 RECORDS = fixture("wisphub/records.yaml")

@@ -1,4 +1,6 @@
-"""The channel-agnostic message types every adapter speaks: conversation key, Inbound, Outbound."""
+"""The dialog's vocabulary, which every channel adapter speaks: conversation key, Inbound, Outbound,
+options and the days of the week. It lives with the dialog (``flows``) so that the runtime and
+the channels import it from below, never the other way round."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal, get_args
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 Channel = Literal["telegram", "whatsapp", "console"]
 CHANNELS: tuple[Channel, ...] = get_args(Channel)
