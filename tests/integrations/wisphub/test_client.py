@@ -17,7 +17,7 @@ import pytest
 import respx
 from fixtures import fixture
 
-from integrations.wisphub import client as client_module
+from integrations.wisphub import pipeline
 from integrations.wisphub.client import WispHubClient, classify_ping, mask, national_number
 from integrations.wisphub.errors import (
     WispHubConfigError,
@@ -284,7 +284,7 @@ async def test_pagination_stops_on_an_empty_page(
 async def test_pagination_is_bounded_when_the_server_never_ends(
     router: respx.MockRouter, wh: WispHubClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(client_module, "MAX_PAGES", 5)
+    monkeypatch.setattr(pipeline, "MAX_PAGES", 5)
     endless = {"count": 10**9, "next": None, "previous": None, "results": CLIENTS[:2]}
     route = router.get("clientes/").mock(return_value=httpx.Response(200, json=endless))
 
@@ -521,9 +521,7 @@ async def test_get_is_retried_on_500_then_succeeds(
     methods = await wh.payment_methods()
 
     assert [m.name for m in methods] == ["Efectivo"]
-    assert route.call_count == 3
-    assert wh.stats["GET /formas-de-pago/"] == 3
-    assert wh.stats.retries == 2
+    assert route.call_count == 3  # two retries
 
 
 async def test_get_is_retried_on_timeout_then_succeeds(
