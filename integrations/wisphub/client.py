@@ -35,7 +35,7 @@ from integrations.wisphub.models import (
     Ticket,
     TicketRequest,
 )
-from integrations.wisphub.phones import MIN_PHONE_DIGITS, national_forms, national_number
+from integrations.wisphub.phones import MIN_PHONE_DIGITS, national_forms
 from integrations.wisphub.ping import classify_ping
 from integrations.wisphub.pipeline import Deadline, RequestPipeline, Transient
 from integrations.wisphub.settings import WispHubSettings
@@ -477,4 +477,4 @@ class WispHubClient(RequestPipeline):
         return matching_ticket(req, tickets, since=since, aware=self._aware)
 
 
-__all__ = ["WispHubClient", "classify_ping", "mask", "national_number"]
+__all__ = ["WispHubClient", "digits", "mask"]

@@ -27,7 +27,7 @@ from wisphub_respx import (
     record,
 )
 
-from integrations.wisphub.client import WispHubClient, mask, national_number
+from integrations.wisphub.client import WispHubClient, mask
 from integrations.wisphub.errors import (
     WispHubConfigError,
     WispHubRejected,
@@ -73,21 +73,6 @@ async def test_document_is_normalised_to_digits(
     assert [c.service_id for c in found] == [10]
     assert queries(route)[0]["cedula"] == "1020304050"
     assert await wh.find_by_document("   ") == []
-
-
-@pytest.mark.parametrize(
-    ("raw", "expected"),
-    [
-        ("+57 300 111 2233", "3001112233"),
-        ("573001112233", "3001112233"),
-        ("3001112233", "3001112233"),
-        ("0057 300-111-2233", "3001112233"),
-        ("(601) 444 5566", "6014445566"),
-        ("+1 555 123 4567", "15551234567"),
-    ],
-)
-def test_national_number(raw: str, expected: str) -> None:
-    assert national_number(raw, "57") == expected
 
 
 async def test_find_by_phone_strips_country_code_and_matches_whole_numbers(

@@ -5,11 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from wisphub_respx import (
-    ping_item,
-)
+from wisphub_respx import ping_item
 
-from integrations.wisphub.client import classify_ping
+from integrations.wisphub.ping import classify_ping
 
 
 @pytest.mark.parametrize(
