@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from integrations.wisphub.demo_data import NORTH_OUTAGE, complete_client, demo_data
+from integrations.wisphub.sandbox.demo_data import NORTH_OUTAGE, complete_client, demo_data
 
 FIRST = ("Ana", "Carlos", "Luz", "Jorge", "Valentina", "Pedro", "Camila", "Andrés", "Diana")
 LAST = ("Ruiz", "Pérez", "Peña", "Gaitán", "Ortiz", "Rojas", "Gómez", "Mora", "Cárdenas")

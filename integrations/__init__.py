@@ -1,1 +1,4 @@
-"""Integrations with external systems."""
+"""Integrations with external systems (today WispHub Net): the lowest layer of wispbot.
+
+Nothing here imports from ``bot`` or ``flows``; they import from here.
+"""

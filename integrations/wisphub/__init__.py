@@ -1,4 +1,7 @@
-"""WispHub Net: async client, typed models, errors, and a compatible sandbox server."""
+"""WispHub Net: settings, request pipeline, async client, models, errors, ping parsing, sandbox.
+
+Imports nothing from ``bot`` or ``flows``: the dialog and the runtime use it, never the reverse.
+"""
 
 from integrations.wisphub.errors import (
     TicketUnconfirmed,

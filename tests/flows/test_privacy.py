@@ -23,8 +23,8 @@ from bot.settings import load_settings
 from flows.names import fold
 from flows.texts import catalogue
 from flows.types import ConvKey, Inbound, Kind, Outbound
-from integrations.wisphub.demo_data import demo_data
 from integrations.wisphub.sandbox import Sandbox
+from integrations.wisphub.sandbox.demo_data import demo_data
 
 NAMED = range(10, 17)
 START = datetime.fromisoformat("2026-11-25T10:00:00-05:00").timestamp()  # within agents' hours

@@ -1,4 +1,4 @@
-"""WispHubClient against respx: every edge of the transport, pagination, caching and parsing."""
+"""WispHubClient against respx: look-ups, tickets, caching, catalogue, money, ping tasks."""
 
 from __future__ import annotations
 
@@ -7,133 +7,35 @@ import email
 import email.policy
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 import respx
 from fixtures import fixture
+from wisphub_respx import (
+    BASE,
+    CLIENTS,
+    KEY,
+    SECRETS,
+    ignoring_filters,
+    page,
+    ping_item,
+    queries,
+    record,
+)
 
-from integrations.wisphub import client as client_module
-from integrations.wisphub.client import WispHubClient, classify_ping, mask, national_number
+from integrations.wisphub.client import WispHubClient, mask
 from integrations.wisphub.errors import (
     WispHubConfigError,
-    WispHubNotFound,
     WispHubRejected,
     WispHubUnavailable,
 )
 from integrations.wisphub.models import TicketRequest
-from integrations.wisphub.settings import WispHubSettings
-
-BASE = "https://isp.example/api/"
-KEY = "k-live-9f8e7d6c5b4a"
-TZ = ZoneInfo("America/Bogota")
-SECRETS = ("wifi-Secret-1", "pppoe-Secret-2", "cpe-Secret-3", "ssid-Secret-4", "4.6097,-74.0817")
 
 PINGS = fixture("wisphub/ping_tasks.yaml")
-
-
-def settings(**over: Any) -> WispHubSettings:
-    values: dict[str, Any] = {
-        "api_url": BASE,
-        "api_key": KEY,
-        "retries": 2,
-        "page_size": 2,
-        "ping_deadline": 0.5,
-    }
-    values.update(over)
-    return WispHubSettings(**values)
-
-
-def record(
-    service_id: int, cedula: str, nombre: str, telefono: str = "", **extra: Any
-) -> dict[str, Any]:
-    """A WispHub list record, secrets included, as the real API sends it."""
-    return {
-        "id_servicio": service_id,
-        "usuario": f"user{service_id}@isp",
-        "nombre": nombre,
-        "cedula": cedula,
-        "telefono": telefono,
-        "saldo": "0.00",
-        "precio_plan": "89900.00",
-        "estado": "Activo",
-        "password_servicio": SECRETS[1],
-        "password_cpe": SECRETS[2],
-        "password_router_wifi": SECRETS[0],
-        "password_ssid_router_wifi": SECRETS[3],
-        "coordenadas": SECRETS[4],
-        **extra,
-    }
-
-
-CLIENTS = [
-    record(10, "1020304050", "Ana María Ruiz Gómez", "3001112233"),
-    record(11, "79856321", "Carlos Andrés Pérez Mora", "30011122334"),
-    record(12, "102030405", "Luz Marina Peña", "573001112233"),
-    record(13, "1098765432", "Jorge Eliécer Gaitán Ramírez", "3152223344,3209998877,6014445566"),
-    record(14, "1032456789", "Valentina Ortiz Cárdenas", "3104445566"),
-]
-
-
-def page(
-    request: httpx.Request, items: list[dict[str, Any]], *, count: int | None = None
-) -> httpx.Response:
-    """One Django-REST page of ``items`` for the request's limit/offset, ``next`` as http://."""
-    limit = int(request.url.params.get("limit", "100"))
-    offset = int(request.url.params.get("offset", "0"))
-    chunk = items[offset : offset + limit]
-    total = len(items) if count is None else count
-    nxt = (
-        f"http://isp.example/api/{request.url.path.split('/api/')[1]}"
-        f"?limit={limit}&offset={offset + limit}"
-        if offset + limit < total
-        else None
-    )
-    body = {"count": total, "next": nxt, "previous": None, "results": chunk}
-    return httpx.Response(200, json=body)
-
-
-def ignoring_filters(items: list[dict[str, Any]]) -> Callable[[httpx.Request], httpx.Response]:
-    """A server that ignores every filter and returns all records (WispHub's real behaviour)."""
-    return lambda request: page(request, items)
-
-
-@pytest.fixture
-def router() -> Iterator[respx.MockRouter]:
-    with respx.mock(base_url=BASE, assert_all_called=False, assert_all_mocked=True) as r:
-        yield r
-
-
-@pytest.fixture
-async def make() -> AsyncIterator[Callable[..., WispHubClient]]:
-    made: list[WispHubClient] = []
-    async with httpx.AsyncClient() as http:
-
-        def factory(**over: Any) -> WispHubClient:
-            c = WispHubClient(http, settings(**over), tz=TZ)
-            c.backoff_base = 0.001
-            c.ping_poll_interval = 0.001
-            c.reconcile_interval = 0.001
-            c.ping_poll_cap = 0.005
-            made.append(c)
-            return c
-
-        yield factory
-        for c in made:
-            await c.aclose()
-
-
-@pytest.fixture
-def wh(make: Callable[..., WispHubClient]) -> WispHubClient:
-    return make()
-
-
-def queries(route: respx.Route) -> list[dict[str, str]]:
-    return [dict(call.request.url.params) for call in route.calls]
 
 
 # --------------------------------------------------------------------------- look-ups
@@ -171,21 +73,6 @@ async def test_document_is_normalised_to_digits(
     assert [c.service_id for c in found] == [10]
     assert queries(route)[0]["cedula"] == "1020304050"
     assert await wh.find_by_document("   ") == []
-
-
-@pytest.mark.parametrize(
-    ("raw", "expected"),
-    [
-        ("+57 300 111 2233", "3001112233"),
-        ("573001112233", "3001112233"),
-        ("3001112233", "3001112233"),
-        ("0057 300-111-2233", "3001112233"),
-        ("(601) 444 5566", "6014445566"),
-        ("+1 555 123 4567", "15551234567"),
-    ],
-)
-def test_national_number(raw: str, expected: str) -> None:
-    assert national_number(raw, "57") == expected
 
 
 async def test_find_by_phone_strips_country_code_and_matches_whole_numbers(
@@ -246,51 +133,6 @@ async def test_find_by_service_uses_the_list_endpoint_and_keeps_the_exact_record
     assert found.service_id == 13
     assert missing is None
     assert queries(route)[0]["id_servicio"] == "13"
-
-
-# --------------------------------------------------------------------------- pagination
-
-
-async def test_pagination_stays_on_the_configured_https_base_and_ignores_next(
-    router: respx.MockRouter, wh: WispHubClient
-) -> None:
-    route = router.get("clientes/").mock(side_effect=ignoring_filters(CLIENTS))
-
-    await wh.find_by_document("1032456789")
-
-    urls = [call.request.url for call in route.calls]
-    assert len(urls) == 3
-    assert all(u.scheme == "https" and u.host == "isp.example" for u in urls)
-    assert all(u.path == "/api/clientes/" for u in urls)
-    # The server announced http:// next links; none was followed (respx would have raised
-    # for an unmocked http:// URL, and every request above is https).
-    nexts = [call.response.json()["next"] for call in route.calls]
-    assert nexts[0].startswith("http://")
-    assert nexts[-1] is None
-
-
-async def test_pagination_stops_on_an_empty_page(
-    router: respx.MockRouter, wh: WispHubClient
-) -> None:
-    # The server claims 1000 records but runs dry after the first page.
-    route = router.get("clientes/").mock(
-        side_effect=lambda request: page(request, CLIENTS[:2], count=1000)
-    )
-
-    assert await wh.find_by_document("1020304050") != []
-    assert route.call_count == 2
-
-
-async def test_pagination_is_bounded_when_the_server_never_ends(
-    router: respx.MockRouter, wh: WispHubClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(client_module, "MAX_PAGES", 5)
-    endless = {"count": 10**9, "next": None, "previous": None, "results": CLIENTS[:2]}
-    route = router.get("clientes/").mock(return_value=httpx.Response(200, json=endless))
-
-    await wh.find_by_document("1020304050")
-
-    assert route.call_count == 5
 
 
 # --------------------------------------------------------------------------- tickets
@@ -502,177 +344,6 @@ async def test_open_tickets_reads_both_states_matches_service_and_is_refreshed_a
     assert get.call_count > calls  # the write dropped the cache
 
 
-# --------------------------------------------------------------------------- retries and errors
-
-
-async def test_get_is_retried_on_500_then_succeeds(
-    router: respx.MockRouter, wh: WispHubClient
-) -> None:
-    route = router.get("formas-de-pago/").mock(
-        side_effect=[
-            httpx.Response(500),
-            httpx.Response(
-                502, text="<html>bad gateway</html>", headers={"content-type": "text/html"}
-            ),
-            httpx.Response(200, json=[{"id": 1, "nombre": "Efectivo"}]),
-        ]
-    )
-
-    methods = await wh.payment_methods()
-
-    assert [m.name for m in methods] == ["Efectivo"]
-    assert route.call_count == 3
-    assert wh.stats["GET /formas-de-pago/"] == 3
-    assert wh.stats.retries == 2
-
-
-async def test_get_is_retried_on_timeout_then_succeeds(
-    router: respx.MockRouter, wh: WispHubClient
-) -> None:
-    route = router.get("formas-de-pago/").mock(
-        side_effect=[httpx.ReadTimeout("slow"), httpx.Response(200, json=[])]
-    )
-
-    assert await wh.payment_methods() == []
-    assert route.call_count == 2
-
-
-async def test_retries_are_bounded_by_settings(
-    router: respx.MockRouter, make: Callable[..., WispHubClient]
-) -> None:
-    wh = make(retries=1)
-    route = router.get("formas-de-pago/").mock(return_value=httpx.Response(503))
-
-    with pytest.raises(WispHubUnavailable):
-        await wh.payment_methods()
-    assert route.call_count == 2
-
-
-async def test_no_retry_once_the_call_budget_is_spent(
-    router: respx.MockRouter, wh: WispHubClient
-) -> None:
-    wh.call_budget = 0.0
-    route = router.get("formas-de-pago/").mock(return_value=httpx.Response(503))
-
-    with pytest.raises(WispHubUnavailable):
-        await wh.payment_methods()
-    assert route.call_count == 1
-
-
-async def test_a_hung_server_is_cut_off_at_the_call_timeout(
-    router: respx.MockRouter, wh: WispHubClient
-) -> None:
-    wh.call_timeout = 0.05
-
-    async def hang(request: httpx.Request) -> httpx.Response:
-        await asyncio.sleep(30)
-        return httpx.Response(200, json=[])
-
-    router.get("formas-de-pago/").mock(side_effect=hang)
-
-    with pytest.raises(WispHubUnavailable):
-        await wh.payment_methods()
-
-
-async def test_429_is_retried_then_unavailable(router: respx.MockRouter, wh: WispHubClient) -> None:
-    route = router.get("formas-de-pago/").mock(
-        return_value=httpx.Response(429, headers={"retry-after": "0"})
-    )
-
-    with pytest.raises(WispHubUnavailable):
-        await wh.payment_methods()
-    assert route.call_count == 3
-
-
-@pytest.mark.parametrize(
-    ("response", "error", "text"),
-    [
-        (
-            httpx.Response(200, text="<!DOCTYPE html><html>login</html>"),
-            WispHubConfigError,
-            "WISPHUB_API_URL does not point at the API",
-        ),
-        (
-            httpx.Response(404, html="<html><body>Not Found</body></html>"),
-            WispHubConfigError,
-            "WISPHUB_API_URL",
-        ),
-        (
-            httpx.Response(
-                403, json={"detail": "Usted no tiene permiso para realizar esta acción."}
-            ),
-            WispHubConfigError,
-            "Usted no tiene permiso",
-        ),
-        (httpx.Response(401, json={"detail": "Invalid key"}), WispHubConfigError, "Invalid key"),
-        (httpx.Response(404, json={"detail": "No encontrado."}), WispHubNotFound, "No encontrado"),
-        (
-            httpx.Response(400, json={"cedula": ["Introduzca un número válido."]}),
-            WispHubRejected,
-            "cedula: Introduzca un número válido.",
-        ),
-        (
-            httpx.Response(422, json={"non_field_errors": ["Fecha inválida"]}),
-            WispHubRejected,
-            "Fecha inválida",
-        ),
-        (httpx.Response(301, headers={"location": "http://x/"}), WispHubConfigError, "redirect"),
-        (httpx.Response(200, text="{not json"), WispHubUnavailable, "undecodable JSON"),
-        (httpx.Response(500, text="oops"), WispHubUnavailable, "HTTP 500"),
-    ],
-)
-async def test_errors_map_onto_the_exception_tree(
-    router: respx.MockRouter,
-    wh: WispHubClient,
-    response: httpx.Response,
-    error: type[Exception],
-    text: str,
-) -> None:
-    route = router.get("clientes/").mock(return_value=response)
-
-    with pytest.raises(error, match=text) as info:
-        await wh.find_by_document("1020304050")
-
-    assert KEY not in str(info.value)
-    retried = error is WispHubUnavailable
-    assert route.call_count == (3 if retried else 1)  # only the Unavailable causes are retried
-
-
-async def test_transport_error_is_unavailable(router: respx.MockRouter, wh: WispHubClient) -> None:
-    route = router.get("clientes/").mock(side_effect=httpx.ConnectError("refused"))
-
-    with pytest.raises(WispHubUnavailable, match="cannot reach"):
-        await wh.find_by_document("1020304050")
-    assert route.call_count == 3
-
-
-async def test_missing_api_key_is_a_config_error(
-    router: respx.MockRouter, make: Callable[..., WispHubClient]
-) -> None:
-    route = router.get("clientes/").mock(side_effect=ignoring_filters(CLIENTS))
-    wh = make(api_key=None)
-
-    with pytest.raises(WispHubConfigError, match="WISPHUB_API_KEY"):
-        await wh.find_by_document("1020304050")
-    assert route.call_count == 0
-
-
-async def test_ping_server_probes_cheaply_and_reports_failure(
-    router: respx.MockRouter, wh: WispHubClient
-) -> None:
-    route = router.get("clientes/").mock(
-        side_effect=[
-            httpx.Response(200, json={"count": 300, "next": None, "results": CLIENTS[:1]}),
-            httpx.Response(401, json={"detail": "Las credenciales no se proveyeron."}),
-        ]
-    )
-
-    await wh.ping_server()
-    with pytest.raises(WispHubConfigError):
-        await wh.ping_server()
-    assert queries(route)[0]["limit"] == "1"
-
-
 # --------------------------------------------------------------------------- caching
 
 
@@ -760,32 +431,6 @@ async def test_cache_ttl_comes_from_settings(
     await wh.find_by_document("1020304050")
 
     assert route.call_count == 2
-
-
-async def test_concurrency_toward_wisphub_is_bounded(
-    router: respx.MockRouter, make: Callable[..., WispHubClient]
-) -> None:
-    wh = make(max_concurrency=2)
-    in_flight = peak = 0
-    release = asyncio.Event()
-
-    async def slow(request: httpx.Request) -> httpx.Response:
-        nonlocal in_flight, peak
-        in_flight += 1
-        peak = max(peak, in_flight)
-        await release.wait()
-        in_flight -= 1
-        return page(request, [])
-
-    route = router.get("clientes/").mock(side_effect=slow)
-    tasks = [asyncio.create_task(wh.find_by_document(str(10_000_000 + n))) for n in range(8)]
-    for _ in range(20):
-        await asyncio.sleep(0)
-    assert peak == 2
-    release.set()
-    await asyncio.gather(*tasks)
-    assert route.call_count == 8
-    assert peak == 2
 
 
 # --------------------------------------------------------------------------- catalogue, money
@@ -888,54 +533,6 @@ async def test_payment_promise_is_posted_once(router: respx.MockRouter, wh: Wisp
 
 
 # --------------------------------------------------------------------------- ping
-
-
-def ping_item(n: int, received: int, rtt: str = "12ms") -> dict[str, Any]:
-    status = "ok" if received else "timeout"
-    return {
-        f"ping-{n}": {
-            "status": status,
-            "host": "10.0.0.2",
-            "sent": 1,
-            "received": received,
-            "packet-loss": 0 if received else 100,
-            "avg-rtt": rtt if received else "",
-        }
-    }
-
-
-@pytest.mark.parametrize(
-    ("result", "expected"),
-    [
-        (
-            [
-                ping_item(1, 1),
-                ping_item(2, 1, "1ms500us"),
-                ping_item(3, 1),
-                {"ping-exitoso": "3 de 3"},
-            ],
-            ("ok", 3, 3),
-        ),
-        (
-            [ping_item(1, 0), ping_item(2, 0), ping_item(3, 0), {"ping-exitoso": "0 de 3"}],
-            ("no_response", 3, 0),
-        ),
-        ([ping_item(1, 1), ping_item(2, 0), ping_item(3, 1)], ("partial", 3, 2)),
-        ([{"ping-exitoso": "2 de 4"}], ("partial", 4, 2)),
-        (["failure: no route to host"], ("unknown", 0, 0)),
-        ("router is not reachable by API", ("unknown", 0, 0)),
-        ([], ("unknown", 0, 0)),
-        (None, ("unknown", 0, 0)),
-    ],
-)
-def test_classify_ping(result: Any, expected: tuple[str, int, int]) -> None:
-    got = classify_ping(result)
-    assert (got.status, got.sent, got.received) == expected
-
-
-def test_classify_ping_averages_round_trip_times() -> None:
-    got = classify_ping([ping_item(1, 1, "10ms"), ping_item(2, 1, "1ms500us"), ping_item(3, 0)])
-    assert got.avg_rtt_ms == pytest.approx(5.75)
 
 
 def tasks_answer(*states: tuple[str, Any]) -> list[httpx.Response]:

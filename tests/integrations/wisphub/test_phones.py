@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from integrations.wisphub.phones import national_forms
+from integrations.wisphub.phones import national_forms, national_number
 
 
 @pytest.mark.parametrize(
@@ -26,3 +26,18 @@ from integrations.wisphub.phones import national_forms
 )
 def test_national_forms(phone: str, default_code: str, forms: list[str]) -> None:
     assert national_forms(phone, default_code) == forms
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("+57 300 111 2233", "3001112233"),
+        ("573001112233", "3001112233"),
+        ("3001112233", "3001112233"),
+        ("0057 300-111-2233", "3001112233"),
+        ("(601) 444 5566", "6014445566"),
+        ("+1 555 123 4567", "15551234567"),
+    ],
+)
+def test_national_number(raw: str, expected: str) -> None:
+    assert national_number(raw, "57") == expected
