@@ -11,12 +11,12 @@ from pydantic import ValidationError
 
 from bot.settings import (
     BotSettings,
-    BusinessHours,
     SettingsError,
     TelegramSettings,
     load_settings,
     require,
 )
+from flows.settings import BusinessHours
 from integrations.wisphub.settings import WispHubSettings
 
 MON, TUE, WED, THU, FRI, SAT, SUN = range(7)
