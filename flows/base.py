@@ -1,8 +1,9 @@
 """What every flow builds on: the context handed in at start-up, the per-event model, the Flow base.
 
 Each flow is a ``transitions`` ``AsyncMachine`` built ONCE with ``model=None`` and shared by all
-conversations: the engine sets ``conv.state`` and fires ``machine.events[trigger].trigger(conv)``
-(the transitions FAQ's "one machine, many models"), so nothing is constructed per message.
+conversations: the dialog (``flows.dialog``) sets ``conv.state`` and fires
+``machine.events[trigger].trigger(conv)`` (the transitions FAQ's "one machine, many models"),
+so nothing is constructed per message.
 Callbacks receive the ``EventData`` (``send_event=True``); ``event.model`` is the ``Conversation``.
 """
 
