@@ -1,10 +1,10 @@
-"""The engine: one customer event in, replies out, whatever the channel.
+"""The engine runs turns: one customer event in, replies out, whatever the channel.
 
 ``handle``: in-process FIFO → open the turn (dedupe, rate limit, conversation lock and session
-read in one store call) → flow → save with the outbox → deliver → save and unlock (one call).
-A failure inside a flow leaves the session as it was loaded, and the customer gets an apology
-with the options they had plus an agent. ``from_agent`` relays agents' topic messages and
-commands; ``sweep`` ends handoffs that no agent answered in time.
+read in one store call) → the dialog (``flows.dialog``) → save with the outbox → deliver → save
+and unlock (one call). ``from_agent`` runs an agent's topic message the same way; ``sweep``
+hands the dialog the handoffs that no agent answered in time and sends what outboxes kept.
+What is said, and when, is the dialog's; the engine knows no channel and no WispHub.
 """
 
 from __future__ import annotations
@@ -12,32 +12,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from bot import metrics
-from bot.channels.base import AgentMessage
-from bot.sessions import LockLost, LockTimeout, Session, StoreError, StoreUnavailable, TurnStart
+from bot.sessions import (
+    LockLost,
+    LockTimeout,
+    Session,
+    SessionStore,
+    StoreError,
+    StoreUnavailable,
+    TurnStart,
+)
+from bot.settings import BotSettings
 from flows.agent import WAITING
-from flows.base import Conversation, FlowContext
-from flows.identify import verify_by_agent
-from flows.names import fold
-from flows.ports import HandoffError
-from flows.registry import Flows, build_flows, split_state
-from flows.texts import LANGUAGES, Texts, catalogue
-from flows.types import ConvKey, Inbound, Kind, Option, Outbound
-from integrations.wisphub.errors import WispHubError
-from integrations.wisphub.models import TicketRequest
+from flows.base import FlowContext
+from flows.dialog import Dialog, Turn
+from flows.registry import Flows
+from flows.texts import Texts
+from flows.types import AgentMessage, ConvKey, Inbound, Kind, Outbound
 
 log = logging.getLogger(__name__)
 
-MAX_TEXT = 4000  # characters kept of one customer message
-HISTORY = 8  # messages kept for the agents' card
-MAX_JUMPS = 5
 # The conversation lock's lease (and a process's key's): renewed while a turn runs (however
 # long delivery takes). A process dead this long (kill -9) has its turns taken over at the next
 # sweep: the customer's next message waits about this long plus one sweep.
@@ -49,49 +48,17 @@ _T = TypeVar("_T")  # a turn includes delivery, which may wait out Telegram's re
 
 # Sends replies in order; returns those that could not be delivered (kept in the outbox).
 Deliver = Callable[[list[Outbound]], Awaitable[list[Outbound]]]
-_LONG_DIGITS = re.compile(r"\d{6,}")
-_COMMANDS = {
-    "start": "start",
-    "menu": "menu",
-    "cancelar": "cancel",
-    "cancel": "cancel",
-    "agente": "agent",
-    "agent": "agent",
-    "asesor": "agent",
-}
-_GLOBAL_OPTIONS = {"agent": "agent", "menu": "menu"}
-
-
-def _words(kind: str) -> frozenset[str]:
-    return frozenset(fold(w) for lang in LANGUAGES for w in catalogue(lang)[f"words.{kind}"])
-
-
-_WORDS = {kind: _words(kind) for kind in ("menu", "agent", "cancel")}
-
-
-def command_of(text: str) -> str | None:
-    """A global command typed anywhere: ``/start``, ``/menu``, ``/cancelar``, ``/agente``, words."""
-    folded = fold(text)
-    if text.strip().startswith("/"):
-        name = text.strip()[1:].split()[0].split("@")[0].lower() if text.strip()[1:] else ""
-        return _COMMANDS.get(fold(name))
-    for kind, words in _WORDS.items():
-        if folded in words:
-            return kind
-    return None
-
-
-def _mask_digits(text: str) -> str:
-    return _LONG_DIGITS.sub(lambda m: "*" * (len(m[0]) - 3) + m[0][-3:], text)
 
 
 class Engine:
     """Channel-agnostic conversation handling (inject everything; build once)."""
 
-    def __init__(self, ctx: FlowContext, flows: Flows | None = None) -> None:
+    def __init__(
+        self, ctx: FlowContext[SessionStore], settings: BotSettings, flows: Flows | None = None
+    ) -> None:
         self.ctx = ctx
-        self.flows = flows or build_flows()
-        self.settings = ctx.settings.bot
+        self.settings = settings
+        self.dialog = Dialog(ctx, _blank_session, Session.from_json, flows)
         # Arrival-order turns, per conversation and (for agents' messages) per topic.
         self._fifo: dict[ConvKey | tuple[str, int], tuple[asyncio.Lock, int]] = {}
 
@@ -280,7 +247,7 @@ class Engine:
                     await store.drop_turn(key, event)
                     return []
                 pending = self._pending(loaded)
-                session, replies = await self._retry(lambda: self._process(inbound, loaded), "flow")
+                turn = await self._retry(lambda: self.dialog.process(inbound, loaded), "flow")
             except asyncio.CancelledError:
                 # Nothing of this turn was saved (it waited in line, or was cut short): forget
                 # the event so that it is handled when it comes again (kept in the inbox, or
@@ -294,7 +261,10 @@ class Engine:
                 with contextlib.suppress(StoreError):  # a bug: reported, not tried again
                     await store.drop_turn(key, event)
                 raise
-            return await self._commit(key, session, pending + replies, deliver, ticket, event)
+            self._count(turn)
+            return await self._commit(
+                key, turn.session, pending + turn.replies, deliver, ticket, event
+            )
 
     async def _answer_flood(
         self, inbound: Inbound, tell: bool, deliver: Deliver | None
@@ -324,17 +294,7 @@ class Engine:
                 await store.set_topic(int(topic), new)
             log.info("conversation moved to a new number", extra={"conv": str(key), "moved": moved})
             return
-        if loaded is None or loaded.state != WAITING or topic is None or not inbound.text:
-            return
-        notes = Texts(self.settings.bot_language)
-        if inbound.payload == "edit":
-            label = notes("agents.customer_edit", text=inbound.text)
-        else:
-            label = notes("agents.customer_reaction", text=inbound.text)
-        try:
-            await self.ctx.handoff.forward(int(topic), inbound, label)
-        except HandoffError:
-            log.warning("note not posted in the topic", extra={"conv": str(key)})
+        await self.dialog.note(inbound, loaded)
 
     @staticmethod
     def _pending(session: Session | None) -> list[Outbound]:
@@ -382,190 +342,13 @@ class Engine:
         await save(last=True)
         return replies
 
-    def _new_session(self, lang: str | None = None, keep: dict[str, Any] | None = None) -> Session:
-        session = Session(state="main.menu", lang=lang or self.settings.bot_language)
-        session.data.update(keep or {})
-        t = Texts(session.lang)
-        session.data["opts"] = [[i, t(f"opt.{i}")] for i in ("client", "plans", "agent")]
-        return session
-
-    async def _process(
-        self, inbound: Inbound, loaded: Session | None
-    ) -> tuple[Session, list[Outbound]]:
-        now = self.ctx.clock()
-        fresh = loaded is None
-        session = loaded or self._new_session()
-        notes: list[str] = []
-        idle = now - session.updated_at if session.updated_at else 0.0
-        if not fresh and idle > self.settings.session_idle_reset and session.state != WAITING:
-            keep = {k: session.data[k] for k in ("topic",) if k in session.data}
-            session = self._new_session(session.lang, keep)
-            fresh = True
-            notes.append("idle_reset")
-        snapshot = session.to_json()
-        conv = Conversation(inbound.key, session, inbound, self.ctx)
-        for note in notes:
-            conv.say(conv.t(note))
-        try:
-            await self._dispatch(conv, inbound, fresh=fresh)
-        except StoreUnavailable:
-            # The step is run again once the store is back (nothing was saved or sent): from
-            # the session as it was loaded.
-            if loaded is not None and session is loaded:
-                vars(loaded).update(vars(Session.from_json(snapshot)))
-            raise
-        except (WispHubError, HandoffError, LookupError) as err:
-            log.warning(
-                "flow step failed, conversation kept where it was",
-                extra={"conv": str(inbound.key), "error": type(err).__name__},
-            )
-            session = Session.from_json(snapshot)
-            conv = Conversation(inbound.key, session, inbound, self.ctx)
-            key = "wisphub_down" if isinstance(err, WispHubError) else "error_generic"
-            self._apologise(conv, key)
-        except Exception:
-            log.exception("flow step crashed, conversation kept", extra={"conv": str(inbound.key)})
-            session = Session.from_json(snapshot)
-            conv = Conversation(inbound.key, session, inbound, self.ctx)
-            self._apologise(conv, "error_generic")
-        self._remember(session, inbound, conv.replies)
-        session.updated_at = now
-        return session, conv.replies
-
-    def _apologise(self, conv: Conversation, key: str) -> None:
-        """An apology with a way forward: the options the customer had, plus an agent."""
-        options = [Option(i, label) for i, label in conv.data.get("opts", [])]
-        if not any(o.id == "agent" for o in options):
-            options.append(Option("agent", conv.t("opt.agent")))
-        conv.say(conv.t(key), options)
-
     @staticmethod
-    def _remember(session: Session, inbound: Inbound, replies: list[Outbound]) -> None:
-        history: list[list[str]] = session.data.setdefault("history", [])
-        if inbound.text:
-            history.append(["c", _mask_digits(inbound.text[:200])])
-        history.extend(["b", r.text[:200]] for r in replies if r.text)
-        del history[:-HISTORY]
-
-    async def _dispatch(self, conv: Conversation, inbound: Inbound, *, fresh: bool) -> None:
-        session = conv.session
-        text = inbound.text.strip()
-        if len(text) > MAX_TEXT:
-            text = text[:MAX_TEXT]
-            conv.say(conv.t("text_too_long", limit=MAX_TEXT))
-        command = command_of(text) if inbound.kind in (Kind.TEXT, Kind.BUTTON) and text else None
-
-        if session.state == WAITING:
-            await self._while_handed_off(conv, inbound, text, command)
-            return
-        if inbound.kind in (Kind.MEDIA, Kind.OTHER):
-            conv.say(conv.t("media_only_text"))
-            return
-
-        flow, state = split_state(session.state)
-        if self.flows.needs_verification(flow) and not conv.verified:
-            conv.end_verification()
-            conv.say(conv.t("verification_expired"))
-            await self._run(conv, "identify", "begin", {})
-            return
-
-        option = self._match_option(conv, inbound, text)
-        if option is not None and option.id in _GLOBAL_OPTIONS:
-            command = _GLOBAL_OPTIONS[option.id]
-        if command is not None:
-            await self._command(conv, command)
-            return
-
-        if option is not None:
-            trigger, _, arg = option.id.partition(":")
-            if self.flows.accepts(flow, state, trigger):
-                conv.data.pop("opts", None)
-                if await self._run(conv, flow, trigger, {"arg": arg}, state=state):
-                    return
-        elif inbound.kind == Kind.CONTACT and self.flows.accepts(flow, state, "contact"):
-            await self._run(conv, flow, "contact", {}, state=state)
-            return
-        elif text and self.flows.takes_text(flow, state):
-            await self._run(conv, flow, "text", {"text": text}, state=state)
-            return
-
-        if fresh:
-            await self._run(conv, "main", "begin", {})
-            return
-        opts = [Option(i, label) for i, label in conv.data.get("opts", [])]
-        conv.say(conv.t("not_understood"), opts)
-
-    def _match_option(self, conv: Conversation, inbound: Inbound, text: str) -> Option | None:
-        """The offered option the customer chose: pressed, typed by label, or by number."""
-        offered = [Option(i, label) for i, label in conv.data.get("opts", [])]
-        if inbound.kind == Kind.BUTTON and inbound.payload:
-            found = next((o for o in offered if o.id == inbound.payload), None)
-            return found or Option(inbound.payload, inbound.payload)
-        if not text or not offered:
-            return None
-        number = text.lstrip("#").strip()
-        if number.isdigit() and 1 <= int(number) <= len(offered):
-            return offered[int(number) - 1]
-        folded = fold(text)
-        return next((o for o in offered if fold(o.label) == folded), None)
-
-    async def _command(self, conv: Conversation, command: str) -> None:
-        """Global commands work from any state."""
-        if command == "agent":
-            await self._run(conv, "agent", "begin", {})
-        elif command == "cancel":
-            conv.say(conv.t("cancelled"))
-            await self._to_menu(conv, again=True)
-        else:  # start, menu
-            await self._to_menu(conv, again=command == "menu")
-
-    async def _to_menu(self, conv: Conversation, *, again: bool) -> None:
-        if conv.verified:
-            await self._run(conv, "client", "again" if again else "menu", {})
-        else:
-            await self._run(conv, "main", "again" if again else "begin", {})
-
-    async def _while_handed_off(
-        self, conv: Conversation, inbound: Inbound, text: str, command: str | None
-    ) -> None:
-        """The bot stays quiet: everything goes to the agents' topic, except the commands that
-        leave the handoff (/cancelar, /menu, /start; the agents are told in the topic)."""
-        if command in ("cancel", "menu", "start"):
-            await self._run(conv, "agent", "leave", {}, state="waiting")
-            return
-        thread = conv.data.get("topic")
-        if thread is None:  # cannot happen unless the data was damaged; do not trap the customer
-            await self._run(conv, "main", "begin", {})
-            return
-        label = text or conv.t(
-            "agents.customer_media", type=inbound.media.type if inbound.media else "?"
-        )
-        await self.ctx.handoff.forward(int(thread), inbound, label)
-
-    async def _run(
-        self,
-        conv: Conversation,
-        flow: str,
-        trigger: str,
-        kwargs: dict[str, Any],
-        *,
-        state: str = "idle",
-    ) -> bool:
-        """Fire a trigger on a flow's shared machine, then follow the jumps it asked for."""
-        conv.state = state
-        done = await self.flows.machines[flow].events[trigger].trigger(conv, **kwargs)
-        _raise_if_cancelled()
-        current = flow
-        for _ in range(MAX_JUMPS):
-            if conv.goto is None:
-                break
-            current, next_trigger = conv.goto
-            conv.goto = None
-            conv.state = "idle"
-            await self.flows.machines[current].events[next_trigger].trigger(conv)
-            _raise_if_cancelled()
-        conv.session.state = f"{current}.{conv.state}"
-        return bool(done)
+    def _count(turn: Turn[Session]) -> None:
+        """The dialog's tickets and rolled-back steps, in the metrics."""
+        for origin in turn.tickets:
+            metrics.TICKETS_CREATED.labels(origin).inc()
+        if turn.failure is not None:
+            metrics.FLOW_ERRORS.labels(turn.failure).inc()
 
     # -- agents --------------------------------------------------------------------------------
     async def from_agent(self, msg: AgentMessage, deliver: Deliver | None = None) -> list[Outbound]:
@@ -584,77 +367,12 @@ class Engine:
                 "agent message in a topic of no conversation", extra={"thread_id": msg.thread_id}
             )
             return []
-        notes = Texts(self.settings.bot_language)
         async with self._conversation(key):
             loaded = await self.ctx.store.load(key)
             pending = self._pending(loaded)
-            session = loaded or self._new_session()
-            conv = Conversation(key, session, None, self.ctx)
-            conv.replies.extend(pending)
-            text = msg.text.strip()
-            word = text.split()[0].split("@")[0].lower() if text.startswith("/") else ""
-            if word == "/cerrar":
-                if session.state == WAITING:
-                    await self._run(conv, "agent", "end", {}, state="waiting")
-                await self._note(msg.thread_id, notes("agents.closed"))
-                await self.ctx.handoff.close(msg.thread_id)
-            elif word == "/ticket":
-                await self._agent_ticket(conv, msg, text.partition(" ")[2].strip(), notes)
-            elif word == "/verificar":
-                note = await verify_by_agent(conv, text.partition(" ")[2], notes)
-                await self.ctx.handoff.notify(msg.thread_id, note)
-            else:
-                if session.state != WAITING:  # an agent took the conversation up again
-                    session.state = WAITING
-                    conv.data["topic"] = msg.thread_id
-                conv.data["agent_answered"] = True
-                if msg.media is not None:
-                    conv.replies.append(Outbound(key, msg.text, media=msg.media))
-                elif text:
-                    conv.replies.append(Outbound(key, text))
-            session.updated_at = self.ctx.clock()
-            return await self._commit(key, session, conv.replies, deliver)
-
-    async def _agent_ticket(
-        self, conv: Conversation, msg: AgentMessage, description: str, notes: Texts
-    ) -> None:
-        if not description:
-            await self._note(msg.thread_id, notes("agents.ticket_usage"))
-            return
-        service_id = conv.data.get("service_id")
-        if service_id is None:
-            await self._note(msg.thread_id, notes("agents.ticket_needs_verified"))
-            return
-        settings = self.ctx.settings.wisphub
-        subject, priority = settings.subject_for("other")
-        request = TicketRequest(
-            service_id=int(service_id),
-            subject=subject,
-            description=description[:1000],
-            priority=priority,
-            technician_id=settings.technician_id,
-            department=settings.department,
-            origin=settings.report_origin,
-            requested_at=datetime.fromtimestamp(self.ctx.clock(), tz=UTC),
-        )
-        try:
-            ticket = await self.ctx.wisphub.create_ticket(request)
-        except WispHubError as err:
-            await self._note(
-                msg.thread_id, notes("agents.ticket_failed", reason=type(err).__name__)
-            )
-            return
-        await self._note(
-            msg.thread_id, notes("agents.ticket_created", id=ticket.id, service_id=service_id)
-        )
-
-    async def _note(self, thread_id: int, text: str) -> None:
-        """A note of the bot's in a topic, best effort: an agent's turn that failed on it would
-        be sent again by Telegram, and again."""
-        try:
-            await self.ctx.handoff.notify(thread_id, text)
-        except HandoffError:
-            log.warning("note not posted in the topic", extra={"thread_id": thread_id})
+            turn = await self.dialog.from_agent(key, loaded, msg)
+            self._count(turn)
+            return await self._commit(key, turn.session, pending + turn.replies, deliver)
 
     async def tell(
         self, thread_id: int, text_key: str, deliver: Deliver | None = None
@@ -683,7 +401,7 @@ class Engine:
         waiting = 0
         async for key, found in self.ctx.store.scan_conversations():
             waiting += found.state == WAITING
-            if self._timed_out(found, now) or (deliver is not None and found.outbox):
+            if self.dialog.timed_out(found, now) or (deliver is not None and found.outbox):
                 due.append(key)
         metrics.HANDOFFS_OPEN.set(waiting)
         replies: list[Outbound] = []
@@ -702,32 +420,14 @@ class Engine:
             session = await self.ctx.store.load(key)
             if session is None:
                 return []
-            pending = self._pending(session)
-            conv = Conversation(key, session, None, self.ctx)
-            conv.replies.extend(pending)
-            if self._timed_out(session, self.ctx.clock()):
-                try:
-                    await self._run(conv, "agent", "timeout", {}, state="waiting")
-                except (HandoffError, WispHubError):
-                    log.warning("handoff timeout step failed", extra={"conv": str(key)})
-                session.updated_at = self.ctx.clock()
-            return await self._commit(key, session, conv.replies, deliver)
-
-    def _timed_out(self, session: Session, now: float) -> bool:
-        data = session.data
-        return (
-            session.state == WAITING
-            and not data.get("agent_answered", False)
-            and now - float(data.get("handoff_since", now)) > self.settings.handoff_timeout
-        )
+            replies = self._pending(session)
+            if self.dialog.timed_out(session, self.ctx.clock()):
+                replies += await self.dialog.timeout(key, session)
+            return await self._commit(key, session, replies, deliver)
 
 
-def _raise_if_cancelled() -> None:
-    """transitions turns a CancelledError inside a callback into "no transition"; a turn that is
-    being cancelled (a stopping process) must end as cancelled, not as "not understood"."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
+def _blank_session(lang: str) -> Session:
+    return Session(lang=lang)
 
 
 def wall_clock() -> float:

@@ -75,6 +75,6 @@ async def open_runtime(
             )
             stack.push_async_callback(store.aclose)
         ctx = FlowContext(
-            wisphub=wisphub, store=store, settings=settings, handoff=handoff, clock=clock
+            wisphub=wisphub, store=store, settings=settings.dialog(), handoff=handoff, clock=clock
         )
-        yield Runtime(settings, Engine(ctx), wisphub, store, handoff, sandbox)
+        yield Runtime(settings, Engine(ctx, settings.bot), wisphub, store, handoff, sandbox)

@@ -71,6 +71,7 @@ from redis.exceptions import DataError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.autopipe import AutoPipeline, Queue
+from flows.ports import PortUnavailable
 from flows.types import ConvKey
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ class StoreError(Exception):
     """Anything that went wrong in the session store."""
 
 
-class StoreUnavailable(StoreError):
+class StoreUnavailable(StoreError, PortUnavailable):
     """The backend did not answer; the operation may work later."""
 
 

@@ -7,8 +7,7 @@
 from __future__ import annotations
 
 import re
-from datetime import time
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from functools import cached_property
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -24,7 +23,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from flows.types import DAYS
+from flows.settings import BusinessHours, DialogSettings, Money, TicketMapping
 from integrations.wisphub.settings import WispHubSettings
 
 # An empty value (``NAME=`` in .env, or passed through by docker compose) means "not set": the
@@ -114,43 +113,6 @@ class WhatsAppSettings(BaseSettings):
         return self
 
 
-class BusinessHours(BaseModel):
-    """Opening hours per weekday (0 = Monday); empty means always open."""
-
-    spans: dict[int, list[tuple[time, time]]] = Field(default_factory=dict)
-
-    @classmethod
-    def parse(cls, text: str) -> BusinessHours:
-        """Parse ``mon-fri 08:00-18:00; sat 08:00-13:00``."""
-        spans: dict[int, list[tuple[time, time]]] = {}
-        for part in filter(None, (p.strip() for p in text.split(";"))):
-            m = re.fullmatch(
-                r"([a-z]{3})(?:-([a-z]{3}))?\s+(\d{1,2}:\d{2})-(\d{1,2}:\d{2})", part.lower()
-            )
-            if not m or m[1] not in DAYS or (m[2] and m[2] not in DAYS):
-                raise ValueError(f"cannot read {part!r}; expected e.g. 'mon-fri 08:00-18:00'")
-            first, last = DAYS.index(m[1]), DAYS.index(m[2] or m[1])
-            start, end = time.fromisoformat(m[3].zfill(5)), time.fromisoformat(m[4].zfill(5))
-            if end <= start:
-                raise ValueError(f"{part!r}: the end comes before the start")
-            # A range may wrap past Sunday ("fri-mon"); it must never silently select no day,
-            # which would read as "always open".
-            for day in ((first + i) % 7 for i in range((last - first) % 7 + 1)):
-                spans.setdefault(day, []).append((start, end))
-        return cls(spans=spans)
-
-    @property
-    def always_open(self) -> bool:
-        """No hours configured."""
-        return not self.spans
-
-    def is_open(self, weekday: int, at: time) -> bool:
-        """Whether the agents work at this local weekday and time."""
-        if self.always_open:
-            return True
-        return any(start <= at < end for start, end in self.spans.get(weekday, []))
-
-
 class BotSettings(BaseSettings):
     """The conversation: language, the ISP, hours, and how long things last."""
 
@@ -236,14 +198,17 @@ class BotSettings(BaseSettings):
 
     def money(self, amount: Decimal | float | int) -> str:
         """Format an amount the ISP's way: ``$ 89.900``."""
-        # Half up, as people round money (Decimal's default would show 89900.5 as 89.900).
-        step = Decimal(1).scaleb(-self.currency_decimals)
-        value = Decimal(str(amount)).quantize(step, rounding=ROUND_HALF_UP)
-        sign = "-" if value < 0 else ""
-        whole, _, frac = f"{abs(value):.{self.currency_decimals}f}".partition(".")
-        groups = f"{int(whole):,}".replace(",", self.thousands_separator)
-        text = groups + (self.decimal_separator + frac if frac else "")
-        return f"{sign}{self.currency_symbol} {text}".strip()
+        return self.money_format(amount)
+
+    @cached_property
+    def money_format(self) -> Money:
+        """The ISP's money format."""
+        return Money(
+            self.currency_symbol,
+            self.currency_decimals,
+            self.thousands_separator,
+            self.decimal_separator,
+        )
 
 
 class Settings(BaseModel):
@@ -259,6 +224,33 @@ class Settings(BaseModel):
         """The secret the logs' pseudonym key is derived from: LOG_KEY, else WISPHUB_API_KEY."""
         secret = self.bot.log_key or self.wisphub.api_key
         return secret.get_secret_value() if secret is not None else None
+
+    def dialog(self) -> DialogSettings:
+        """The slice the dialog reads (no secrets)."""
+        bot, wisphub = self.bot, self.wisphub
+        categories = ("no_internet", "slow", "intermittent", "other")
+        tickets = TicketMapping(
+            subjects={c: wisphub.subject_for(c) for c in categories},
+            department=wisphub.department,
+            origin=wisphub.report_origin,
+            technician_id=wisphub.technician_id,
+        )
+        return DialogSettings(
+            tickets=tickets,
+            language=bot.bot_language,
+            isp_name=bot.isp_name,
+            tz=bot.tz,
+            hours=bot.hours,
+            money=bot.money_format,
+            session_idle_reset=bot.session_idle_reset,
+            verified_ttl=bot.verified_ttl,
+            handoff_timeout=bot.handoff_timeout,
+            promise_max_days=bot.promise_max_days,
+            lockout_attempts=bot.lockout_attempts,
+            lookup_attempts=bot.lookup_attempts,
+            lockout_document_attempts=bot.lockout_document_attempts,
+            lockout_seconds=bot.lockout_seconds,
+        )
 
 
 _PREFIX = {"bot": "", "wisphub": "WISPHUB_", "telegram": "TELEGRAM_", "whatsapp": "WHATSAPP_"}

@@ -20,7 +20,7 @@ WAITING = "agent.waiting"
 
 def hours_text(conv: Conversation) -> str:
     """The business hours in words, consecutive days with the same hours told as one range."""
-    hours = conv.ctx.settings.bot.hours
+    hours = conv.ctx.settings.hours
     if hours.always_open:
         return conv.t("agent_always")
     weekdays: list[str] = conv.t.raw("weekdays")

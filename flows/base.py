@@ -1,21 +1,23 @@
 """What every flow builds on: the context handed in at start-up, the per-event model, the Flow base.
 
 Each flow is a ``transitions`` ``AsyncMachine`` built ONCE with ``model=None`` and shared by all
-conversations: the engine sets ``conv.state`` and fires ``machine.events[trigger].trigger(conv)``
-(the transitions FAQ's "one machine, many models"), so nothing is constructed per message.
+conversations: the dialog (``flows.dialog``) sets ``conv.state`` and fires
+``machine.events[trigger].trigger(conv)`` (the transitions FAQ's "one machine, many models"),
+so nothing is constructed per message.
 Callbacks receive the ``EventData`` (``send_event=True``); ``event.model`` is the ``Conversation``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, cast
 
 from transitions.extensions.asyncio import AsyncEventData, AsyncMachine
 
-from flows.ports import HandoffPort
+from flows.ports import Clock, DialogStore, HandoffPort, SessionRecord
+from flows.settings import DialogSettings
 from flows.texts import Texts
 from flows.types import ConvKey, Inbound, Option, Outbound
 from integrations.wisphub.models import (
@@ -32,9 +34,6 @@ if TYPE_CHECKING:
     from transitions.extensions.asyncio import AsyncCallback as Callback  # stubs only
     from transitions.extensions.asyncio import AsyncCallbackFunc  # declared in its stubs only
 
-    from bot.sessions import Session, SessionStore
-    from bot.settings import Settings
-
 
 class WispHubPort(Protocol):
     """The part of ``WispHubClient`` the flows use."""
@@ -50,26 +49,30 @@ class WispHubPort(Protocol):
     async def ping(self, service_id: int) -> PingResult: ...
 
 
+# The runtime's store: at least the slice the dialog uses (the runtime reads the rest of it).
+StoreT = TypeVar("StoreT", bound=DialogStore)
+
+
 @dataclass
-class FlowContext:
+class FlowContext(Generic[StoreT]):
     """Everything flows may touch, injected once at start-up."""
 
     wisphub: WispHubPort
-    store: SessionStore
-    settings: Settings
+    store: StoreT
+    settings: DialogSettings
     handoff: HandoffPort
-    clock: Callable[[], float]
+    clock: Clock
 
     def local_now(self) -> datetime:
         """The current time in the ISP's time zone."""
-        return datetime.fromtimestamp(self.clock(), tz=self.settings.bot.tz)
+        return datetime.fromtimestamp(self.clock(), tz=self.settings.tz)
 
     def agents_open(self) -> bool:
         """Agents configured and within business hours."""
         if not self.handoff.configured:
             return False
         now = self.local_now()
-        return self.settings.bot.hours.is_open(now.weekday(), now.time())
+        return self.settings.hours.is_open(now.weekday(), now.time())
 
 
 class Conversation:
@@ -78,7 +81,7 @@ class Conversation:
     state: str
 
     def __init__(
-        self, key: ConvKey, session: Session, inbound: Inbound | None, ctx: FlowContext
+        self, key: ConvKey, session: SessionRecord, inbound: Inbound | None, ctx: FlowContext[Any]
     ) -> None:
         self.key = key
         self.session = session
@@ -88,6 +91,7 @@ class Conversation:
         self.t = Texts(session.lang)
         self.replies: list[Outbound] = []
         self.goto: tuple[str, str] | None = None  # (flow, trigger) to fire after this one
+        self.tickets: list[str] = []  # origins of the tickets filed in this turn (metrics)
         self.state = "idle"
 
     # -- replies ---------------------------------------------------------------------------
@@ -134,7 +138,7 @@ class Conversation:
 
     def money(self, amount: Any) -> str:
         """An amount in the ISP's format."""
-        return self.ctx.settings.bot.money(amount)
+        return self.ctx.settings.money(amount)
 
 
 def model(ev: AsyncEventData) -> Conversation:

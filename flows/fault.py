@@ -9,8 +9,9 @@ from typing import Any
 from transitions.extensions.asyncio import AsyncEventData
 
 from flows.base import Flow, model
+from flows.tickets import ticket_request
 from integrations.wisphub.errors import TicketUnconfirmed, WispHubError
-from integrations.wisphub.models import PingResult, TicketRequest
+from integrations.wisphub.models import PingResult
 
 CATEGORIES = ("no_internet", "slow", "intermittent", "other")
 MIN_DESCRIPTION = 3  # characters, after trimming
@@ -179,18 +180,13 @@ class FaultFlow(Flow):
         is kept so that Confirmar again looks for that ticket before posting, never a duplicate.
         """
         conv = model(ev)
-        settings = conv.ctx.settings.wisphub
         client = await conv.client()
-        subject, priority = settings.subject_for(conv.data.get("category", "other"))
-        technician = client.technician.id if client.technician else None
-        request = TicketRequest(
+        request = ticket_request(
+            conv.ctx.settings.tickets,
             service_id=client.service_id,
-            subject=subject,
+            category=conv.data.get("category", "other"),
             description=conv.data.get("description", ""),
-            priority=priority,
-            technician_id=technician or settings.technician_id,
-            department=settings.department,
-            origin=settings.report_origin,
+            technician_id=client.technician.id if client.technician else None,
             requested_at=datetime.fromtimestamp(conv.data.get("unconfirmed", conv.now), tz=UTC),
             recheck="unconfirmed" in conv.data,
         )
@@ -201,6 +197,7 @@ class FaultFlow(Flow):
             return False
         for name in ("description", "category", "unconfirmed"):
             conv.data.pop(name, None)
+        conv.tickets.append("fault")
         conv.say(conv.t("ticket_created", id=ticket.id))
         return True
 

@@ -45,13 +45,13 @@ async def _counts(conv: Conversation) -> tuple[int, int, int]:
 
 def _document_locked(conv: Conversation, doc_count: int) -> bool:
     """Too many wrong names on the document, and this chat has no other proof of identity."""
-    settings = conv.ctx.settings.bot
+    settings = conv.ctx.settings
     return doc_count >= settings.lockout_document_attempts and not conv.data.get("proven")
 
 
 async def _count_lookup(conv: Conversation) -> None:
     """One more look-up spent by this chat."""
-    window = conv.ctx.settings.bot.lockout_seconds
+    window = conv.ctx.settings.lockout_seconds
     await conv.ctx.store.register_failure(_chat_scopes(conv)[1], window)
 
 
@@ -197,7 +197,7 @@ class IdentifyFlow(Flow):
     async def chat_locked(self, ev: AsyncEventData) -> bool:
         """This chat gave too many wrong names, or spent its look-ups."""
         conv = model(ev)
-        settings = conv.ctx.settings.bot
+        settings = conv.ctx.settings
         chat, lookups, _ = await _counts(conv)
         return chat >= settings.lockout_attempts or lookups >= settings.lookup_attempts
 
@@ -205,7 +205,7 @@ class IdentifyFlow(Flow):
         """This chat gave too many wrong names, or its document is locked for it."""
         conv = model(ev)
         chat, _, doc = await _counts(conv)
-        return chat >= conv.ctx.settings.bot.lockout_attempts or _document_locked(conv, doc)
+        return chat >= conv.ctx.settings.lockout_attempts or _document_locked(conv, doc)
 
     async def document_locked(self, ev: AsyncEventData) -> bool:
         """The document had too many wrong names from any chat."""
@@ -281,7 +281,7 @@ class IdentifyFlow(Flow):
     async def failure_locks(self, ev: AsyncEventData) -> bool:
         """Count a wrong name for the chat and the document; True when either is locked now."""
         conv = model(ev)
-        settings = conv.ctx.settings.bot
+        settings = conv.ctx.settings
         window = settings.lockout_seconds
         chat = await conv.ctx.store.register_failure(_chat_scopes(conv)[0], window)
         doc = await conv.ctx.store.register_failure(f"doc:{conv.data['doc']}", window)
@@ -328,7 +328,7 @@ class IdentifyFlow(Flow):
     async def say_locked(self, ev: AsyncEventData) -> None:
         """Too many failures: locked for a while, an agent offered."""
         conv = model(ev)
-        minutes = conv.ctx.settings.bot.lockout_seconds // 60
+        minutes = conv.ctx.settings.lockout_seconds // 60
         conv.end_verification()
         conv.say(conv.t("locked", minutes=minutes), conv.opts("agent", "menu"))
 
@@ -345,13 +345,13 @@ class IdentifyFlow(Flow):
     async def say_name_wrong(self, ev: AsyncEventData) -> None:
         """Wrong name, attempts left."""
         conv = model(ev)
-        left = conv.ctx.settings.bot.lockout_attempts - conv.data.get("name_tries", 0)
+        left = conv.ctx.settings.lockout_attempts - conv.data.get("name_tries", 0)
         conv.say(conv.t("name_wrong", left=left))
 
     async def ask_service(self, ev: AsyncEventData) -> None:
         """Several services: choose one by address (the customer is verified now)."""
         conv = model(ev)
-        conv.session.verified_until = conv.now + conv.ctx.settings.bot.verified_ttl
+        conv.session.verified_until = conv.now + conv.ctx.settings.verified_ttl
         records = await conv.ctx.wisphub.find_by_document(conv.data["doc"])
         mine = [r for r in records if r.service_id in conv.data["services"]]
         options = [Option(f"pick:{r.service_id}", r.address or str(r.service_id)) for r in mine]
@@ -363,7 +363,7 @@ class IdentifyFlow(Flow):
         conv = model(ev)
         conv.data.setdefault("service_id", conv.data["services"][0])
         conv.data.pop("name_tries", None)
-        conv.session.verified_until = conv.now + conv.ctx.settings.bot.verified_ttl
+        conv.session.verified_until = conv.now + conv.ctx.settings.verified_ttl
         # The chat's wrong names are forgiven; its look-ups and the document's wrong names are
         # not: a guesser's budget must not refill when the holder (or the guesser) gets in.
         await conv.ctx.store.clear_failures(_chat_scopes(conv)[0])
@@ -400,7 +400,7 @@ async def verify_by_agent(conv: Conversation, args: str, notes: Texts) -> str:
         first_name=record.first_name,
         proven="agent",
     )
-    conv.session.verified_until = conv.now + conv.ctx.settings.bot.verified_ttl
+    conv.session.verified_until = conv.now + conv.ctx.settings.verified_ttl
     await conv.ctx.store.clear_failures(_chat_scopes(conv)[0])
     log.info("verified by an agent", extra={"conv": str(conv.key), "doc": mask(doc)})
     return notes("agents.verified_by_agent", name=record.name, service_id=record.service_id)

@@ -32,7 +32,7 @@ class MainFlow(Flow):
     async def greet(self, ev: AsyncEventData) -> None:
         """Greeting with the ISP's name and the public menu."""
         conv = model(ev)
-        conv.say(conv.t("greeting", isp=conv.ctx.settings.bot.isp_name))
+        conv.say(conv.t("greeting", isp=conv.ctx.settings.isp_name))
         conv.say(conv.t("public_menu"), conv.opts(*PUBLIC_OPTIONS))
 
     async def menu(self, ev: AsyncEventData) -> None:

@@ -1,15 +1,72 @@
 """The ports the dialog needs from the runtime, as ``Protocol``s: the runtime implements them.
 
-The handoff port (agents' topics) and what a customer's card carries. The runtime
-(``bot``) implements them; the dialog imports nothing of it.
+The handoff port (agents' topics) and what a customer's card carries; the failure counters
+behind the verification lockouts; the topic map; the session record the dialog reads and
+writes; a clock. The runtime (``bot``) implements them; the dialog imports nothing of it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from flows.types import ConvKey, Inbound
+
+# Epoch seconds now (simulated in scenarios and tests).
+Clock = Callable[[], float]
+
+
+class PortUnavailable(Exception):
+    """A port of the runtime could not be reached for now (the session store restarting): the
+    dialog neither apologises nor moves on, the runtime runs the step again later."""
+
+
+class SessionRecord(Protocol):
+    """One conversation's state as the dialog sees it (the runtime's stored session)."""
+
+    state: str
+    data: dict[str, Any]  # JSON-safe values only
+    lang: str
+    verified_until: float | None  # epoch seconds
+    updated_at: float
+    outbox: list[dict[str, Any]]
+
+    def to_json(self) -> str:
+        """The record as stored (the dialog keeps it to roll a failed step back)."""
+        ...
+
+
+class FailureCounters(Protocol):
+    """Counters of failed verifications per scope, in a window (the lockouts)."""
+
+    async def register_failure(self, scope: str, window: int) -> int:
+        """Count one failure in a window of ``window`` s started by the first; return the count."""
+        ...
+
+    async def failures_many(self, scopes: list[str]) -> list[int]:
+        """The failures of several scopes at once, in their order."""
+        ...
+
+    async def clear_failures(self, *scopes: str) -> None:
+        """Reset the counters of these scopes (a successful verification)."""
+        ...
+
+
+class TopicMap(Protocol):
+    """Which conversation each agents' forum topic belongs to."""
+
+    async def set_topic(self, thread_id: int, key: ConvKey) -> None:
+        """Remember the topic's conversation."""
+        ...
+
+    async def get_topic(self, thread_id: int) -> ConvKey | None:
+        """The conversation of a topic, or None."""
+        ...
+
+
+class DialogStore(FailureCounters, TopicMap, Protocol):
+    """The slice of the session store the dialog uses (the runtime loads and saves sessions)."""
 
 
 @dataclass(frozen=True, slots=True)

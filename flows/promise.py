@@ -60,9 +60,7 @@ class PromiseFlow(Flow):
 
     def _dates(self, conv: Conversation) -> list[date]:
         today = conv.ctx.local_now().date()
-        return [
-            today + timedelta(days=n) for n in range(1, conv.ctx.settings.bot.promise_max_days + 1)
-        ]
+        return [today + timedelta(days=n) for n in range(1, conv.ctx.settings.promise_max_days + 1)]
 
     async def ask_date(self, ev: AsyncEventData) -> None:
         """The invoice and the dates that may be promised."""

@@ -136,3 +136,15 @@ class Outbound:
             media=Media(*media) if isinstance(media, list) else None,
             source_key=ConvKey.parse(source) if isinstance(source, str) else None,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class AgentMessage:
+    """A message written by an agent in a forum topic of the agents' group."""
+
+    thread_id: int
+    message_id: int
+    text: str
+    agent_name: str
+    media: Media | None = None  # set when the agent sent an attachment (to be copied)
+    user_id: int | None = None  # the writer's Telegram id; None for an admin posting anonymously

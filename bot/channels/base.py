@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
-from flows.types import Channel, Inbound, Media, Outbound
+from flows.types import AgentMessage as AgentMessage  # re-exported: the channels speak it
+from flows.types import Channel, Inbound, Outbound
 
 
 class DeliveryError(Exception):
@@ -41,18 +41,6 @@ async def placed_within(futures: list[asyncio.Future[bool]], timeout: float) -> 
     if futures:
         await asyncio.wait(futures, timeout=timeout)
     return [f.done() and f.result() for f in futures]
-
-
-@dataclass(frozen=True, slots=True)
-class AgentMessage:
-    """A message written by an agent in a forum topic of the agents' group."""
-
-    thread_id: int
-    message_id: int
-    text: str
-    agent_name: str
-    media: Media | None = None  # set when the agent sent an attachment (to be copied)
-    user_id: int | None = None  # the writer's Telegram id; None for an admin posting anonymously
 
 
 AgentSink = Callable[[AgentMessage], Awaitable[None]]

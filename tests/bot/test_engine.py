@@ -9,14 +9,13 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import pytest
 
-from bot.channels.base import AgentMessage
-from bot.engine import LOCK_WAIT_SECONDS, Engine, command_of
+from bot.engine import LOCK_WAIT_SECONDS, Engine
 from bot.handoff import LocalAgents
-from bot.metrics import LOCK_TIMEOUTS
+from bot.metrics import LOCK_TIMEOUTS, REGISTRY
 from bot.runtime import Runtime, open_runtime
 from bot.sessions import MemoryStore, Session, StoreUnavailable
 from bot.settings import load_settings
-from flows.types import ConvKey, Inbound, Kind, Media, Outbound
+from flows.types import AgentMessage, ConvKey, Inbound, Kind, Media, Outbound
 from integrations.wisphub.sandbox import Sandbox
 
 KEY = ConvKey("telegram", "5001")
@@ -59,24 +58,6 @@ def texts(replies: list[Outbound]) -> str:
 async def verify_ana(engine: Engine) -> None:
     for line in ("/start", "Soy cliente", "1020304050", "Ana Ruiz"):
         await engine.handle(say(line))
-
-
-@pytest.mark.parametrize(
-    ("text", "command"),
-    [
-        ("/start", "start"),
-        ("/menu@wispbot", "menu"),
-        ("/cancelar", "cancel"),
-        ("/agente", "agent"),
-        ("ASESOR", "agent"),
-        ("Menú", "menu"),
-        ("quiero un asesor para mi caso", None),
-        ("/unknown", None),
-        ("1020304050", None),
-    ],
-)
-def test_global_commands_are_recognised_only_as_whole_words(text: str, command: str | None) -> None:
-    assert command_of(text) == command
 
 
 async def test_a_redelivered_event_is_answered_once(rt: Runtime) -> None:
@@ -138,6 +119,38 @@ async def test_wisphub_failure_keeps_the_step_and_offers_a_way_forward(rt: Runti
     # Once WispHub answers, the same step goes through.
     replies = await rt.engine.handle(say("Confirmar"))
     assert "abrí el ticket #" in texts(replies)
+
+
+def counted(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_tickets_filed_are_counted_by_origin(rt: Runtime) -> None:
+    faults = counted("wispbot_tickets_created_total", origin="fault")
+    agents = counted("wispbot_tickets_created_total", origin="agent")
+    await verify_ana(rt.engine)
+    for line in ("Reportar falla", "Sin internet", "Sigue igual", "Se cae el internet"):
+        await rt.engine.handle(say(line))
+    assert "abrí el ticket #" in texts(await rt.engine.handle(say("Confirmar")))
+    assert counted("wispbot_tickets_created_total", origin="fault") == faults + 1
+    await rt.engine.handle(say("/agente"))
+    session = await rt.store.load(KEY)
+    assert session is not None
+    thread = int(session.data["topic"])
+    await rt.engine.from_agent(AgentMessage(thread, 1, "/ticket el router no enciende", "Luis"))
+    assert counted("wispbot_tickets_created_total", origin="agent") == agents + 1
+    assert counted("wispbot_tickets_created_total", origin="fault") == faults + 1
+
+
+async def test_a_step_rolled_back_is_counted_by_kind(rt: Runtime) -> None:
+    assert rt.sandbox is not None
+    before = counted("wispbot_flow_errors_total", kind="wisphub")
+    await rt.engine.handle(say("/start"))
+    await rt.engine.handle(say("Soy cliente"))
+    rt.sandbox.add_fault("^/clientes/", status=500, count=10)
+    replies = await rt.engine.handle(say("1020304050"))
+    assert "no responde" in texts(replies)
+    assert counted("wispbot_flow_errors_total", kind="wisphub") == before + 1
 
 
 async def test_replies_are_kept_until_delivered_and_sent_before_newer_ones(rt: Runtime) -> None:

@@ -12,13 +12,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bot.channels.base import AgentMessage
 from bot.handoff import LocalAgents
 from bot.runtime import Runtime, open_runtime
 from bot.sessions import MemoryStore
 from bot.settings import load_settings
 from flows.names import fold
-from flows.types import ConvKey, Inbound, Kind, Outbound
+from flows.types import AgentMessage, ConvKey, Inbound, Kind, Outbound
 from integrations.wisphub.sandbox import Sandbox
 
 START = 1_795_000_000.0

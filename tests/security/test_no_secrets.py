@@ -14,7 +14,6 @@ import pytest
 from pydantic import SecretStr
 
 from bot.agents_telegram import card_text
-from bot.channels.base import AgentMessage
 from bot.handoff import LocalAgents
 from bot.logs import JsonFormatter, scrub
 from bot.runtime import open_runtime
@@ -22,7 +21,7 @@ from bot.sessions import MemoryStore
 from bot.settings import load_settings
 from flows.ports import AgentRequest
 from flows.texts import Texts
-from flows.types import ConvKey, Inbound, Kind, Outbound
+from flows.types import AgentMessage, ConvKey, Inbound, Kind, Outbound
 from integrations.wisphub.sandbox import SANDBOX_API_KEY, Sandbox
 
 KEY = ConvKey("telegram", "7007")
