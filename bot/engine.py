@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from bot import metrics
 from bot.channels.base import AgentMessage
-from bot.sessions import LockLost, LockTimeout, Session, StoreError, StoreUnavailable, TurnStart
+from bot.store import LockLost, LockTimeout, Session, StoreError, StoreUnavailable, TurnStart
 from flows.agent import WAITING
 from flows.base import Conversation, FlowContext
 from flows.identify import verify_by_agent

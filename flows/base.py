@@ -32,8 +32,8 @@ if TYPE_CHECKING:
     from transitions.extensions.asyncio import AsyncCallback as Callback  # stubs only
     from transitions.extensions.asyncio import AsyncCallbackFunc  # declared in its stubs only
 
-    from bot.sessions import Session, SessionStore
     from bot.settings import Settings
+    from bot.store import Session, SessionStore
 
 
 class WispHubPort(Protocol):
