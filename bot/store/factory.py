@@ -6,10 +6,7 @@ import logging
 import time
 
 from bot.store.interfaces import SessionStore
-from bot.store.keys import (
-    DEFAULT_TOPIC_TTL,
-    Clock,
-)
+from bot.store.keys import DEFAULT_TOPIC_TTL, Clock
 from bot.store.memory import MemoryStore
 from bot.store.redis_store import RedisStore
 

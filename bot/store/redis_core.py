@@ -19,14 +19,7 @@ from bot.store.autopipe import AutoPipeline, Queue
 from bot.store.connection import connect
 from bot.store.errors import StoreError, StoreUnavailable
 from bot.store.interfaces import SessionStore
-from bot.store.keys import (
-    DEFAULT_TOPIC_TTL,
-    Clock,
-    _check_ttl,
-    _ms,
-    _queue_of,
-    redis_key,
-)
+from bot.store.keys import DEFAULT_TOPIC_TTL, Clock, _check_ttl, _ms, _queue_of, redis_key
 from bot.store.lease import _Hold, _LeaseKeeper
 from bot.store.scripts import (
     ABANDON,

@@ -28,13 +28,7 @@ from bot.store.keys import (
     redis_key,
 )
 from bot.store.lease import _Hold
-from bot.store.redis_core import (
-    _DEFAULT_LEASE,
-    _MAX_TRIES,
-    _SCAN_BATCH,
-    _exists,
-    _lrange,
-)
+from bot.store.redis_core import _DEFAULT_LEASE, _MAX_TRIES, _SCAN_BATCH, _exists, _lrange
 from bot.store.redis_turns import RedisTurns
 from bot.store.session import Session, _parse_or_skip
 from flows.types import ConvKey

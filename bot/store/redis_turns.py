@@ -28,10 +28,7 @@ from bot.store.keys import (
     redis_key,
 )
 from bot.store.lease import _POLL_FIRST, _POLL_MAX, _Hold
-from bot.store.redis_core import (
-    _DEFAULT_LEASE,
-    RedisCore,
-)
+from bot.store.redis_core import _DEFAULT_LEASE, RedisCore
 from bot.store.session import Session
 from flows.types import ConvKey
 
