@@ -18,7 +18,8 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TypeVar
 
 from bot import metrics
-from bot.sessions import (
+from bot.settings import BotSettings
+from bot.store import (
     LockLost,
     LockTimeout,
     Session,
@@ -27,7 +28,6 @@ from bot.sessions import (
     StoreUnavailable,
     TurnStart,
 )
-from bot.settings import BotSettings
 from flows.agent import WAITING
 from flows.base import FlowContext
 from flows.dialog import Dialog, Turn

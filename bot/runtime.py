@@ -11,8 +11,8 @@ from pydantic import SecretStr
 
 from bot import metrics
 from bot.engine import Engine, wall_clock
-from bot.sessions import SessionStore, make_store
 from bot.settings import Settings, require
+from bot.store import SessionStore, make_store
 from flows.base import FlowContext
 from flows.ports import HandoffPort
 from integrations.wisphub.client import WispHubClient

@@ -35,8 +35,8 @@ import yaml
 from bot.channels.base import AgentMessage
 from bot.handoff import LocalAgents, NoAgents
 from bot.runtime import open_runtime
-from bot.sessions import MemoryStore
 from bot.settings import load_settings
+from bot.store import MemoryStore
 from flows.ports import HandoffPort
 from flows.types import CHANNELS, Channel, ConvKey, Inbound, Kind, Media, Outbound
 from integrations.wisphub.sandbox import RecordedRequest, Sandbox

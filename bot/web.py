@@ -60,9 +60,9 @@ from bot.http_guard import GuardedSite, body_within, quiet_bad_requests, server_
 from bot.logs import log_key, setup_logging
 from bot.relay import Relay
 from bot.runtime import Runtime, open_runtime
-from bot.sessions import StoreError, TurnStart
 from bot.settings import Settings, SettingsError, load_settings, require
 from bot.startup import check_wisphub, listen, telegram_problem
+from bot.store import StoreError, TurnStart
 from flows.ports import HandoffError, HandoffPort
 from flows.texts import Texts
 from flows.types import Channel, ConvKey, Inbound, Outbound

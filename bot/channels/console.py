@@ -20,8 +20,8 @@ from typing import TextIO
 from bot.channels.base import AgentMessage
 from bot.handoff import LocalAgents
 from bot.runtime import open_runtime
-from bot.sessions import MemoryStore
 from bot.settings import load_settings
+from bot.store import MemoryStore
 from flows.texts import Texts
 from flows.types import ConvKey, Inbound, Kind, Outbound
 

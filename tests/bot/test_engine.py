@@ -13,8 +13,8 @@ from bot.engine import LOCK_WAIT_SECONDS, Engine
 from bot.handoff import LocalAgents
 from bot.metrics import LOCK_TIMEOUTS, REGISTRY
 from bot.runtime import Runtime, open_runtime
-from bot.sessions import MemoryStore, Session, StoreUnavailable
 from bot.settings import load_settings
+from bot.store import MemoryStore, Session, StoreUnavailable
 from flows.types import AgentMessage, ConvKey, Inbound, Kind, Media, Outbound
 from integrations.wisphub.sandbox import Sandbox
 

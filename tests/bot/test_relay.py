@@ -13,7 +13,8 @@ from telegram_api import FakeTelegram
 
 from bot.agents_telegram import TelegramAgents
 from bot.channels.telegram import MAX_TEXT, TelegramChannel
-from bot.relay import MemoryOutbox, Outbox, RedisOutbox, RelayingAgents, RelayWorker, merge
+from bot.relay import RelayingAgents, RelayWorker, merge
+from bot.store.outbox import MemoryOutbox, Outbox, RedisOutbox
 from flows.ports import AgentRequest
 from flows.types import ConvKey, Inbound, Kind, Media
 

@@ -27,7 +27,7 @@ from e2e_harness import (
 )
 from telegram_api import FakeTelegram
 
-from bot.sessions import redis_key
+from bot.store import redis_key
 from integrations.wisphub.sandbox import Sandbox
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]

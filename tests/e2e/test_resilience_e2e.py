@@ -58,7 +58,7 @@ from redis_child import RedisChild, redis_server_path
 from slow_link import SlowLink
 from telegram_api import FakeTelegram, Sent, running_fake_telegram
 
-from bot.sessions import Session, conv_key, redis_key
+from bot.store import Session, conv_key, redis_key
 from flows.types import ConvKey
 from integrations.wisphub.sandbox import Sandbox
 

@@ -31,7 +31,7 @@ from e2e_harness import (
 from fixtures import fixture
 from telegram_api import FakeTelegram, Sent
 
-from bot.sessions import redis_key
+from bot.store import redis_key
 from integrations.wisphub.sandbox import Sandbox
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]

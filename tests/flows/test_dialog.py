@@ -32,7 +32,7 @@ MAPPING = TicketMapping(
 
 @dataclass
 class Record:
-    """A session as the dialog sees it (the runtime's own is ``bot.sessions.Session``)."""
+    """A session as the dialog sees it (the runtime's own is ``bot.store.Session``)."""
 
     state: str = "start"
     data: dict[str, Any] = field(default_factory=dict)

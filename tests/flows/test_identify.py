@@ -14,8 +14,8 @@ import pytest
 
 from bot.handoff import LocalAgents
 from bot.runtime import Runtime, open_runtime
-from bot.sessions import MemoryStore
 from bot.settings import load_settings
+from bot.store import MemoryStore
 from flows.names import fold
 from flows.types import AgentMessage, ConvKey, Inbound, Kind, Outbound
 from integrations.wisphub.sandbox import Sandbox

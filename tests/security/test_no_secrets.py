@@ -17,8 +17,8 @@ from bot.agents_telegram import card_text
 from bot.handoff import LocalAgents
 from bot.logs import JsonFormatter, scrub
 from bot.runtime import open_runtime
-from bot.sessions import MemoryStore
 from bot.settings import load_settings
+from bot.store import MemoryStore
 from flows.ports import AgentRequest
 from flows.texts import Texts
 from flows.types import AgentMessage, ConvKey, Inbound, Kind, Outbound

@@ -15,7 +15,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
 
-from bot.sessions import RedisStore, Session, StoreUnavailable, redis_key
+from bot.store import RedisStore, Session, StoreUnavailable, redis_key
 from flows.types import ConvKey
 
 KEY = ConvKey("telegram", "4242")

@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.exceptions import RedisError
 
-from bot.sessions import (
+from bot.store import (
     LockTimeout,
     MemoryStore,
     RedisStore,
@@ -238,16 +238,6 @@ class TestStoreContract:
         await backend.elapse(1, conv_key(ANA))
         assert await backend.store.load(ANA) is None
 
-    async def test_delete_forgets_only_that_conversation(self, store: SessionStore) -> None:
-        await store.save(ANA, _session(), ttl=DAY)
-        await store.save(LUIS, _session(), ttl=DAY)
-
-        await store.delete(ANA)
-        await store.delete(ConvKey("console", "nobody"))  # deleting nothing is fine
-
-        assert await store.load(ANA) is None
-        assert await store.load(LUIS) is not None
-
     async def test_move_gives_the_session_to_the_new_key_with_its_ttl(
         self, backend: Backend
     ) -> None:
@@ -363,7 +353,7 @@ class TestStoreContract:
             await backend.taken_for_dead(paused)
 
         async with store.lock(ANA, timeout=30, wait=1):
-            with caplog.at_level(logging.WARNING, logger="bot.sessions"):
+            with caplog.at_level(logging.WARNING, logger="bot.store"):
                 await slow.__aexit__(None, None, None)  # A finishes after its lock expired
             with pytest.raises(LockTimeout):
                 async with store.lock(ANA, wait=0):
@@ -545,7 +535,7 @@ class TestStoreContract:
     async def test_save_and_release_inside_lock_gives_it_back_once(
         self, store: SessionStore, caplog: pytest.LogCaptureFixture
     ) -> None:
-        with caplog.at_level(logging.WARNING, logger="bot.sessions"):
+        with caplog.at_level(logging.WARNING, logger="bot.store"):
             async with store.lock(ANA):
                 await store.save_and_release(ANA, _session("main.menu"), DAY)
                 async with store.lock(ANA, wait=0):  # free already
@@ -585,9 +575,6 @@ class TestStoreContract:
         assert await store.get_topic(5501) == ANA
         assert await store.get_topic(5502) == LUIS
         assert await store.get_topic(5503) is None
-        await store.drop_topic(5501)
-        assert await store.get_topic(5501) is None
-        assert await store.get_topic(5502) == LUIS
 
     async def test_scan_yields_every_live_conversation_and_nothing_else(
         self, backend: Backend
@@ -766,7 +753,7 @@ class TestKeysAndSessions:
     async def test_no_redis_url_means_memory_with_a_warning(
         self, caplog: pytest.LogCaptureFixture
     ) -> None:
-        with caplog.at_level(logging.WARNING, logger="bot.sessions"):
+        with caplog.at_level(logging.WARNING, logger="bot.store"):
             store = make_store(None)
         assert isinstance(store, MemoryStore)
         assert "REDIS_URL is not set" in caplog.text

@@ -21,7 +21,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from bot.sessions import LockLost, LockTimeout, RedisStore, Session, TurnStart, redis_key
+from bot.store import LockLost, LockTimeout, RedisStore, Session, TurnStart, redis_key
 from flows.types import ConvKey
 
 URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")

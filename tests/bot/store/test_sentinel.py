@@ -17,7 +17,7 @@ from e2e_harness import free_port
 from redis.exceptions import RedisError
 from redis_child import redis_server_path
 
-from bot.sessions import RedisStore, Session, StoreUnavailable
+from bot.store import RedisStore, Session, StoreUnavailable
 from flows.types import ConvKey
 
 pytestmark = pytest.mark.skipif(redis_server_path() is None, reason="needs redis-server")

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from bot.sessions import (
+from bot.store import (
     INBOX_KEY,
     JOURNAL_KEY,
     JOURNAL_MAX_AGE,

@@ -1,0 +1,389 @@
+"""The store in one process's memory (demo, console, scenarios, unit tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+from bot.store.errors import LockTimeout, SessionCorrupt
+from bot.store.interfaces import Orphan, SessionStore, TurnStart
+from bot.store.keys import (
+    DEFAULT_TOPIC_TTL,
+    JOURNAL_MAX_AGE,
+    Clock,
+    _check_lease,
+    _check_ttl,
+    _journal_field,
+    _key_from_conv,
+    _lock_key,
+    _log_stale,
+    _parse_topic,
+    conv_key,
+    redis_key,
+)
+from bot.store.lease import _POLL_FIRST, _POLL_MAX, _Hold, _LeaseKeeper
+from bot.store.session import Session, _parse_or_skip
+from flows.types import ConvKey
+
+log = logging.getLogger(__name__)
+
+
+_PURGE_EVERY = 1000  # memory store: sweep expired values every so many writes
+
+
+class MemoryStore(SessionStore):
+    """The store in one process's memory: same behaviour, TTLs against the injected clock."""
+
+    def __init__(self, clock: Clock = time.time, *, topic_ttl: int = DEFAULT_TOPIC_TTL) -> None:
+        self._clock = clock
+        self._topic_ttl = _check_ttl(topic_ttl, "topic_ttl")
+        # name -> (value, expires_at or None); values are kept as JSON text like in Redis so a
+        # caller mutating its Session never changes what is stored.
+        self._values: dict[str, tuple[str, float | None]] = {}
+        self._locks: dict[str, tuple[str, float]] = {}
+        self._released: dict[str, asyncio.Event] = {}
+        self._lines: dict[str, deque[str]] = {}  # lock name -> tokens waiting, oldest first
+        # The journal of turns in flight: field -> (conversation, event id, written at, event).
+        self._journal: dict[str, tuple[ConvKey, str, float, str]] = {}
+        self._writes = 0
+        self._leases = _LeaseKeeper(self._extend)
+        self._inbox: list[str] = []
+
+    def _get(self, name: str) -> str | None:
+        item = self._values.get(name)
+        if item is None:
+            return None
+        value, expires = item
+        if expires is not None and expires <= self._clock():
+            del self._values[name]
+            return None
+        return value
+
+    def _set(self, name: str, value: str, ttl: float | None) -> None:
+        expires = None if ttl is None else self._clock() + ttl
+        self._values[name] = (value, expires)
+        self._writes += 1
+        if self._writes % _PURGE_EVERY == 0:
+            self._purge()
+
+    def _purge(self) -> None:
+        # Expired values are otherwise dropped only when read again; dedupe marks never are.
+        now = self._clock()
+        for name, (_, expires) in list(self._values.items()):
+            if expires is not None and expires <= now:
+                del self._values[name]
+        for name, (_, lock_expires) in list(self._locks.items()):
+            if lock_expires <= now:
+                del self._locks[name]
+
+    async def load(self, key: ConvKey) -> Session | None:
+        """The conversation's session, or None."""
+        raw = self._get(conv_key(key))
+        if raw is None:
+            return None
+        try:
+            return Session.from_json(raw)
+        except SessionCorrupt as err:
+            msg = f"session {key} is corrupt: {err}"
+            raise SessionCorrupt(msg) from err
+
+    async def save(
+        self,
+        key: ConvKey,
+        session: Session,
+        ttl: int,
+        closes: str | None = None,
+        *,
+        ticket: str | None = None,
+    ) -> None:
+        """Store the session with an idle TTL (one process: no other can take a turn over)."""
+        self._set(conv_key(key), session.to_json(), _check_ttl(ttl, "ttl"))
+        if closes is not None:
+            self._journal.pop(_journal_field(key, closes), None)
+
+    async def drop_turn(self, key: ConvKey, event_id: str) -> None:
+        """Forget the turn's journal entry."""
+        self._journal.pop(_journal_field(key, event_id), None)
+
+    async def take_orphans(self, older_than: float) -> list[Orphan]:
+        """Entries old enough whose conversation has neither a lock nor a line."""
+        limit = self._clock() - older_than
+        stale = self._clock() - JOURNAL_MAX_AGE
+        taken: list[Orphan] = []
+        for name, (key, event_id, at, event) in list(self._journal.items()):
+            lock = _lock_key(key)
+            if at < stale:
+                del self._journal[name]
+                _log_stale(key)
+                continue
+            if at > limit or not self._free(lock) or self._lines.get(lock):
+                continue
+            del self._journal[name]
+            await self.unclaim_event(key.channel, event_id)
+            taken.append(Orphan(event))
+        return taken
+
+    async def move(self, old: ConvKey, new: ConvKey) -> bool:
+        """Like RENAMENX."""
+        source, dest = conv_key(old), conv_key(new)
+        if self._get(source) is None or self._get(dest) is not None:
+            return False
+        self._values[dest] = self._values.pop(source)
+        return True
+
+    async def claim_event(self, channel: str, event_id: str, ttl: int = 86400) -> bool:
+        """True the first time only."""
+        seconds = _check_ttl(ttl, "ttl")
+        name = redis_key("seen", channel, event_id)
+        if self._get(name) is not None:
+            return False
+        self._set(name, "1", seconds)
+        return True
+
+    async def unclaim_event(self, channel: str, event_id: str) -> None:
+        """Forget the event id."""
+        self._values.pop(redis_key("seen", channel, event_id), None)
+
+    async def push_inbox(self, raw: str) -> None:
+        """Keep an unhandled event."""
+        self._inbox.append(raw)
+
+    async def pop_inbox(self, limit: int = 1000) -> list[str]:
+        """Take the kept events, oldest first."""
+        taken, self._inbox[:] = self._inbox[:limit], self._inbox[limit:]
+        return taken
+
+    def lock(
+        self,
+        key: ConvKey,
+        *,
+        timeout: float = 30.0,
+        wait: float = 20.0,
+        ticket: str | None = None,
+    ) -> AbstractAsyncContextManager[None]:
+        """Hold the conversation lock (asyncio-based, expiry by the injected clock)."""
+        return self._lock(_lock_key(key), _check_lease(timeout), wait, ticket)
+
+    @asynccontextmanager
+    async def _lock(
+        self, name: str, expire: float, wait: float, ticket: str | None
+    ) -> AsyncIterator[None]:
+        hold = await self._acquire(name, expire, wait, ticket)
+        try:
+            yield
+        finally:
+            self._give_back(hold)
+
+    async def open_turn(
+        self,
+        key: ConvKey,
+        event_id: str,
+        *,
+        rate_scope: str,
+        rate_window: int,
+        rate_limit: int,
+        lease: float,
+        seen_ttl: int = 86400,
+        journal: str | None = None,
+    ) -> TurnStart:
+        """Claim, count, journal, try the lock or join its line (``SessionStore.open_turn``)."""
+        lease = _check_lease(lease)
+        if not await self.claim_event(key.channel, event_id, seen_ttl):
+            return TurnStart(claimed=False, hits=0, locked=False)
+        hits = await self.hit_rate(rate_scope, rate_window)
+        if hits > rate_limit:
+            return TurnStart(claimed=True, hits=hits, locked=False)
+        if journal is not None:
+            entry = (key, event_id, self._clock(), journal)
+            self._journal[_journal_field(key, event_id)] = entry
+        hold = _Hold(_lock_key(key), secrets.token_hex(16), lease)
+        if not self._take_or_queue(hold.name, hold.token, lease):
+            return TurnStart(claimed=True, hits=hits, locked=False, ticket=hold.token)
+        self._leases.add(hold)
+        return TurnStart(claimed=True, hits=hits, locked=True, ticket=hold.token)
+
+    async def release(self, key: ConvKey, ticket: str | None = None) -> None:
+        """Give back the lock ``open_turn`` took."""
+        hold = self._leases.holds.get(_lock_key(key))
+        if hold is not None and (ticket is None or hold.token == ticket):
+            self._give_back(hold)
+
+    async def save_and_release(
+        self,
+        key: ConvKey,
+        session: Session,
+        ttl: int,
+        ticket: str | None = None,
+        closes: str | None = None,
+    ) -> None:
+        """Save, then give back the lock."""
+        await self.save(key, session, ttl, closes)
+        await self.release(key, ticket)
+
+    def _give_back(self, hold: _Hold) -> None:
+        if hold.released:
+            return
+        hold.released = True
+        self._leases.discard(hold)
+        self._release(hold.name, hold.token, hold.lease)
+
+    async def _extend(self, holds: list[_Hold]) -> list[bool]:
+        now = self._clock()
+        kept: list[bool] = []
+        for hold in holds:
+            held = self._locks.get(hold.name)
+            ours = held is not None and held[0] == hold.token and held[1] > now
+            if ours:
+                self._locks[hold.name] = (hold.token, now + hold.lease)
+            kept.append(ours)
+        return kept
+
+    def _free(self, name: str) -> bool:
+        held = self._locks.get(name)
+        return held is None or held[1] <= self._clock()
+
+    def _take_or_queue(self, name: str, token: str, expire: float) -> bool:
+        """Take the lock when it is free and nobody waits, else join the line (the Redis
+        store's ``_ACQUIRE_LOAD``)."""
+        line = self._lines.get(name)
+        if not line and self._free(name):
+            self._locks[name] = (token, self._clock() + expire)
+            return True
+        self._lines.setdefault(name, deque()).append(token)
+        return False
+
+    def _my_turn(self, name: str, token: str, expire: float) -> bool:
+        """Handed the lock, or found it free (its holder died): take it, leave the line."""
+        held = self._locks.get(name)
+        mine = held is not None and held[0] == token and held[1] > self._clock()
+        if not mine and not self._free(name):
+            return False
+        self._locks[name] = (token, self._clock() + expire)
+        self._leave_line(name, token)
+        return True
+
+    def _leave_line(self, name: str, token: str) -> None:
+        line = self._lines.get(name)
+        if line is not None:
+            with contextlib.suppress(ValueError):
+                line.remove(token)
+            if not line:
+                del self._lines[name]
+
+    async def _acquire(self, name: str, expire: float, wait: float, ticket: str | None) -> _Hold:
+        token = ticket or secrets.token_hex(16)
+        if ticket is not None or not self._take_or_queue(name, token, expire):
+            try:
+                await self._wait_in_line(name, token, expire, wait)
+            except BaseException:
+                # Gave up or cancelled: leave the line, and pass the lock on if it was handed
+                # over meanwhile, so nobody waits out a lease for us.
+                held = self._locks.get(name)
+                if held is not None and held[0] == token:
+                    self._release(name, token, expire)
+                self._leave_line(name, token)
+                raise
+        hold = _Hold(name, token, expire)
+        self._leases.add(hold)
+        return hold
+
+    async def _wait_in_line(self, name: str, token: str, expire: float, wait: float) -> None:
+        loop = asyncio.get_running_loop()
+        # The wait is measured in real time: a simulated clock may stand still while we wait.
+        deadline = loop.time() + max(wait, 0.0)
+        delay = _POLL_FIRST
+        while not self._my_turn(name, token, expire):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                msg = f"conversation lock {name} still busy after {wait:g} s"
+                raise LockTimeout(msg)
+            event = self._released.setdefault(name, asyncio.Event())
+            # Woken by a release; the timeout also notices a lock that expired by the clock.
+            try:
+                await asyncio.wait_for(event.wait(), min(delay, remaining))
+            except TimeoutError:
+                delay = min(delay * 2, _POLL_MAX)
+
+    def _release(self, name: str, token: str, lease: float) -> None:
+        held = self._locks.get(name)
+        if held is None or held[0] != token:
+            log.warning("lock expired before its owner released it", extra={"lock": name})
+            return
+        del self._locks[name]
+        line = self._lines.get(name)
+        if line:
+            # Straight to the oldest waiter, as the Redis store's release does.
+            self._locks[name] = (line.popleft(), self._clock() + lease)
+            if not line:
+                del self._lines[name]
+        event = self._released.pop(name, None)
+        if event is not None:
+            event.set()
+
+    async def register_failure(self, scope: str, window: int) -> int:
+        """Count one failure in the window."""
+        return self._incr(redis_key("lockout", scope), window)
+
+    def _incr(self, name: str, window: int) -> int:
+        seconds = _check_ttl(window, "window")
+        current = self._get(name)
+        if current is None:
+            self._set(name, "1", seconds)
+            return 1
+        count = int(current) + 1
+        self._values[name] = (str(count), self._values[name][1])  # keep the window's end
+        return count
+
+    async def failures(self, scope: str) -> int:
+        """Failures in the current window."""
+        return int(self._get(redis_key("lockout", scope)) or 0)
+
+    async def failures_many(self, scopes: list[str]) -> list[int]:
+        """Failures of each scope."""
+        return [int(self._get(redis_key("lockout", scope)) or 0) for scope in scopes]
+
+    async def clear_failures(self, *scopes: str) -> None:
+        """Reset the counters."""
+        for scope in scopes:
+            self._values.pop(redis_key("lockout", scope), None)
+
+    async def hit_rate(self, scope: str, window: int) -> int:
+        """Count one hit in the fixed window."""
+        return self._incr(redis_key("rate", scope), window)
+
+    async def set_topic(self, thread_id: int, key: ConvKey) -> None:
+        """Remember the topic's conversation."""
+        self._set(redis_key("topic", str(thread_id)), str(key), self._topic_ttl)
+
+    async def get_topic(self, thread_id: int) -> ConvKey | None:
+        """The topic's conversation (its mapping's TTL renewed)."""
+        name = redis_key("topic", str(thread_id))
+        raw = self._get(name)
+        if raw is not None:
+            self._values[name] = (raw, self._clock() + self._topic_ttl)
+        return _parse_topic(thread_id, raw)
+
+    async def scan_conversations(self) -> AsyncIterator[tuple[ConvKey, Session]]:
+        """Every stored conversation."""
+        for name in list(self._values):
+            key = _key_from_conv(name)
+            raw = self._get(name) if key is not None else None
+            if key is None or raw is None:
+                continue
+            session = _parse_or_skip(key, raw)
+            if session is not None:
+                yield key, session
+
+    async def ping(self) -> bool:
+        """Memory always answers."""
+        return True
+
+    async def aclose(self) -> None:
+        """Stop renewing locks."""
+        await self._leases.aclose()
