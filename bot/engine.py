@@ -82,12 +82,12 @@ class Engine:
                 self._fifo[key] = (lock, users - 1)
 
     @asynccontextmanager
-    async def _conversation(self, key: ConvKey) -> AsyncIterator[None]:
+    async def _conversation(self, key: ConvKey) -> AsyncIterator[str]:
         """The store's conversation lock (one turn at a time across processes, first come,
-        first served), waiting out a short store outage to take it."""
+        first served), waiting out a short store outage to take it. Yields the lock's place in
+        the conversation's line, for the turn's saves (fenced like a customer's turn)."""
         async with AsyncExitStack() as stack:
-            await self._enter_lock(stack, key)
-            yield
+            yield await self._enter_lock(stack, key)
 
     async def _enter_lock(
         self,
@@ -95,9 +95,9 @@ class Engine:
         key: ConvKey,
         ticket: str | None = None,
         wait: float = LOCK_WAIT_SECONDS,
-    ) -> None:
+    ) -> str:
         store = self.ctx.store
-        await self._retry(
+        return await self._retry(
             lambda: stack.enter_async_context(
                 store.lock(key, timeout=LOCK_LEASE_SECONDS, wait=wait, ticket=ticket)
             ),
@@ -358,7 +358,11 @@ class Engine:
         look-up, the first await.
         """
         async with self._fifo_turn(("topic", msg.thread_id)):
-            return await self._from_agent(msg, deliver)
+            # A command may have acted outside the session (a ticket filed, a note posted).
+            again = not msg.text.strip().startswith("/")
+            return await self._unless_lost(
+                lambda d: self._from_agent(msg, d), deliver, "agent's message", msg.thread_id, again
+            )
 
     async def _from_agent(self, msg: AgentMessage, deliver: Deliver | None) -> list[Outbound]:
         key = await self.ctx.store.get_topic(msg.thread_id)
@@ -367,12 +371,12 @@ class Engine:
                 "agent message in a topic of no conversation", extra={"thread_id": msg.thread_id}
             )
             return []
-        async with self._conversation(key):
+        async with self._conversation(key) as ticket:
             loaded = await self.ctx.store.load(key)
             pending = self._pending(loaded)
             turn = await self.dialog.from_agent(key, loaded, msg)
             self._count(turn)
-            return await self._commit(key, turn.session, pending + turn.replies, deliver)
+            return await self._commit(key, turn.session, pending + turn.replies, deliver, ticket)
 
     async def tell(
         self, thread_id: int, text_key: str, deliver: Deliver | None = None
@@ -383,14 +387,54 @@ class Engine:
         key = await self.ctx.store.get_topic(thread_id)
         if key is None:
             return []
-        async with self._conversation(key):
+        return await self._unless_lost(
+            lambda d: self._tell(key, thread_id, text_key, d), deliver, "notice", thread_id, True
+        )
+
+    async def _unless_lost(
+        self,
+        turn: Callable[[Deliver | None], Awaitable[list[Outbound]]],
+        deliver: Deliver | None,
+        what: str,
+        thread_id: int,
+        again: bool,
+    ) -> list[Outbound]:
+        """Run a turn of an agent's or the bot's (``store.lock``). When its place in the line
+        was taken over (its process stalled for longer than a lease and was taken for dead), it
+        saved nothing: it runs once more, at the end of the line, when nothing of it left the
+        process yet (nothing delivered; ``again``: nothing done outside the session), else it is
+        given up with a warning (what was delivered stays in the outbox the new owner sends)."""
+        sent = False
+
+        async def tracked(replies: list[Outbound]) -> list[Outbound]:
+            nonlocal sent
+            sent = True
+            assert deliver is not None
+            return await deliver(replies)
+
+        for last in (False, True):
+            try:
+                return await turn(None if deliver is None else tracked)
+            except LockLost:
+                fate = "given up" if last or sent or not again else "tried again"
+                log.warning(
+                    f"{what} {fate}: its place was taken over", extra={"thread_id": thread_id}
+                )
+                if fate == "given up":
+                    break
+        return []
+
+    async def _tell(
+        self, key: ConvKey, thread_id: int, text_key: str, deliver: Deliver | None
+    ) -> list[Outbound]:
+        async with self._conversation(key) as ticket:
             session = await self.ctx.store.load(key)
             if session is None or session.state != WAITING:
                 return []
             if session.data.get("topic") != thread_id:
                 return []
             replies = [*self._pending(session), Outbound(key, Texts(session.lang)(text_key))]
-            return await self._commit(key, session, replies, deliver)
+            return await self._commit(key, session, replies, deliver, ticket)
 
     # -- time ----------------------------------------------------------------------------------
     async def sweep(self, deliver: Deliver | None = None) -> list[Outbound]:
@@ -410,20 +454,27 @@ class Engine:
                 replies.extend(await self._sweep_one(key, deliver))
             except StoreUnavailable:
                 raise  # down for every conversation: the next sweep tries again
+            except LockLost:
+                # Its place was taken over: what it did not save (the outbox, a timeout) is the
+                # new owner's or the next sweep's to do.
+                log.warning(
+                    "sweep of a conversation given up: its place was taken over",
+                    extra={"conv": str(key)},
+                )
             except Exception:
                 # One conversation's fault (a topic, a bug) must not stop the sweep for others.
                 log.exception("sweep of a conversation failed", extra={"conv": str(key)})
         return replies
 
     async def _sweep_one(self, key: ConvKey, deliver: Deliver | None) -> list[Outbound]:
-        async with self._conversation(key):
+        async with self._conversation(key) as ticket:
             session = await self.ctx.store.load(key)
             if session is None:
                 return []
             replies = self._pending(session)
             if self.dialog.timed_out(session, self.ctx.clock()):
                 replies += await self.dialog.timeout(key, session)
-            return await self._commit(key, session, replies, deliver)
+            return await self._commit(key, session, replies, deliver, ticket)
 
 
 def _blank_session(lang: str) -> Session:

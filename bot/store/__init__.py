@@ -1,5 +1,5 @@
 """The store: sessions, the turn gate (locks, lines, journal, inbox), counters and the topic map,
-in Redis or in memory. Imports only from flows (its vocabulary); nothing from bot's other modules.
+in Redis or in memory. It imports only from flows (its vocabulary), nothing from the rest of bot.
 
 Every key is built by ``redis_key`` (``wispbot:{kind}:{parts...}``)::
 

@@ -107,7 +107,7 @@ class TurnGate(ABC):
         timeout: float = 30.0,
         wait: float = 20.0,
         ticket: str | None = None,
-    ) -> AbstractAsyncContextManager[None]:
+    ) -> AbstractAsyncContextManager[str]:
         """Hold the conversation lock, waiting ``wait`` s at most for it.
 
         ``timeout`` is the lock's lease: renewed while the lock is held; it never cuts a
@@ -115,6 +115,10 @@ class TurnGate(ABC):
         holder's process lives (a dead process's place is taken over or passed over).
         Waiters are served first come, first served; ``ticket`` is the place ``open_turn``
         already took in the line (else the caller joins the line's end).
+
+        It yields the lock's place (its token): given to ``save`` and ``save_and_release`` as
+        their ``ticket``, they are fenced as a customer's turn is (``LockLost`` once the place
+        was taken over), and never use another turn's lock of the same conversation.
         """
 
     @abstractmethod

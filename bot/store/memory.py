@@ -166,17 +166,17 @@ class MemoryStore(SessionStore):
         timeout: float = 30.0,
         wait: float = 20.0,
         ticket: str | None = None,
-    ) -> AbstractAsyncContextManager[None]:
+    ) -> AbstractAsyncContextManager[str]:
         """Hold the conversation lock (asyncio-based, expiry by the injected clock)."""
         return self._lock(_lock_key(key), _check_lease(timeout), wait, ticket)
 
     @asynccontextmanager
     async def _lock(
         self, name: str, expire: float, wait: float, ticket: str | None
-    ) -> AsyncIterator[None]:
+    ) -> AsyncIterator[str]:
         hold = await self._acquire(name, expire, wait, ticket)
         try:
-            yield
+            yield hold.token
         finally:
             self._give_back(hold)
 

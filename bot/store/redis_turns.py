@@ -102,17 +102,17 @@ class RedisTurns(RedisCore):
         timeout: float = 30.0,
         wait: float = 20.0,
         ticket: str | None = None,
-    ) -> AbstractAsyncContextManager[None]:
+    ) -> AbstractAsyncContextManager[str]:
         """Hold the conversation lock (SET NX PX with a random token; owner-only release)."""
         return self._lock(_lock_key(key), conv_key(key), _check_lease(timeout), wait, ticket)
 
     @asynccontextmanager
     async def _lock(
         self, name: str, conv: str, expire: float, wait: float, ticket: str | None
-    ) -> AsyncIterator[None]:
+    ) -> AsyncIterator[str]:
         hold = await self._acquire(name, conv, expire, wait, ticket)
         try:
-            yield
+            yield hold.token
         finally:
             await self._give_back(hold, conv)
 

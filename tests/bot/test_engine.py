@@ -275,7 +275,7 @@ class LongTurnElsewhere(MemoryStore):
         super().__init__(clock=clock)
         self.ends_in = ends_in
         self.waits: list[float] = []
-        self.other: AbstractAsyncContextManager[None] | None = None
+        self.other: AbstractAsyncContextManager[str] | None = None
         self._ending: asyncio.Task[None] | None = None
 
     async def hold(self) -> None:
@@ -294,13 +294,13 @@ class LongTurnElsewhere(MemoryStore):
         timeout: float = 30.0,
         wait: float = 20.0,
         ticket: str | None = None,
-    ) -> AbstractAsyncContextManager[None]:
+    ) -> AbstractAsyncContextManager[str]:
         return self._waited(key, timeout, wait, ticket)
 
     @asynccontextmanager
     async def _waited(
         self, key: ConvKey, lease: float, wait: float, ticket: str | None
-    ) -> AsyncIterator[None]:
+    ) -> AsyncIterator[str]:
         self.waits.append(wait)
         if self.ends_in is not None:
 
@@ -309,8 +309,8 @@ class LongTurnElsewhere(MemoryStore):
                 await self.end_other()
 
             self._ending = asyncio.create_task(end())
-        async with super().lock(key, timeout=lease, wait=wait / 100, ticket=ticket):
-            yield
+        async with super().lock(key, timeout=lease, wait=wait / 100, ticket=ticket) as place:
+            yield place
 
 
 async def test_a_message_waits_out_a_long_turn_of_another_process() -> None:

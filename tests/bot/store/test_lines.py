@@ -330,3 +330,43 @@ async def test_a_dead_turn_whose_outcome_is_saved_is_passed_over(
         assert orphan.start.locked
     finally:
         await c.aclose()
+
+
+async def paused(admin: Redis, store: RedisStore) -> None:
+    """The store's process stalls for longer than a lease (a loaded machine): its key and its
+    locks' leases lapse, and it renews nothing meanwhile."""
+    beat = store._heartbeat
+    if beat is not None:
+        beat.cancel()
+    await admin.delete(redis_key("alive", store._process), LOCK)
+
+
+async def test_a_lock_taken_over_saves_nothing_and_never_uses_the_next_turns_lock(
+    pair: tuple[RedisStore, RedisStore],
+) -> None:
+    """A's sweep holds the lock (``lock``, not ``open_turn``) and A stalls: B's waiting turn
+    passes its place over and runs; then A's next customer turn takes the lock. The sweep's
+    saves, with the place ``lock`` yielded, are refused (fencing) instead of saving and
+    releasing as the customer's turn, whose lock and session stay as they were."""
+    a, b = pair
+    admin = b.client
+    async with a.lock(KEY, timeout=LEASE, wait=1) as swept:
+        assert swept is not None  # the sweep's place in the line
+        await paused(admin, a)
+        waiting = await open_turn(b, "1")
+        async with b.lock(KEY, timeout=LEASE, wait=5, ticket=waiting.ticket):
+            await b.save_and_release(KEY, Session(state="by-b"), DAY, waiting.ticket)
+        mine = await open_turn(a, "2")
+        assert mine.locked  # the customer's next turn, in the sweep's process
+
+        with pytest.raises(LockLost):
+            await a.save(KEY, Session(state="swept"), DAY, ticket=swept)
+        with pytest.raises(LockLost):
+            await a.save_and_release(KEY, Session(state="swept"), DAY, swept)
+        assert await admin.get(LOCK) == str(mine.ticket).encode()
+    assert await admin.get(LOCK) == str(mine.ticket).encode()  # its exit took nothing either
+    stored = await a.load(KEY)
+    assert stored is not None
+    assert stored.state == "by-b"
+    await a.save_and_release(KEY, Session(state="two"), DAY, mine.ticket)
+    assert await admin.get(LOCK) is None
