@@ -38,8 +38,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from bot import metrics
-from bot.agents_telegram import TelegramAgents, card_text, location_text
-from bot.channels.telegram import MAX_TEXT
+from bot.channels.telegram.render import MAX_TEXT
+from bot.channels.telegram.topics import TelegramAgents, card_text, location_text
 from bot.sessions import PREFIX, RedisStore, SessionStore
 from flows.ports import AgentRequest, HandoffError
 from flows.types import Inbound

@@ -7,8 +7,8 @@ import time
 import pytest
 from pydantic import SecretStr
 
-from bot.channels import whatsapp
-from bot.channels.whatsapp import WINDOW_SECONDS, WhatsAppChannel
+from bot.channels.whatsapp import channel as whatsapp
+from bot.channels.whatsapp.channel import WINDOW_SECONDS, WhatsAppChannel
 from bot.settings import WhatsAppSettings
 
 KEPT = 3
