@@ -30,6 +30,7 @@ from bot.channels.telegram.channel import TelegramChannel, make_bot
 from bot.channels.telegram.ingress import TelegramPolling, TelegramWebhook, forbidden
 from bot.channels.telegram.topics import TelegramAgents
 from bot.channels.whatsapp.channel import WhatsAppChannel
+from bot.channels.whatsapp.memory import RedisMemory
 from bot.channels.whatsapp.webhook import WhatsAppWebhook
 from bot.engine import LOCK_LEASE_SECONDS, Engine
 from bot.handoff import NoAgents
@@ -37,7 +38,7 @@ from bot.http_guard import GuardedSite, quiet_bad_requests, server_options
 from bot.logs import report_stuck_stop
 from bot.relay import Relay
 from bot.runtime import Runtime, open_runtime
-from bot.sessions import StoreError, TurnStart
+from bot.sessions import RedisStore, StoreError, TurnStart
 from bot.settings import Settings, require
 from bot.startup import check_wisphub, listen
 from bot.web import make_app
@@ -161,6 +162,9 @@ class Service:
         self.runtime = await self._stack.enter_async_context(
             open_runtime(self.settings, self.handoff)
         )
+        if self.whatsapp is not None and isinstance(self.runtime.store, RedisStore):
+            # The 24-hour windows and paged lists in Redis: every process knows them.
+            self.whatsapp.memory = RedisMemory(self.runtime.store.client)
         # One look at WispHub before HTTP serves: a refused key is one clear line at start, and
         # the probe is over before any traffic (nothing that counts WispHub calls sees it).
         await check_wisphub(self.runtime.wisphub)

@@ -63,7 +63,7 @@ class MediaBridge:
         """Download the file from Telegram, upload it to Graph, send it and the text."""
         assert reply.media is not None
         media, chat = reply.media, reply.key.chat_id
-        if self.whatsapp.window_known_closed(chat):  # no download for a doomed send
+        if await self.whatsapp.window_known_closed(chat):  # no download for a doomed send
             msg = f"{reply.key}: the customer has not written for 24 hours"
             raise WindowClosed(msg)
         data, mime = await self.telegram.download_file(media.file_id)

@@ -9,21 +9,17 @@ import time
 from collections.abc import Callable
 
 import aiohttp
-from cachetools import LRUCache
 
 from bot.channels.base import DeliveryError, KeyedLock, WindowClosed
 from bot.channels.whatsapp.graph import GRAPH_TIMEOUT, MEDIA_TIMEOUT, GraphClient
-from bot.channels.whatsapp.render import Pages, Renderer, media_message, more_page
+from bot.channels.whatsapp.memory import WINDOW_SECONDS, ChatMemory, LocalMemory
+from bot.channels.whatsapp.render import Message, Renderer, media_message, more_page
 from bot.settings import WhatsAppSettings
 from flows.types import Channel, Inbound, Kind, Media, Outbound
 
 log = logging.getLogger("bot.channels.whatsapp")
 
-WINDOW_SECONDS = 24 * 3600
-# Per-customer memory of one process, bounded: the least recently seen customers are forgotten
-# (their window is then unknown, and Graph decides; a forgotten paged list is re-prompted).
-WINDOWS_KEPT = 50_000
-PAGED_KEPT = 5_000
+__all__ = ["WINDOW_SECONDS", "WhatsAppChannel", "window_open_at"]
 
 
 def window_open_at(last_inbound: float | None, now: float) -> bool:
@@ -63,7 +59,10 @@ class WhatsAppChannel:
         on_outcome: Callable[[bool], None] | None = None,
         message_timeout: aiohttp.ClientTimeout = GRAPH_TIMEOUT,
         media_timeout: aiohttp.ClientTimeout = MEDIA_TIMEOUT,
+        memory: ChatMemory | None = None,
     ) -> None:
+        # ``memory``: the window and the paged lists; this process's own unless given (the
+        # service gives the Redis one, shared by its processes).
         self.graph = GraphClient(
             settings,
             http,
@@ -76,50 +75,59 @@ class WhatsAppChannel:
         )
         self.renderer = Renderer(list_button, more_label)
         self._clock = clock
-        self._last_inbound: LRUCache[str, float] = LRUCache(maxsize=WINDOWS_KEPT)
+        self.memory: ChatMemory = memory or LocalMemory()
         self._locks: KeyedLock[str] = KeyedLock()
-        # Paged option lists, per chat, until the customer answers (in-process only).
-        self._paged: LRUCache[str, tuple[str, Pages]] = LRUCache(PAGED_KEPT)
 
     # -- the 24-hour customer service window
     #
-    # Kept in this process's memory only: after a restart the window of a customer who has not
-    # written since is unknown, and the Graph API decides (131047 -> WindowClosed, which the
-    # service reports in the agents' topic). Once known closed, later sends fail fast without
-    # a doomed API call, until the customer writes again.
+    # Kept in ``memory`` (Redis when the service runs on it): a customer whose window is not
+    # known (never seen, or forgotten) is left to the Graph API (131047 -> WindowClosed, which
+    # the service reports in the agents' topic). Once known closed, later sends fail fast
+    # without a doomed API call, until the customer writes again.
 
-    def note_inbound(self, wa_id: str, at: float) -> None:
+    async def note_inbound(self, wa_id: str, at: float) -> None:
         """Remember that the customer wrote at ``at`` (epoch seconds)."""
-        self._last_inbound[wa_id] = max(at, self._last_inbound.get(wa_id, at))
+        await self.memory.wrote(wa_id, at)
 
-    def window_open(self, wa_id: str) -> bool:
-        """Whether the customer wrote within the last 24 hours (as far as this process knows)."""
-        return window_open_at(self._last_inbound.get(wa_id), self._clock())
+    async def heard(self, events: list[Inbound], stamps: dict[str, float], now: float) -> None:
+        """Customers' events came in: each opens its customer's window (at its timestamp, else
+        ``now``), and any answer but a "more" press ends its chat's paged list."""
+        for inbound in events:
+            chat = inbound.key.chat_id
+            if inbound.kind is not Kind.MOVED:  # Meta's notice, not the customer's message
+                await self.note_inbound(chat, stamps.get(inbound.event_id, now))
+            if not (inbound.kind is Kind.BUTTON and more_page(inbound.payload) is not None):
+                await self.memory.keep_pages(chat, None)
 
-    def window_known_closed(self, wa_id: str) -> bool:
-        """True only when this process knows the window is closed (not when it does not know)."""
-        return wa_id in self._last_inbound and not self.window_open(wa_id)
+    async def window_open(self, wa_id: str) -> bool:
+        """Whether the customer wrote within the last 24 hours (as far as is known)."""
+        return window_open_at(await self.memory.last_wrote(wa_id), self._clock())
+
+    async def window_known_closed(self, wa_id: str) -> bool:
+        """True only when the window is known closed (not when it is not known)."""
+        last = await self.memory.last_wrote(wa_id)
+        return last is not None and not window_open_at(last, self._clock())
+
+    async def _refuse_closed(self, wa_id: str) -> None:
+        if await self.window_known_closed(wa_id):
+            msg = f"whatsapp:{wa_id}: the customer has not written for 24 hours"
+            raise WindowClosed(msg)
 
     # -- sending
 
     async def send(self, out: Outbound) -> None:
         """Deliver one reply (several messages when long or paged) in order for its chat."""
         chat = out.key.chat_id
-        if self.window_known_closed(chat):
-            msg = f"{out.key}: the customer has not written for 24 hours"
-            raise WindowClosed(msg)
+        await self._refuse_closed(chat)
         if out.media is not None and not _sendable(out):
             # Checked before anything is sent, so a reply is delivered whole or not at all.
             msg = f"{out.key}: a {out.media.type} from another channel cannot be sent on WhatsApp"
             log.warning("whatsapp reply refused: foreign media", extra={"conv": str(out.key)})
             raise DeliveryError(msg)
         async with self._locks.hold(chat):
-            try:
-                for message in self._render(out):
-                    await self.graph.send_message(message, str(out.key))
-            except WindowClosed:
-                self._last_inbound[chat] = 0.0  # known closed until the customer writes again
-                raise
+            rendered = self.renderer.render(out)
+            await self.memory.keep_pages(chat, rendered.paged)
+            await self._send_all(chat, rendered.messages, str(out.key))
 
     async def send_media(self, wa_id: str, media_id: str, kind: str, caption: str = "") -> None:
         """Send an uploaded file (an agent's photo or document) with its caption.
@@ -127,40 +135,33 @@ class WhatsAppChannel:
         ``kind`` is a channel-neutral media type (photo, document, ...); the 24-hour window
         rules are those of ``send``.
         """
-        if self.window_known_closed(wa_id):
-            msg = f"whatsapp:{wa_id}: the customer has not written for 24 hours"
-            raise WindowClosed(msg)
+        await self._refuse_closed(wa_id)
         message = media_message(wa_id, Media(kind, media_id, caption))
         async with self._locks.hold(wa_id):
-            try:
-                await self.graph.send_message(message, f"whatsapp:{wa_id}")
-            except WindowClosed:
-                self._last_inbound[wa_id] = 0.0  # known closed until the customer writes again
-                raise
+            await self._send_all(wa_id, [message], f"whatsapp:{wa_id}")
+
+    async def _send_all(self, chat: str, messages: list[Message], conv: str) -> None:
+        try:
+            for message in messages:
+                await self.graph.send_message(message, conv)
+        except WindowClosed:
+            await self.memory.closed(chat)  # known closed until the customer writes again
+            raise
 
     async def serve_more(self, inbound: Inbound) -> bool:
         """Answer a press on a "more" row with the next page; False for any other event."""
+        chat = inbound.key.chat_id
         page = more_page(inbound.payload) if inbound.kind is Kind.BUTTON else None
         if page is None:
-            self._paged.pop(inbound.key.chat_id, None)  # any other answer ends the paging
-            return False
-        chat = inbound.key.chat_id
-        paged = self._paged.get(chat)
+            return False  # any other answer ended the paging (``heard``)
+        paged = await self.memory.pages(chat)
         if paged is None or page >= len(paged[1]):
-            return False  # e.g. after a restart: the engine re-prompts as for any stray press
+            return False  # e.g. the pages expired: the engine re-prompts as for any stray press
         body, pages = paged
         async with self._locks.hold(chat):
             message = self.renderer.list_message(chat, body, pages, page)
             await self.graph.send_message(message, str(inbound.key))
         return True
-
-    def _render(self, out: Outbound) -> list[dict[str, object]]:
-        rendered = self.renderer.render(out)
-        if rendered.paged is None:
-            self._paged.pop(out.key.chat_id, None)
-        else:
-            self._paged[out.key.chat_id] = rendered.paged
-        return rendered.messages
 
     # -- other Graph calls
 

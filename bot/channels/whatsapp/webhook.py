@@ -193,6 +193,10 @@ class WhatsAppWebhook:
         if lenient:
             events = _sound_events(events)
         stamps = timestamps(payload)
+        if self._channel is not None:
+            # Before any event is handed on (each customer's events keep their order): the
+            # windows they open, the paged lists they end.
+            await self._channel.heard(events, stamps, self._clock())
         placed: list[asyncio.Future[bool]] = []
         loop = asyncio.get_running_loop()
         for inbound in events:
@@ -221,9 +225,6 @@ class WhatsAppWebhook:
         """One event: False when it failed before it had its place (logged)."""
         conv = str(inbound.key)
         moved = inbound.kind is Kind.MOVED  # Meta's notice, not the customer's message
-        if self._channel is not None and not moved:
-            at = stamps.get(inbound.event_id, self._clock())
-            self._channel.note_inbound(inbound.key.chat_id, at)
         if self._mark_read is not None and not moved:
             self._spawn(self._read(inbound.event_id, conv))
         try:

@@ -390,7 +390,7 @@ async def test_a_window_known_closed_fails_fast_until_the_customer_writes(
         await channel.send(Outbound(key(), "¿Hola?"))
     assert fake.attempts == 1  # the second message cost no doomed API call
     fake.closed_windows.clear()
-    channel.note_inbound(ANA, time.time())  # the customer wrote: the window is open again
+    await channel.note_inbound(ANA, time.time())  # the customer wrote: the window is open again
     await channel.send(Outbound(key(), "Hola de nuevo"))
     assert len(fake.messages_to(ANA)) == 1
 
@@ -401,7 +401,7 @@ async def test_a_window_that_expired_in_this_process_is_refused_without_a_call(
     now = [50_000.0]
     chan = WhatsAppChannel(make_settings(fake.base_url), clock=lambda: now[0])
     try:
-        chan.note_inbound(ANA, 50_000.0)
+        await chan.note_inbound(ANA, 50_000.0)
         await chan.send(Outbound(key(), "dentro de la ventana"))
         now[0] += WINDOW_SECONDS
         with pytest.raises(WindowClosed, match="24 hours"):

@@ -347,13 +347,13 @@ async def test_webhook_opens_the_window_from_the_message_timestamp() -> None:
     chan = WhatsAppChannel(make_settings(), clock=lambda: now[0])
     received: list[Inbound] = []
     webhook, _ = hook_with(received, channel=chan)
-    assert not chan.window_open(ANA)
+    assert not await chan.window_open(ANA)
     async with serve(webhook) as client:
         body, headers = signed_request(graph_api.inbound_text(ANA, "hola", at=9_000.0), SECRET)
         await client.post("/webhooks/whatsapp", data=body, headers=headers)
         await webhook.drain()
     await chan.aclose()
-    assert chan.window_open(ANA)
+    assert await chan.window_open(ANA)
     now[0] = 9_000.0 + WINDOW_SECONDS
-    assert not chan.window_open(ANA)
-    assert not chan.window_open(LUIS)
+    assert not await chan.window_open(ANA)
+    assert not await chan.window_open(LUIS)
