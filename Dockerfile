@@ -27,7 +27,7 @@ COPY flows ./flows
 COPY integrations ./integrations
 # A regular (non-editable) install: the runtime stage needs the venv only, not /src.
 RUN pip install --no-deps . \
-    && python -c "import bot.web, flows.registry, flows.understand, integrations.wisphub.sandbox"
+    && python -c "import bot.cli, bot.service, flows.registry, flows.understand, integrations.wisphub.sandbox"
 
 # --- runtime stage: the venv, a non-root user, nothing else ------------------------------------
 FROM python:3.11-slim AS runtime

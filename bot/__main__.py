@@ -73,13 +73,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(serve(args.host, args.port))
             return 0
         if args.command == "chat":
-            from bot.channels.console import run_console
+            from bot.cli import run_console
 
             return asyncio.run(run_console())
         if args.command == "run":
             load_settings()  # a bad setting is reported before the heavy imports below
+            from bot.cli import run_service
             from bot.startup import StartupError
-            from bot.web import run_service
 
             try:
                 return _run_fast(run_service())

@@ -1,6 +1,6 @@
 """Handoff to human agents: the port the engine talks to, and its simple implementations.
 
-The Telegram forum-topics implementation lives in ``bot/agents_telegram.py``; the console and the
+The Telegram forum-topics implementation lives in ``bot/channels/telegram/topics.py``; the console and the
 scenario runner use ``LocalAgents``, which keeps topics in memory; ``NoAgents`` is used when no
 agents' chat is configured (customers are offered a ticket instead).
 """

@@ -13,6 +13,7 @@ prints a customer's pseudonym, to find their lines.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -125,3 +126,27 @@ def setup_logging(level: str, key: bytes = DEFAULT_LOG_KEY) -> None:
     root.setLevel(level)
     for noisy in ("aiohttp.access", "httpx", "httpcore", "aiogram.event", "transitions"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def report_stuck_stop() -> None:
+    """A stop that overruns: log every task still running, where it waits (no locals)."""
+    for task in asyncio.all_tasks():
+        logging.getLogger("bot.service").warning(
+            "stop: still waiting on a task",
+            extra={"task": task.get_name(), "at": " <- ".join(reversed(_awaiting(task)))},
+        )
+
+
+def _awaiting(task: asyncio.Task[Any]) -> list[str]:
+    """The chain of coroutines a task is suspended in, outermost first (file:line function),
+    ending with what the innermost one awaits when that is no coroutine (a future, a sleep)."""
+    where: list[str] = []
+    awaited: Any = task.get_coro()
+    while awaited is not None and len(where) < 40:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+        if frame is None:
+            where.append(type(awaited).__name__)
+            break
+        where.append(f"{frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    return where[-6:]

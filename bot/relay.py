@@ -32,8 +32,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from bot import metrics
-from bot.agents_telegram import TelegramAgents, card_text, location_text
-from bot.channels.telegram import MAX_TEXT
+from bot.channels.telegram.render import MAX_TEXT
+from bot.channels.telegram.topics import TelegramAgents, card_text, location_text
 from bot.store.interfaces import SessionStore
 from bot.store.outbox import Entry, Outbox, OutboxError, make_outbox
 from flows.ports import AgentRequest, HandoffError

@@ -19,10 +19,10 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
-    model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bot.channels.whatsapp.settings import WhatsAppSettings
 from flows.settings import BusinessHours, DialogSettings, Money, TicketMapping
 from integrations.wisphub.settings import WispHubSettings
 
@@ -76,41 +76,6 @@ class TelegramSettings(BaseSettings):
         if v is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", v.get_secret_value()):
             raise ValueError("1-256 characters of A-Z, a-z, 0-9, _ and -")
         return v
-
-
-class WhatsAppSettings(BaseSettings):
-    """The WhatsApp Cloud API app."""
-
-    model_config = SettingsConfigDict(env_prefix="WHATSAPP_", **_ENV)
-
-    access_token: SecretStr | None = None
-    phone_number_id: str | None = None
-    app_secret: SecretStr | None = None
-    verify_token: SecretStr | None = None
-    api_url: AnyHttpUrl = AnyHttpUrl("https://graph.facebook.com/v21.0")
-
-    @property
-    def enabled(self) -> bool:
-        """True when every value the channel needs is set."""
-        return all((self.access_token, self.phone_number_id, self.app_secret, self.verify_token))
-
-    @model_validator(mode="after")
-    def _all_or_none(self) -> WhatsAppSettings:
-        # Some set and some not is a mistake: the channel would silently stay off.
-        values = {
-            "WHATSAPP_ACCESS_TOKEN": self.access_token,
-            "WHATSAPP_PHONE_NUMBER_ID": self.phone_number_id,
-            "WHATSAPP_APP_SECRET": self.app_secret,
-            "WHATSAPP_VERIFY_TOKEN": self.verify_token,
-        }
-        missing = [name for name, value in values.items() if value is None]
-        if 0 < len(missing) < len(values):
-            msg = (
-                f"WhatsApp is half configured: missing {', '.join(missing)} "
-                "(set all four WHATSAPP_* credentials, or none)"
-            )
-            raise ValueError(msg)
-        return self
 
 
 class BotSettings(BaseSettings):

@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from bot.settings import BotSettings, TelegramSettings, WhatsAppSettings
+from bot.channels.whatsapp.settings import WhatsAppSettings
+from bot.settings import BotSettings, TelegramSettings
 from integrations.wisphub.settings import WispHubSettings
 
 

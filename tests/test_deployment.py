@@ -508,11 +508,11 @@ def test_run_stops_with_one_line(
     env: dict[str, str],
     name: str,
 ) -> None:
-    import bot.web
+    import bot.cli
     from bot.__main__ import main
 
     # The service would point the root logger at stderr; keep the test process's logging.
-    monkeypatch.setattr(bot.web, "setup_logging", lambda level, key: None)
+    monkeypatch.setattr(bot.cli, "setup_logging", lambda level, key: None)
     for key, value in {**KEY, "HTTP_PORT": "0", **env}.items():
         monkeypatch.setenv(key, value)
     code = main(["run"])

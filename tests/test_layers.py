@@ -119,11 +119,6 @@ def test_the_cycle_finder_finds_cycles() -> None:
     assert _cycles({"a": {"b"}, "b": set()}) == []
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="bot <-> bot.channels: the console adapter imports bot.runtime, bot.handoff and "
-    "bot.sessions, the channels bot.settings; the channels' split (r-channels) owns it",
-)
 def test_no_import_cycles_between_packages() -> None:
     graph: dict[str, set[str]] = {}
     for module in modules():
@@ -134,12 +129,6 @@ def test_no_import_cycles_between_packages() -> None:
     assert _cycles(graph) == []
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="bot/sessions.py and bot/relay.py (r-store), bot/channels/telegram.py, whatsapp.py "
-    "and bot/web.py (r-channels), integrations/wisphub/client.py and sandbox.py "
-    "(r-integrations) are split by their owners",
-)
 def test_no_source_module_is_over_500_lines() -> None:
     sizes = {
         str(path.relative_to(ROOT)): len(path.read_text(encoding="utf-8").splitlines())

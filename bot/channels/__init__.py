@@ -1,2 +1,3 @@
-"""Channel adapters: each turns its channel's updates into Inbound and renders Outbound;
-the engine (``bot.engine``) imports none of them and they never import ``integrations``."""
+"""Channel adapters, one package per channel plus ``base`` (what they share): each turns its
+channel's updates into Inbound and renders Outbound; none imports the engine, store or service.
+"""

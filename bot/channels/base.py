@@ -1,10 +1,16 @@
-"""What every channel adapter offers the runtime, and what the runtime hands to adapters."""
+"""What every channel adapter offers the runtime, and what both channels share: text splitting,
+the per-key FIFO lock, the retry delay, and the wait for an event's place in its order.
+
+Imports nothing from ``bot`` outside ``bot.channels``; channels import it, never the reverse.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+import contextlib
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from typing import Any, Generic, Protocol, TypeVar
 
 from flows.types import AgentMessage as AgentMessage  # re-exported: the channels speak it
 from flows.types import Channel, Inbound, Outbound
@@ -54,3 +60,62 @@ class ChannelAdapter(Protocol):
     async def send(self, out: Outbound) -> None:
         """Deliver one reply in order; retry transient failures; raise DeliveryError at the end."""
         ...
+
+
+# ---- shared by both channels ------------------------------------------------------------------
+
+
+def split_text(text: str, limit: int) -> list[str]:
+    """Cut text into parts of at most ``limit`` characters, at a line break or else a space in
+    the second half of each part, a hard cut for one long word; blank text has no parts."""
+    parts: list[str] = []
+    rest = text.strip()
+    while len(rest) > limit:
+        cut = rest.rfind("\n", 0, limit + 1)
+        if cut < limit // 2:
+            cut = max(cut, rest.rfind(" ", 0, limit + 1))
+        if cut < limit // 2:
+            cut = limit  # one long word: a hard cut rather than tiny parts or a refusal
+        parts.append(rest[:cut].rstrip())
+        rest = rest[cut:].lstrip()
+    if rest:
+        parts.append(rest)
+    return parts
+
+
+def retry_delay(
+    attempt: int, base: float, cap: float, jitter: tuple[float, float] = (1.0, 1.0)
+) -> float:
+    """The wait before retry ``attempt + 1``: ``base`` doubled per attempt, at most ``cap``,
+    times a random factor within ``jitter`` (so many clients do not retry in step)."""
+    return min(cap, base * 2.0 ** min(attempt, 30)) * random.uniform(*jitter)
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+class KeyedLock(Generic[K]):
+    """One FIFO lock per key (a chat): holders of one key run one at a time in arrival order
+    (asyncio.Lock wakes waiters first come, first served); an unused key is forgotten."""
+
+    def __init__(self) -> None:
+        self._locks: dict[K, asyncio.Lock] = {}
+        self._users: dict[K, int] = {}
+
+    def busy(self, key: K) -> bool:
+        """Whether someone holds or waits for ``key``."""
+        return key in self._users
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: K) -> AsyncIterator[None]:
+        """Hold ``key``'s lock for the block."""
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        self._users[key] = self._users.get(key, 0) + 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._users[key] -= 1
+            if not self._users[key]:
+                del self._users[key]
+                del self._locks[key]

@@ -1,32 +1,11 @@
-"""The console channel: a readable terminal chat (``python -m bot chat``, ``make chat``).
-
-Uses the demo WispHub sandbox unless ``WISPHUB_API_URL`` is set, and in-memory sessions unless
-``REDIS_URL`` is set. Works with piped stdin: one message a line; ``#1``, ``#2``... or the
-label choose an option. Lines starting with ``!`` play the agent in the agents' topic
-(``!hola`` writes to the customer, ``!/cerrar`` ends the handoff), so handoff can be tried too.
-"""
+"""The console channel's renderer: a reply as terminal text with numbered options (the chat
+command itself, ``python -m bot chat``, is in ``bot/cli.py``)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import itertools
-import logging
-import os
-import sys
-import threading
-from typing import TextIO
-
-from bot.channels.base import AgentMessage
-from bot.handoff import LocalAgents
-from bot.runtime import open_runtime
-from bot.settings import load_settings
-from bot.store import MemoryStore
-from flows.texts import Texts
-from flows.types import ConvKey, Inbound, Kind, Outbound
+from flows.types import ConvKey, Outbound
 
 KEY = ConvKey("console", "local")
-DEMO_ISP = "FibraNet Demo"  # the sandbox's tenant
 _BOLD, _DIM, _RESET = "\x1b[1m", "\x1b[2m", "\x1b[0m"
 
 
@@ -40,92 +19,3 @@ def render(out: Outbound, *, color: bool) -> str:
     for n, option in enumerate(out.options, 1):
         lines.append(f"     {_DIM if color else ''}[{n}]{_RESET if color else ''} {option.label}")
     return "\n".join(lines)
-
-
-async def _read_lines(stream: TextIO) -> asyncio.Queue[str | None]:
-    queue: asyncio.Queue[str | None] = asyncio.Queue()
-    loop = asyncio.get_running_loop()
-
-    def pump() -> None:
-        for line in stream:
-            loop.call_soon_threadsafe(queue.put_nowait, line.rstrip("\n"))
-        loop.call_soon_threadsafe(queue.put_nowait, None)
-
-    # A daemon thread: a reader blocked on a terminal must never keep the process alive after
-    # the chat ended (asyncio's executor would wait for it, and the chat would hang).
-    threading.Thread(target=pump, name="console-stdin", daemon=True).start()
-    return queue
-
-
-async def run_console(
-    stdin: TextIO | None = None,
-    stdout: TextIO | None = None,
-) -> int:
-    """Chat in the terminal until end of input or /salir."""
-    stdin = stdin or sys.stdin
-    stdout = stdout or sys.stdout
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    use_sandbox = "WISPHUB_API_URL" not in os.environ
-    # The demo tenant has a name of its own; a real ISP sets ISP_NAME.
-    settings = load_settings(
-        bot={"isp_name": DEMO_ISP} if use_sandbox and "ISP_NAME" not in os.environ else {}
-    )
-    texts = Texts(settings.bot.bot_language)
-    agents = LocalAgents()
-    color = stdout.isatty()
-    interactive = stdin.isatty()
-    events = itertools.count(1)
-    prompt = texts("console.prompt")
-    name = texts("console.customer")
-
-    def say(line: str) -> None:
-        print(line, file=stdout, flush=True)
-
-    # Without Redis the demo keeps conversations in memory: said to the person trying it in
-    # plain words, instead of the service's warning for operators.
-    store = MemoryStore() if settings.bot.redis_url is None else None
-    if store is not None:
-        say(texts("console.memory"))
-    async with (
-        contextlib.AsyncExitStack() as stack,
-        open_runtime(settings, agents, use_sandbox=use_sandbox, store=store) as rt,
-    ):
-        if store is not None:
-            stack.push_async_callback(store.aclose)
-
-        def show(replies: list[Outbound]) -> None:
-            for reply in replies:
-                say(render(reply, color=color))
-
-        if rt.sandbox is not None:
-            say(texts("console.sandbox", url=rt.sandbox.url))
-        show(await rt.engine.handle(Inbound(KEY, f"c{next(events)}", text="/start")))
-        queue = await _read_lines(stdin)
-        while True:
-            if interactive:
-                print(f"{prompt} ", end="", file=stdout, flush=True)
-            line = await queue.get()
-            if line is None:
-                break
-            text = line.strip()
-            if not text:
-                continue
-            if not interactive:
-                say(f"{prompt} {text}")
-            # Topics are keyed by thread id: a topic (a mutable record) is no dictionary key.
-            before = {t.thread_id: len(t.posts) for t in agents.topics.values()}
-            if text.startswith("!"):
-                topic = agents.topic_of(KEY)
-                if topic is None:
-                    say(texts("console.no_topic"))
-                    continue
-                message = AgentMessage(topic.thread_id, next(events), text[1:].strip(), "agent")
-                show(await rt.engine.from_agent(message))
-            else:
-                inbound = Inbound(KEY, f"c{next(events)}", Kind.TEXT, text=text, display_name=name)
-                show(await rt.engine.handle(inbound))
-            # What reached the agents' topic: the card, the customer's lines, the bot's notes.
-            for topic in agents.topics.values():
-                for post in topic.posts[before.get(topic.thread_id, 0) :]:
-                    say(f"     {texts('console.topic_post', thread_id=topic.thread_id, post=post)}")
-    return 0

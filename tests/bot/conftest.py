@@ -15,7 +15,7 @@ from aiogram import Bot
 from aiogram.client.session.aiohttp import AiohttpSession
 from pydantic import SecretStr
 
-from bot.channels.telegram import TelegramChannel, make_bot
+from bot.channels.telegram.channel import TelegramChannel, make_bot
 
 _FAKES = str(Path(__file__).resolve().parents[1] / "fakes")
 if _FAKES not in sys.path:

@@ -11,8 +11,9 @@ import pytest
 from redis.asyncio import Redis
 from telegram_api import FakeTelegram
 
-from bot.agents_telegram import TelegramAgents
-from bot.channels.telegram import MAX_TEXT, TelegramChannel
+from bot.channels.telegram.channel import TelegramChannel
+from bot.channels.telegram.render import MAX_TEXT
+from bot.channels.telegram.topics import TelegramAgents
 from bot.relay import RelayingAgents, RelayWorker, merge
 from bot.store.outbox import MemoryOutbox, Outbox, RedisOutbox
 from flows.ports import AgentRequest

@@ -9,7 +9,8 @@ from decimal import Decimal
 import pytest
 from pydantic import SecretStr
 
-from bot.settings import BotSettings, Settings, TelegramSettings, WhatsAppSettings
+from bot.channels.whatsapp.settings import WhatsAppSettings
+from bot.settings import BotSettings, Settings, TelegramSettings
 from flows.settings import BusinessHours, Money
 from integrations.wisphub.settings import WispHubSettings
 

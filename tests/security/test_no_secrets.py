@@ -13,7 +13,7 @@ import logging
 import pytest
 from pydantic import SecretStr
 
-from bot.agents_telegram import card_text
+from bot.channels.telegram.topics import card_text
 from bot.handoff import LocalAgents
 from bot.logs import JsonFormatter, scrub
 from bot.runtime import open_runtime

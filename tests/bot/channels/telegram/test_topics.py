@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from telegram_api import FakeTelegram
 
-from bot.agents_telegram import TelegramAgents
 from bot.channels.base import AgentMessage, DeliveryError
-from bot.channels.telegram import TelegramChannel
+from bot.channels.telegram.channel import TelegramChannel
+from bot.channels.telegram.topics import TelegramAgents
 from flows.types import ConvKey, Inbound, Kind, Media
 
 WA = ConvKey("whatsapp", "573001112233")

@@ -7,7 +7,7 @@ import mimetypes
 from collections.abc import Awaitable, Callable
 
 from bot.channels.base import AgentMessage, DeliveryError
-from bot.channels.telegram import MAX_UPLOAD_BYTES, TelegramChannel
+from bot.channels.telegram.channel import MAX_UPLOAD_BYTES, TelegramChannel
 from flows.ports import AgentRequest, HandoffError
 from flows.texts import Texts
 from flows.types import Inbound, Media
