@@ -25,10 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "fakes"))
 
 import graph_api
 from graph_api import FakeGraph, running_fake_graph, signed_request
+from whatsapp_kit import ANA, SECRET, TOKEN
 
-TOKEN = "EAAGtestTOKEN0123456789secret"
-SECRET = "app-secret-for-tests"
-ANA = "573001112233"
 KEY = ConvKey("whatsapp", ANA)
 
 

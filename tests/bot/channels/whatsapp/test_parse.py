@@ -8,28 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from whatsapp_kit import ANA, LUIS, key
 
 from bot.channels.whatsapp.parse import parse_webhook
-from flows.types import ConvKey, Inbound, Kind, Media, Option
+from flows.types import ConvKey, Inbound, Kind, Media
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "fakes"))
 import graph_api
 from fixtures import fixture
-
-TOKEN = "EAAGtestTOKEN0123456789secret"
-SECRET = "app-secret-for-tests"
-VERIFY = "verify-me-please"
-ANA = "573001112233"
-LUIS = "573104445566"
-
-
-def key(wa_id: str = ANA) -> ConvKey:
-    return ConvKey("whatsapp", wa_id)
-
-
-def options(n: int, label: str = "Option number {}") -> tuple[Option, ...]:
-    return tuple(Option(f"opt{i}", label.format(i)) for i in range(1, n + 1))
-
 
 # --------------------------------------------------------------------------- parsing
 
