@@ -19,9 +19,10 @@ from typing import Any
 from transitions.extensions.asyncio import AsyncEventData
 
 from flows.base import Conversation, Flow, model
-from flows.names import mask, name_matches, normalise_document
+from flows.names import name_matches, normalise_document
 from flows.texts import Texts
 from flows.types import Option
+from integrations.wisphub.client import mask
 from integrations.wisphub.errors import WispHubError
 from integrations.wisphub.models import Client
 

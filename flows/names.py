@@ -75,8 +75,3 @@ def normalise_document(text: str) -> str | None:
         for c in compact
     )
     return ascii_digits if re.fullmatch(r"[0-9]{5,12}", ascii_digits) else None
-
-
-def mask(document: str) -> str:
-    """A document for logs: only its last 3 digits show."""
-    return "*" * max(len(document) - 3, 0) + document[-3:]

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from flows.names import fold, mask, name_matches, normalise_document
+from flows.names import fold, name_matches, normalise_document
+from integrations.wisphub.client import mask
 
 ANA = "Ana María Ruiz Gómez"
 LUZ = "Luz Marina Peña"
