@@ -62,7 +62,8 @@ class LocalAgents:
             self.topics[topic.thread_id] = topic
         topic.open = True
         who = request.verified_name or request.display_name
-        topic.posts.append(f"[card] {request.key.channel} · {who}")
+        asked = f" · {request.request}" if request.request else ""
+        topic.posts.append(f"[card] {request.key.channel} · {who}{asked}")
         return topic.thread_id
 
     async def forward(self, thread_id: int, inbound: Inbound, label: str) -> None:

@@ -114,6 +114,9 @@ class BotSettings(BaseSettings):
     lockout_document_attempts: int = Field(default=5, ge=1)  # wrong names on one document, any chat
     lockout_seconds: int = Field(default=30 * 60, gt=0)
     rate_limit_per_minute: int = Field(default=30, ge=1)
+    # Written by the ISP: how to pay (accounts, agents, links), shown with WispHub's payment
+    # methods (flows/payment_methods.py); empty: WispHub's list alone.
+    payment_methods_text: str = ""
     currency_symbol: str = "$"
     currency_decimals: int = Field(default=0, ge=0, le=2)
     thousands_separator: str = "."
@@ -193,7 +196,10 @@ class Settings(BaseModel):
     def dialog(self) -> DialogSettings:
         """The slice the dialog reads (no secrets)."""
         bot, wisphub = self.bot, self.wisphub
-        categories = ("no_internet", "slow", "intermittent", "other")
+        categories = (
+            *("no_internet", "slow", "intermittent", "other"),
+            *("payment", "cancel_service", "move", "change_plan"),
+        )
         tickets = TicketMapping(
             subjects={c: wisphub.subject_for(c) for c in categories},
             department=wisphub.department,
@@ -211,6 +217,7 @@ class Settings(BaseModel):
             verified_ttl=bot.verified_ttl,
             handoff_timeout=bot.handoff_timeout,
             promise_max_days=bot.promise_max_days,
+            payment_methods_text=bot.payment_methods_text,
             lockout_attempts=bot.lockout_attempts,
             lookup_attempts=bot.lookup_attempts,
             lockout_document_attempts=bot.lockout_document_attempts,

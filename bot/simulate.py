@@ -10,7 +10,8 @@ Steps: ``user`` (text), ``press`` (the option of the newest bot message whose la
 handoff timeouts fire), ``expect`` / ``expect_not`` (regex over the replies since the last move,
 case- and accent-insensitive, text and option labels), ``expect_wisphub`` (a request made since
 the last move; with ``count`` exactly that many, ``count: 0`` proving none). Extensions:
-``media`` (the customer sends a photo, sticker, ...), ``expect_agents`` (regex over what the
+``media`` (the customer sends a photo, sticker, ...), ``photo`` (a photo with that caption,
+``""`` for none), ``document`` (a file, e.g. a PDF receipt, with that caption), ``expect_agents`` (regex over what the
 agents' topic received since the last move), ``fault`` (inject a WispHub fault from now on;
 ``after: true`` carries the request out and only replaces its answer, as a proxy's 502 after
 WispHub made the ticket);
@@ -53,6 +54,8 @@ STEP_KINDS = frozenset(
         "expect_not",
         "expect_wisphub",
         "media",
+        "photo",
+        "document",
         "expect_agents",
         "fault",
     }
@@ -221,7 +224,7 @@ class Runner:
         value: Any,
     ) -> None:
         event = f"e{next(self.events)}"
-        if kind in ("user", "press", "media", "agent", "wait"):
+        if kind in ("user", "press", "media", "photo", "document", "agent", "wait"):
             self.requests_seen = len(sandbox.requests)
         if kind == "user":
             text = str(value)
@@ -236,10 +239,11 @@ class Runner:
             self.log(f"you> [{option.label}]")
             inbound = Inbound(self.key, event, Kind.BUTTON, payload=option.id, phone=self.phone)
             await self._send(rt, inbound, agents)
-        elif kind == "media":
-            self._new_window(f"media: {value}")
-            self.log(f"you> <{value}>")
-            media = Media(str(value), event)
+        elif kind in ("media", "photo", "document"):
+            self._new_window(f"{kind}: {value}")
+            self.log(f"you> <{value}>" if kind == "media" else f"you> <{kind}> {value or ''}")
+            kind_of = str(value) if kind == "media" else kind
+            media = Media(kind_of, event, caption="" if kind == "media" else str(value or ""))
             await self._send(
                 rt, Inbound(self.key, event, Kind.MEDIA, media=media, phone=self.phone), agents
             )

@@ -49,20 +49,26 @@ def hours_text(conv: Conversation) -> str:
     return conv.t("hours_join").join(parts)
 
 
-async def agent_request(conv: Conversation) -> AgentRequest:
-    """The card's content: verified details only for a verified customer."""
+async def agent_request(conv: Conversation, request: str | None = None) -> AgentRequest:
+    """The card's content: verified details only for a verified customer; ``request`` (else
+    the one a flow left in ``data["request"]``) names what the customer asked for."""
     inbound = conv.inbound
     display = (inbound.display_name if inbound else None) or conv.key.chat_id[-4:]
     history = tuple((str(w), str(t)) for w, t in conv.data.get("history", []))
+    asked = conv.data.get("request", "") if request is None else request
     if not conv.verified:
-        return AgentRequest(conv.key, display, history=history, lang=conv.session.lang)
+        return AgentRequest(
+            conv.key, display, history=history, lang=conv.session.lang, request=asked
+        )
     try:
         client = await conv.client()
         tickets = tuple(await ticket_lines(conv, client.service_id))
     except (WispHubError, LookupError):
         # The agent still gets the conversation; account details are a courtesy.
         log.warning("card without account details", extra={"conv": str(conv.key)})
-        return AgentRequest(conv.key, display, history=history, lang=conv.session.lang)
+        return AgentRequest(
+            conv.key, display, history=history, lang=conv.session.lang, request=asked
+        )
     return AgentRequest(
         conv.key,
         display,
@@ -73,6 +79,7 @@ async def agent_request(conv: Conversation) -> AgentRequest:
         open_tickets=tickets,
         history=history,
         lang=conv.session.lang,
+        request=asked,
     )
 
 
@@ -147,6 +154,7 @@ class AgentFlow(Flow):
         conv = model(ev)
         request = await agent_request(conv)
         thread_id = await conv.ctx.handoff.open(request, conv.data.get("topic"))
+        conv.data.pop("request", None)  # named on this card; a later handoff is a new request
         # Set again when the topic is reopened: its mapping may have expired meanwhile.
         await conv.ctx.store.set_topic(thread_id, conv.key)
         conv.data["topic"] = thread_id

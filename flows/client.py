@@ -8,7 +8,11 @@ from transitions.extensions.asyncio import AsyncEventData
 
 from flows.base import Conversation, Flow, model
 
-CLIENT_OPTIONS = ("account", "fault", "tickets", "promise", "agent", "exit")
+CLIENT_OPTIONS = (
+    *("account", "fault", "tickets", "promise"),
+    *("payment_report", "requests"),  # flows/payment_report.py, flows/service_request.py
+    *("agent", "exit"),
+)
 
 
 async def ticket_lines(conv: Conversation, service_id: int) -> list[str]:
@@ -27,7 +31,8 @@ async def ticket_lines(conv: Conversation, service_id: int) -> list[str]:
 
 
 class ClientFlow(Flow):
-    """Estado de cuenta · Reportar falla · Mis tickets · Promesa de pago · asesor · Salir."""
+    """Estado de cuenta · Reportar falla · Mis tickets · Promesa de pago · Reportar un pago ·
+    Otros trámites · asesor · Salir."""
 
     name = "client"
     needs_verification = True
@@ -66,6 +71,18 @@ class ClientFlow(Flow):
                 "source": "menu",
                 "dest": "idle",
                 "after": lambda ev: model(ev).jump("promise"),
+            },
+            {
+                "trigger": "payment_report",
+                "source": "menu",
+                "dest": "idle",
+                "after": lambda ev: model(ev).jump("payment_report"),
+            },
+            {
+                "trigger": "requests",
+                "source": "menu",
+                "dest": "idle",
+                "after": lambda ev: model(ev).jump("service_request", "choose"),
             },
             {"trigger": "exit", "source": "menu", "dest": "idle", "after": self.log_out},
         ]

@@ -192,15 +192,20 @@ class Dialog(Generic[S]):
         if session.state == WAITING:
             await self._while_handed_off(conv, inbound, text, command)
             return
-        if inbound.kind in (Kind.MEDIA, Kind.OTHER):
+        flow, state = split_state(session.state)
+        # Media is read only where a flow asks for it (a payment receipt).
+        takes_media = inbound.kind == Kind.MEDIA and self.flows.accepts(flow, state, "media")
+        if inbound.kind in (Kind.MEDIA, Kind.OTHER) and not takes_media:
             conv.say(conv.t("media_only_text"))
             return
 
-        flow, state = split_state(session.state)
         if self.flows.needs_verification(flow) and not conv.verified:
             conv.end_verification()
             conv.say(conv.t("verification_expired"))
             await self._run(conv, "identify", "begin", {})
+            return
+        if takes_media:
+            await self._run(conv, flow, "media", {}, state=state)
             return
 
         option = self._match_option(conv, inbound, text)

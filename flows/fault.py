@@ -3,14 +3,13 @@ description, confirmation, and exactly one ticket."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from transitions.extensions.asyncio import AsyncEventData
 
 from flows.base import Flow, model
-from flows.tickets import ticket_request
-from integrations.wisphub.errors import TicketUnconfirmed, WispHubError
+from flows.tickets import file_ticket
+from integrations.wisphub.errors import WispHubError
 from integrations.wisphub.models import PingResult
 
 CATEGORIES = ("no_internet", "slow", "intermittent", "other")
@@ -180,24 +179,12 @@ class FaultFlow(Flow):
         is kept so that Confirmar again looks for that ticket before posting, never a duplicate.
         """
         conv = model(ev)
-        client = await conv.client()
-        request = ticket_request(
-            conv.ctx.settings.tickets,
-            service_id=client.service_id,
-            category=conv.data.get("category", "other"),
-            description=conv.data.get("description", ""),
-            technician_id=client.technician.id if client.technician else None,
-            requested_at=datetime.fromtimestamp(conv.data.get("unconfirmed", conv.now), tz=UTC),
-            recheck="unconfirmed" in conv.data,
-        )
-        try:
-            ticket = await conv.ctx.wisphub.create_ticket(request)
-        except TicketUnconfirmed:
-            conv.data["unconfirmed"] = request.requested_at.timestamp()
+        category = conv.data.get("category", "other")
+        ticket = await file_ticket(conv, category, conv.data.get("description", ""), "fault")
+        if ticket is None:
             return False
-        for name in ("description", "category", "unconfirmed"):
+        for name in ("description", "category"):
             conv.data.pop(name, None)
-        conv.tickets.append("fault")
         conv.say(conv.t("ticket_created", id=ticket.id))
         return True
 

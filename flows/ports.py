@@ -82,6 +82,9 @@ class AgentRequest:
     open_tickets: tuple[str, ...] = ()
     history: tuple[tuple[str, str], ...] = ()  # ("c" customer | "b" bot, text), oldest first
     lang: str = "es"
+    # What the customer asked for, as an option id ("cancel_service", "payment_report", ...):
+    # the card names it (``opt.<id>``); empty for a plain "talk to an agent".
+    request: str = ""
 
 
 class HandoffError(Exception):

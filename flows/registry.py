@@ -13,8 +13,11 @@ from flows.client import ClientFlow
 from flows.fault import FaultFlow
 from flows.identify import IdentifyFlow
 from flows.main import MainFlow
+from flows.payment_methods import PaymentMethodsFlow
+from flows.payment_report import PaymentReportFlow
 from flows.plans import PlansFlow
 from flows.promise import PromiseFlow
+from flows.service_request import ServiceRequestFlow
 
 FLOW_CLASSES: tuple[type[Flow], ...] = (
     MainFlow,
@@ -24,6 +27,9 @@ FLOW_CLASSES: tuple[type[Flow], ...] = (
     PromiseFlow,
     PlansFlow,
     AgentFlow,
+    PaymentReportFlow,
+    PaymentMethodsFlow,
+    ServiceRequestFlow,
 )
 
 

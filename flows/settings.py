@@ -76,7 +76,8 @@ class Money:
 class TicketMapping:
     """How the bot's tickets are filed: subject and priority per fault category, and the rest."""
 
-    # category ("no_internet", "slow", "intermittent", "other") -> (subject, priority)
+    # category ("no_internet", "slow", "intermittent", "other"; the requests "payment",
+    # "cancel_service", "move", "change_plan") -> (subject, priority)
     subjects: dict[str, tuple[str, str]]
     department: str
     origin: str
@@ -101,6 +102,7 @@ class DialogSettings:
     verified_ttl: int = 15 * 60
     handoff_timeout: int = 10 * 60
     promise_max_days: int = 5
+    payment_methods_text: str = ""  # the ISP's own words on how to pay (PAYMENT_METHODS_TEXT)
     lockout_attempts: int = 3
     lookup_attempts: int = 5
     lockout_document_attempts: int = 5

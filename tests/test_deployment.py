@@ -339,6 +339,7 @@ FILLS = {
     "REDIS_URL": "redis://redis:6379/0",
     "BUSINESS_HOURS": "mon-fri 08:00-18:00; sat 08:00-13:00",
     "LOG_KEY": "log-pseudonym-secret",
+    "PAYMENT_METHODS_TEXT": "Nequi 3001234567 o Bancolombia ahorros 123-456789-01",
 }
 
 
@@ -395,6 +396,7 @@ class TestEnvExample:
         assert settings.bot.hours.is_open(SAT, time(12, 0))
         assert not settings.bot.hours.is_open(SUN, time(12, 0))
         assert settings.bot.money(89900) == "$ 89.900"
+        assert settings.dialog().payment_methods_text == FILLS["PAYMENT_METHODS_TEXT"]
 
 
 # -- start-up errors ---------------------------------------------------------------------------

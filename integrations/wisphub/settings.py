@@ -36,6 +36,10 @@ class WispHubSettings(BaseSettings):
     subject_intermittent: str = "Internet Intermitente"
     # WispHub refuses a subject outside its catalogue, which has no "Otro": a general one of it.
     subject_other: str = "Internet Intermitente"
+    # "Ya pagué y sigo sin servicio" and the plan change request (flows/payment_report.py,
+    # flows/service_request.py); cancellation and moving use the catalogue's own subjects.
+    subject_payment: str = "Reconexión"
+    subject_plan_change: str = "Cambio de Plan"
     priority_no_internet: Literal["1", "2", "3", "4"] = "3"
     priority_slow: Literal["1", "2", "3", "4"] = "2"
     priority_intermittent: Literal["1", "2", "3", "4"] = "2"
@@ -52,10 +56,15 @@ class WispHubSettings(BaseSettings):
         return v if text.endswith("/") else AnyHttpUrl(text + "/")
 
     def subject_for(self, category: str) -> tuple[str, str]:
-        """Subject and priority for one of the bot's fault categories."""
+        """Subject and priority for one of the bot's ticket categories (faults and requests)."""
         table = {
             "no_internet": (self.subject_no_internet, self.priority_no_internet),
             "slow": (self.subject_slow, self.priority_slow),
             "intermittent": (self.subject_intermittent, self.priority_intermittent),
+            # Priorities as the subject catalogue gives them (Reconexión: Alta; the rest: Baja).
+            "payment": (self.subject_payment, "3"),
+            "cancel_service": ("Cancelación", "1"),
+            "move": ("Cambio de Domicilio", "1"),
+            "change_plan": (self.subject_plan_change, "1"),
         }
         return table.get(category, (self.subject_other, self.priority_other))

@@ -42,7 +42,10 @@ def card_text(request: AgentRequest, t: Texts) -> str:
         for who_, text in request.history
     ]
     history = "\n".join(lines) or t("agents.no_history")
-    return t("agents.card", channel=channel, who=who, details=details, history=history)
+    card = t("agents.card", channel=channel, who=who, details=details, history=history)
+    if request.request:  # what the customer asked for, first: the agents act on it
+        card = t("agents_request_line", request=t(f"opt.{request.request}")) + "\n" + card
+    return card
 
 
 def topic_name(request: AgentRequest, t: Texts) -> str:
