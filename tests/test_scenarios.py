@@ -39,6 +39,16 @@ REQUEST_COUNTS: dict[str, dict[tuple[str, str], int]] = {
     "44_fault_ticket_en": {("POST", "/tickets/"): 1},
     "45_fault_branches_en": {("POST", "/tickets/"): 0},
     "46_fault_outage_open_ticket_en": {("POST", "/tickets/"): 0},
+    "90_payment_report_photo_es": {("POST", "/tickets/"): 1},
+    "91_payment_report_typed_en": {("POST", "/tickets/"): 1},
+    "92_payment_report_duplicate_es": {("POST", "/tickets/"): 1},
+    # The POST WispHub failed (never retried blindly), then the one after looking first.
+    "93_payment_report_post_fails_es": {("POST", "/tickets/"): 2},
+    "95_cancel_service_agent_es": {("POST", "/tickets/"): 0},
+    "96_move_outside_hours_es": {("POST", "/tickets/"): 1},
+    "97_change_plan_no_agents_en": {("POST", "/tickets/"): 1},
+    "98_cancel_request_declined_en": {("POST", "/tickets/"): 0},
+    "99_payment_report_whatsapp_es": {("POST", "/tickets/"): 1},
 }
 
 

@@ -131,6 +131,7 @@ SUBJECTS: list[str] = [
     "Conector Dañado",
     "Jumper Dañado",
     "Cambio A Fibra Óptica",
+    "Cambio de Plan",  # the bot's default plan-change subject (WISPHUB_SUBJECT_PLAN_CHANGE)
 ]
 
 _DEFAULT_ROUTER: Record = {

@@ -8,7 +8,9 @@ from telegram_api import FakeTelegram
 
 from bot.channels.base import AgentMessage, DeliveryError
 from bot.channels.telegram.channel import TelegramChannel
-from bot.channels.telegram.topics import TelegramAgents
+from bot.channels.telegram.topics import TelegramAgents, card_text
+from flows.ports import AgentRequest
+from flows.texts import Texts
 from flows.types import ConvKey, Inbound, Kind, Media
 
 WA = ConvKey("whatsapp", "573001112233")
@@ -114,3 +116,22 @@ async def test_only_listed_agents_act_in_a_topic_others_are_told_in_one_line(
         [notice] = notices
         assert notice.startswith("Intruso: no estás en la lista de asesores"), notice
         assert "\n" not in notice
+
+
+@pytest.mark.parametrize(
+    ("lang", "asked", "line"),
+    [
+        ("es", "cancel_service", "Solicitud: Cancelar el servicio"),
+        ("es", "payment_report", "Solicitud: Reportar un pago"),
+        ("en", "move", "Request: Moving house"),
+    ],
+)
+def test_the_card_names_what_the_customer_asked_for_first(lang: str, asked: str, line: str) -> None:
+    card = card_text(AgentRequest(WA, "Ana", request=asked), Texts(lang))
+    assert card.splitlines()[0] == line
+    assert "Ana" in card
+
+
+def test_a_plain_handoff_card_names_no_request() -> None:
+    card = card_text(AgentRequest(WA, "Ana"), Texts("es"))
+    assert "Solicitud" not in card
