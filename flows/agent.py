@@ -51,11 +51,11 @@ def hours_text(conv: Conversation) -> str:
 
 async def agent_request(conv: Conversation, request: str | None = None) -> AgentRequest:
     """The card's content: verified details only for a verified customer; ``request`` (else
-    the one a flow left in ``data["request"]``) names what the customer asked for."""
+    the one a flow left in ``data["card_request"]``) names what the customer asked for."""
     inbound = conv.inbound
     display = (inbound.display_name if inbound else None) or conv.key.chat_id[-4:]
     history = tuple((str(w), str(t)) for w, t in conv.data.get("history", []))
-    asked = conv.data.get("request", "") if request is None else request
+    asked = conv.data.get("card_request", "") if request is None else request
     if not conv.verified:
         return AgentRequest(
             conv.key, display, history=history, lang=conv.session.lang, request=asked
@@ -154,7 +154,7 @@ class AgentFlow(Flow):
         conv = model(ev)
         request = await agent_request(conv)
         thread_id = await conv.ctx.handoff.open(request, conv.data.get("topic"))
-        conv.data.pop("request", None)  # named on this card; a later handoff is a new request
+        conv.data.pop("card_request", None)  # named on this card; a later handoff is another
         # Set again when the topic is reopened: its mapping may have expired meanwhile.
         await conv.ctx.store.set_topic(thread_id, conv.key)
         conv.data["topic"] = thread_id

@@ -32,8 +32,8 @@ MAX_DETAIL = 1000
 
 
 def _request(conv: Conversation) -> str:
-    request = str(conv.data.get("request", ""))
-    return request if request in REQUESTS else "change_plan"
+    """The request under way (``begin`` made sure it is one of ``REQUESTS``)."""
+    return str(conv.data.get("request", ""))
 
 
 class ServiceRequestFlow(Flow):
@@ -61,6 +61,14 @@ class ServiceRequestFlow(Flow):
                 self.already_requested,
                 self.say_already_requested,
                 between=(
+                    # No (known) request named: the customer picks one.
+                    {
+                        "trigger": "begin",
+                        "source": "*",
+                        "dest": "choose",
+                        "unless": self.has_request,
+                        "after": self.show_choices,
+                    },
                     {
                         "trigger": "begin",
                         "source": "*",
@@ -112,6 +120,10 @@ class ServiceRequestFlow(Flow):
         return table
 
     # -- conditions ------------------------------------------------------------------------
+    async def has_request(self, ev: AsyncEventData) -> bool:
+        """``data["request"]`` names one of the requests."""
+        return model(ev).data.get("request") in REQUESTS
+
     async def agents_open(self, ev: AsyncEventData) -> bool:
         """An agents' chat exists and it is within business hours."""
         return model(ev).ctx.agents_open()
@@ -163,8 +175,10 @@ class ServiceRequestFlow(Flow):
     async def to_agent(self, ev: AsyncEventData) -> None:
         """To an agent, the request named on the card (``agent_request`` reads it)."""
         conv = model(ev)
-        conv.data["request"] = _request(conv)
-        conv.say(conv.t("req_to_agent", request=conv.t(f"opt.{conv.data['request']}")))
+        request = _request(conv)
+        conv.data.pop("request", None)
+        conv.data["card_request"] = request
+        conv.say(conv.t("req_to_agent", request=conv.t(f"opt.{request}")))
         conv.jump("agent")
 
     async def say_already_requested(self, ev: AsyncEventData) -> None:

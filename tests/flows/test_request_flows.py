@@ -397,6 +397,7 @@ async def test_within_hours_an_agent_gets_the_request_on_the_card(
     assert agents.cards[0].service_id == 10
     assert record.state == "agent.waiting"
     assert "request" not in record.data
+    assert "card_request" not in record.data  # a later plain handoff names no request
     assert wisphub.posts == []
 
 
@@ -486,3 +487,12 @@ async def test_the_requests_menu_leads_to_each_request_and_to_the_payment_method
     methods = await step(dialog, menu.session, pressed("payment_methods"))
     assert "• Nequi" in text(methods.replies)
     assert methods.session.state == "client.menu"
+
+
+async def test_begin_without_a_named_request_offers_the_requests_menu() -> None:
+    dialog, _, agents = make(FakeWispHub(), Agents())
+    record = verified()
+    replies = await enter(dialog, record, "service_request", request="something else")
+    assert "Qué trámite necesitas" in text(replies)
+    assert record.state == "service_request.choose"
+    assert agents.cards == []
