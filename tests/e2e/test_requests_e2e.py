@@ -1,6 +1,7 @@
 """The request flows end to end on Telegram: ``python -m bot run`` (long polling) against the fake
 Bot API, the WispHub sandbox and a real Redis (fixtures in conftest.py, helpers in
-tests/fakes/e2e_harness.py). One bot only: ``fleet`` is overridden here.
+tests/fakes/e2e_harness.py). One bot only: the identity module's ``fleet`` (long polling,
+default settings: always open, agents configured).
 
 A payment receipt sent as a photo reaches the agents' topic as a copy of the customer's message
 and files one Reconexión ticket; a cancellation reaches an agent with the request on the card.
@@ -8,40 +9,26 @@ and files one Reconexión ticket; a cancellation reaches an agent with the reque
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
-import pytest_asyncio
 from e2e_harness import (
     BotProcess,
     Chat,
-    bot_env,
-    free_port,
     identify,
-    launched,
     wait_for,
     wait_for_text,
 )
 from telegram_api import FakeTelegram
 
 from integrations.wisphub.sandbox import Sandbox
+from tests.e2e.test_identity_e2e import fleet  # noqa: F401  # the one polling bot
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
 NewChat = Callable[..., Chat]
 CARLOS = ("79856321", "carlos perez", "Carlos")  # service 11: suspended, owes $ 179.800
 ANA = ("1020304050", "ana maria ruiz", "Ana")  # service 10: active
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def fleet(
-    request: pytest.FixtureRequest, fake: FakeTelegram, sandbox: Sandbox, workdir: Path
-) -> AsyncIterator[dict[str, BotProcess]]:
-    """This module's one bot: long polling, default settings (always open, agents configured)."""
-    bots = {"polling": BotProcess("polling", bot_env(fake, sandbox.url, free_port()), workdir)}
-    async with launched(bots, str(request.path)):
-        yield bots
 
 
 def ticket_posts(sandbox: Sandbox) -> list[dict[str, str]]:
