@@ -496,3 +496,21 @@ async def test_begin_without_a_named_request_offers_the_requests_menu() -> None:
     assert "Qué trámite necesitas" in text(replies)
     assert record.state == "service_request.choose"
     assert agents.cards == []
+
+
+def test_the_new_subjects_and_the_isps_payment_text_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    defaults = load_settings().dialog()
+    assert defaults.tickets.subject_for("payment") == ("Reconexión", "3")
+    assert defaults.tickets.subject_for("change_plan") == ("Cambio de Plan", "1")
+    assert defaults.tickets.subject_for("cancel_service") == ("Cancelación", "1")
+    assert defaults.tickets.subject_for("move") == ("Cambio de Domicilio", "1")
+    assert defaults.payment_methods_text == ""
+    monkeypatch.setenv("WISPHUB_SUBJECT_PAYMENT", "Pago Reportado")
+    monkeypatch.setenv("WISPHUB_SUBJECT_PLAN_CHANGE", "Cambio de Velocidad")
+    monkeypatch.setenv("PAYMENT_METHODS_TEXT", "Nequi 3001234567")
+    configured = load_settings().dialog()
+    assert configured.tickets.subject_for("payment") == ("Pago Reportado", "3")
+    assert configured.tickets.subject_for("change_plan") == ("Cambio de Velocidad", "1")
+    assert configured.payment_methods_text == "Nequi 3001234567"
