@@ -61,9 +61,11 @@ def test_a_bad_setting_stops_with_one_line_naming_it() -> None:
 def test_diagram_prints_mermaid_for_every_flow() -> None:
     result = run(["diagram"])
     assert result.returncode == 0
-    for flow in ("main", "identify", "client", "fault", "promise", "plans", "agent"):
+    flows = ("main", "identify", "client", "fault", "promise", "plans", "agent")
+    requests = ("payment_report", "payment_methods", "service_request")
+    for flow in (*flows, *requests):
         assert f"wispbot · {flow}" in result.stdout
-    assert result.stdout.count("stateDiagram-v2") == 7
+    assert result.stdout.count("stateDiagram-v2") == len(flows) + len(requests)
 
 
 def test_diagram_of_an_unknown_flow_fails_clearly() -> None:
