@@ -152,6 +152,12 @@ class PaymentReportFlow(Flow):
         if ticket is None:
             return False
         conv.data["pay_ticket"] = ticket.id
+        if conv.data.get("pay_posted") and "topic" in conv.data:
+            note = notes("pay_topic_ticket", id=ticket.id, subject=ticket.subject or "-")
+            try:  # after the POST: nothing here may fail the step (a retry would file again)
+                await conv.ctx.handoff.notify(int(conv.data["topic"]), note)
+            except HandoffError:
+                log.warning("ticket note not posted in the topic", extra={"conv": str(conv.key)})
         return True
 
     @staticmethod

@@ -213,7 +213,8 @@ async def test_typed_details_reach_the_agents_topic_as_a_note() -> None:
     await enter(dialog, record, "payment_report")
     await step(dialog, record, typed("transferencia Bancolombia ref 998877"))
     assert agents.notes == [
-        "Datos del pago escritos por el cliente: transferencia Bancolombia ref 998877"
+        "Datos del pago escritos por el cliente: transferencia Bancolombia ref 998877",
+        "Ticket #4801 (Reconexión) abierto para validar el pago.",
     ]
 
 
