@@ -185,6 +185,13 @@ class IdentifyFlow(Flow):
                 "after": self.say_locked,
             },
             {"trigger": "text", "source": "ask_name", "dest": None, "after": self.say_name_wrong},
+            # "atrás" from the name question: type the document again.
+            {
+                "trigger": "back",
+                "source": "ask_name",
+                "dest": "ask_document",
+                "after": self.ask_document,
+            },
             {
                 "trigger": "pick",
                 "source": "choose_service",

@@ -74,7 +74,24 @@ def test_every_literal_key_in_the_code_exists() -> None:
 
 def test_every_computed_key_prefix_is_covered() -> None:
     """Keys built with f-strings use only the prefixes the next test checks exhaustively."""
-    assert set(PREFIXED.findall(_source())) <= {"opt.", "tip.", "ping."}
+    assert set(PREFIXED.findall(_source())) <= {"opt.", "tip.", "ping.", "agent_media."}
+
+
+# What the channels' adapters name a customer's attachment (Telegram's kinds, WhatsApp's voice
+# notes, shared contacts) and the note for anything else.
+MEDIA_TYPES = (
+    "photo",
+    "sticker",
+    "voice",
+    "audio",
+    "video",
+    "video_note",
+    "animation",
+    "document",
+    "location",
+    "contact",
+    "other",
+)
 
 
 def test_every_computed_key_exists() -> None:
@@ -87,6 +104,7 @@ def test_every_computed_key_exists() -> None:
         + [f"tip.{c}" for c in CATEGORIES]
         + [f"ping.{s}" for s in statuses]
         + [f"words.{w}" for w in ("menu", "agent", "cancel")]
+        + [f"agent_media.{m}" for m in MEDIA_TYPES]
     )
     assert len(statuses) == 4
     for lang in LANGUAGES:
