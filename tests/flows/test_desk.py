@@ -3,7 +3,7 @@ captions too) and how a customer's attachment is told to the agents (their langu
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -18,15 +18,6 @@ KEY = ConvKey("whatsapp", "573001112233")
 MAPPING = TicketMapping(subjects={"other": ("Otro", "2")}, department="Soporte", origin="chat")
 
 
-@dataclass
-class Record:
-    state: str = "agent.waiting"
-    data: dict[str, Any] = field(default_factory=dict)
-    lang: str = "es"
-    verified_until: float | None = None
-    updated_at: float = 0.0
-
-
 def conversation(lang: str = "es", *, shown: bool = True) -> Conversation:
     settings = DialogSettings(tickets=MAPPING, agent_name_shown=shown)
     ctx: FlowContext[Any] = FlowContext(
@@ -36,7 +27,8 @@ def conversation(lang: str = "es", *, shown: bool = True) -> Conversation:
         handoff=None,  # type: ignore[arg-type]
         clock=lambda: 0.0,
     )
-    return Conversation(KEY, Record(lang=lang), None, ctx)  # type: ignore[arg-type]
+    session = SimpleNamespace(state="agent.waiting", data={}, lang=lang, verified_until=None)
+    return Conversation(KEY, session, None, ctx)
 
 
 def message(text: str, first_name: str = "Ana", media: Media | None = None) -> AgentMessage:

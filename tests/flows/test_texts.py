@@ -8,6 +8,8 @@ from typing import get_args
 
 import pytest
 
+from bot.channels.telegram.parse import _MEDIA_TYPES as TELEGRAM_MEDIA
+from bot.channels.whatsapp.parse import MEDIA_TYPES as WHATSAPP_MEDIA
 from flows.client import CLIENT_OPTIONS
 from flows.fault import CATEGORIES
 from flows.main import PUBLIC_OPTIONS
@@ -77,21 +79,8 @@ def test_every_computed_key_prefix_is_covered() -> None:
     assert set(PREFIXED.findall(_source())) <= {"opt.", "tip.", "ping.", "agent_media."}
 
 
-# What the channels' adapters name a customer's attachment (Telegram's kinds, WhatsApp's voice
-# notes, shared contacts) and the note for anything else.
-MEDIA_TYPES = (
-    "photo",
-    "sticker",
-    "voice",
-    "audio",
-    "video",
-    "video_note",
-    "animation",
-    "document",
-    "location",
-    "contact",
-    "other",
-)
+# What the channels' adapters name a customer's attachment, a shared contact, and anything else.
+MEDIA_TYPES = (*TELEGRAM_MEDIA, *WHATSAPP_MEDIA.values(), "voice", "contact", "other")
 
 
 def test_every_computed_key_exists() -> None:
