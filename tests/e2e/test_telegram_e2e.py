@@ -182,7 +182,7 @@ async def test_handoff_to_an_agent_and_back(
     await wait_for_text(fake, chat.id, "soy Luis", quiet_from)
     # The bot said nothing of its own while the customer talked to the agent.
     assert [m.text for m in chat.messages()[quiet_from:]] == [
-        "Hola Ana, soy Luis. ¿En qué te ayudo?"
+        "Luis (asesor/a): Hola Ana, soy Luis. ¿En qué te ayudo?"
     ]
 
     # An agent's photo reaches the customer as a copy of the topic's message.
@@ -272,7 +272,7 @@ async def test_agents_burst_reaches_the_customer_in_order(
     for line in lines:
         fake.agent_text(thread, line)
     await fake.wait_for_messages(chat.id, start + len(lines), timeout=10)
-    assert [m.text for m in chat.messages()[start:]] == lines
+    assert [m.text for m in chat.messages()[start:]] == [f"Luis (asesor/a): {x}" for x in lines]
 
 
 # ---- robustness -------------------------------------------------------------------------------

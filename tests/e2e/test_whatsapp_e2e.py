@@ -743,7 +743,7 @@ async def test_handoff_both_ways(bot: BotUnderTest) -> None:
     await ana.expect("soy Luis")
     assert "solo puedo leer" not in fold("\n".join(content(m) for m in ana.sent))
     quiet = [m for m in ana.sent[-2:] if "Te comunico" not in content(m)]
-    assert [content(m) for m in quiet] == ["Hola Ana, soy Luis. ¿En qué te ayudo?"]
+    assert [content(m) for m in quiet] == ["Luis (asesor/a): Hola Ana, soy Luis. ¿En qué te ayudo?"]
 
     # An agent's photo reaches the customer as an image with its caption: a Telegram copy
     # cannot reach WhatsApp, so the file is downloaded from Telegram and uploaded to Graph.
@@ -752,7 +752,7 @@ async def test_handoff_both_ways(bot: BotUnderTest) -> None:
     first = len(ana.sent)
     tg.push_update(_agent_photo(tg, thread, "AgAD-f", "la factura"))
     image = await ana.expect(r"\[image\]")
-    assert image["image"]["caption"] == "la factura"
+    assert image["image"]["caption"] == "Luis (asesor/a): la factura"
     assert graph.uploads[image["image"]["id"]] == (b"\xff\xd8\xff agent jpeg", "image/jpeg")
 
     # A photo that cannot be downloaded from Telegram: the agent is told, nothing is sent.

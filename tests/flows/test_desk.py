@@ -66,7 +66,11 @@ def test_a_caption_is_signed_on_the_file_and_a_bare_file_carries_the_name() -> N
         ("es", "photo", "El cliente envió una foto."),
         ("es", "voice", "El cliente envió una nota de voz."),
         ("en", "sticker", "The customer sent a sticker."),
-        ("es", "hologram", "El cliente envió un archivo."),  # a kind no catalogue names
+        (
+            "es",
+            "hologram",
+            "El cliente envió algo que no se puede mostrar aquí.",
+        ),  # a kind no catalogue names
     ],
 )
 def test_a_customers_attachment_is_told_in_the_agents_language(
@@ -76,5 +80,5 @@ def test_a_customers_attachment_is_told_in_the_agents_language(
     assert "[" not in note
 
 
-def test_an_unreadable_message_without_media_is_told_as_a_file() -> None:
-    assert media_note(Texts("es"), None) == "El cliente envió un archivo."
+def test_an_unreadable_message_without_media_is_told_as_such() -> None:
+    assert media_note(Texts("es"), None) == "El cliente envió algo que no se puede mostrar aquí."
