@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable
 
 import pytest
-from e2e_harness import BotProcess, Chat, identify, wait_for, wait_for_text
+from e2e_harness import BotProcess, Chat, identify, open_handoff, wait_for, wait_for_text
 from telegram_api import FakeTelegram
 
 from integrations.wisphub.sandbox import Sandbox
@@ -28,11 +28,7 @@ async def test_agents_sign_their_words_and_tickets_are_told_to_the_customer(
     agents = fake.agents_chat_id
     chat = new_chat()
     await identify(chat, *ANA)
-    start = len(fake.sent(agents))
-    chat.press("Hablar con un asesor")
-    await chat.expect("Te comunico con un asesor")
-    card = await wait_for_text(fake, agents, "Nueva conversacion", start)
-    thread = card.message_thread_id
+    thread = (await open_handoff(chat, fake)).message_thread_id
     assert thread is not None
 
     chat.mark()
