@@ -792,13 +792,13 @@ async def test_agents_voice_notes_videos_and_stickers_reach_the_whatsapp_custome
     )
     audio = await ana.expect(r"\[audio\]")
     assert graph.uploads[audio["audio"]["id"]] == (b"OggS opus voice", "audio/ogg")
-    await ana.expect("escucha esto")  # a voice note shows no caption on WhatsApp
+    await ana.expect("Luis \\(asesor/a\\): escucha esto")  # a voice note shows no caption
 
     tg.add_file("video-1", b"mp4 video", "videos/file_2.mp4")
     video = {"file_id": "video-1", "width": 9, "height": 9, **file}
     tg.push_update(_agent_post(tg, thread, video=video, caption="asi se reinicia el router"))
     sent = await ana.expect(r"\[video\]")
-    assert sent["video"]["caption"] == "asi se reinicia el router"
+    assert sent["video"]["caption"] == "Luis (asesor/a): asi se reinicia el router"
     assert graph.uploads[sent["video"]["id"]] == (b"mp4 video", "video/mp4")
 
     tg.add_file("sticker-1", b"RIFF webp", "stickers/file_3.webp")
@@ -807,11 +807,13 @@ async def test_agents_voice_notes_videos_and_stickers_reach_the_whatsapp_custome
     tg.push_update(_agent_post(tg, thread, sticker=sticker))
     sent = await ana.expect(r"\[sticker\]")
     assert graph.uploads[sent["sticker"]["id"]] == (b"RIFF webp", "image/webp")
+    await ana.expect(r"^Luis \(asesor/a\)$")  # a sticker shows no caption: the signature as text
     assert [content(m) for m in ana.sent[first:]] == [
         "[audio]",
-        "escucha esto",
+        "Luis (asesor/a): escucha esto",
         "[video]",
         "[sticker]",
+        "Luis (asesor/a)",
     ]
 
     # An animated sticker has no WhatsApp form: the agent is told, the customer gets nothing.
