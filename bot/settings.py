@@ -105,6 +105,8 @@ class BotSettings(BaseSettings):
     session_idle_reset: int = Field(default=30 * 60, gt=0)
     verified_ttl: int = Field(default=15 * 60, gt=0)
     handoff_timeout: int = Field(default=10 * 60, gt=0)
+    # An agent's message reaches the customer signed with the agent's first name.
+    agent_name_shown: bool = True
     # A customer whose relays wait this long for the agents' group (20 messages a minute) is
     # told once that the agents are slow.
     relay_slow_seconds: int = Field(default=60, gt=0)
@@ -216,6 +218,7 @@ class Settings(BaseModel):
             session_idle_reset=bot.session_idle_reset,
             verified_ttl=bot.verified_ttl,
             handoff_timeout=bot.handoff_timeout,
+            agent_name_shown=bot.agent_name_shown,
             promise_max_days=bot.promise_max_days,
             payment_methods_text=bot.payment_methods_text,
             lockout_attempts=bot.lockout_attempts,

@@ -251,11 +251,16 @@ class Runner:
             topic = agents.topic_of(self.key) if agents else None
             if topic is None:
                 raise StepFailed("no agents' topic exists for this conversation")
-            self._new_window(f"agent: {value}")
-            self.log(f"agent> {value}")
+            # ``agent: text``, or ``agent: {name: Ana, text: ...}`` for an agent with a first name
+            said = value if isinstance(value, dict) else {"text": value}
+            text, name = str(said.get("text", "")), str(said.get("name", ""))
+            self._new_window(f"agent: {text}")
+            self.log(f"agent> {text}")
             before = len(topic.posts)
             self.agents_seen = before
-            message = AgentMessage(topic.thread_id, next(self.events), str(value), "Agente")
+            message = AgentMessage(
+                topic.thread_id, next(self.events), text, name or "Agente", first_name=name
+            )
             self.show(await rt.engine.from_agent(message))
             self._log_topic(agents, before)
         elif kind == "wait":

@@ -7,12 +7,23 @@ from typing import Any
 from transitions.extensions.asyncio import AsyncEventData
 
 from flows.base import Conversation, Flow, model
+from flows.names import fold
 
 CLIENT_OPTIONS = (
     *("account", "fault", "tickets", "promise"),
     *("payment_report", "requests"),  # flows/payment_report.py, flows/service_request.py
     *("agent", "exit"),
 )
+
+
+def subject_label(conv: Conversation, subject: str) -> str:
+    """A ticket's WispHub subject as the customer's fault category ("No Tiene Internet" →
+    "Sin internet" / "No internet") when the ISP's subject mapping names one, else as it is."""
+    folded = fold(subject)
+    for category, (mapped, _) in conv.ctx.settings.tickets.subjects.items():
+        if fold(mapped) == folded:  # categories sharing a subject: the first one names it
+            return conv.t(f"opt.{category}")
+    return subject or "-"
 
 
 async def ticket_lines(conv: Conversation, service_id: int) -> list[str]:
@@ -22,7 +33,7 @@ async def ticket_lines(conv: Conversation, service_id: int) -> list[str]:
         conv.t(
             "ticket_line",
             id=t.id,
-            subject=t.subject or "-",
+            subject=subject_label(conv, t.subject),
             status=conv.t.status(t.status),
             date=conv.t.date(t.opened_at.date() if t.opened_at else None),
         )

@@ -21,6 +21,7 @@ from typing import Any, Generic, TypeVar
 
 from flows.agent import WAITING
 from flows.base import Conversation, FlowContext
+from flows.desk import agent_reply, media_note
 from flows.identify import verify_by_agent
 from flows.main import PUBLIC_OPTIONS
 from flows.names import fold
@@ -45,6 +46,9 @@ _COMMANDS = {
     "agente": "agent",
     "agent": "agent",
     "asesor": "agent",
+    "atras": "back",
+    "volver": "back",
+    "back": "back",
 }
 _GLOBAL_OPTIONS = {"agent": "agent", "menu": "menu"}
 
@@ -56,10 +60,12 @@ def _words(kind: str) -> frozenset[str]:
 
 
 _WORDS = {kind: _words(kind) for kind in ("menu", "agent", "cancel")}
+_WORDS["back"] = frozenset(fold(w) for lang in LANGUAGES for w in catalogue(lang)["back_words"])
 
 
 def command_of(text: str) -> str | None:
-    """A global command typed anywhere: ``/start``, ``/menu``, ``/cancelar``, ``/agente``, words."""
+    """A global command typed anywhere: ``/start``, ``/menu``, ``/cancelar``, ``/agente``,
+    ``/atras``, and their words."""
     folded = fold(text)
     if text.strip().startswith("/"):
         name = text.strip()[1:].split()[0].split("@")[0].lower() if text.strip()[1:] else ""
@@ -256,8 +262,19 @@ class Dialog(Generic[S]):
         elif command == "cancel":
             conv.say(conv.t("cancelled"))
             await self._to_menu(conv, again=True)
+        elif command == "back":
+            await self._back(conv)
         else:  # start, menu
             await self._to_menu(conv, again=command == "menu")
+
+    async def _back(self, conv: Conversation) -> None:
+        """ "atrás": the flow's step before this one where it has one, else the current menu."""
+        flow, state = split_state(conv.session.state)
+        if self.flows.accepts(flow, state, "back"):
+            conv.data.pop("opts", None)
+            await self._run(conv, flow, "back", {}, state=state)
+        else:
+            await self._to_menu(conv, again=True)
 
     async def _to_menu(self, conv: Conversation, *, again: bool) -> None:
         if conv.verified:
@@ -277,9 +294,7 @@ class Dialog(Generic[S]):
         if thread is None:  # cannot happen unless the data was damaged; do not trap the customer
             await self._run(conv, "main", "begin", {})
             return
-        label = text or conv.t(
-            "agents.customer_media", type=inbound.media.type if inbound.media else "?"
-        )
+        label = text or media_note(Texts(self.ctx.settings.language), inbound.media)
         await self.ctx.handoff.forward(int(thread), inbound, label)
 
     async def _run(
@@ -347,10 +362,8 @@ class Dialog(Generic[S]):
                 session.state = WAITING
                 conv.data["topic"] = msg.thread_id
             conv.data["agent_answered"] = True
-            if msg.media is not None:
-                conv.replies.append(Outbound(key, msg.text, media=msg.media))
-            elif text:
-                conv.replies.append(Outbound(key, text))
+            if msg.media is not None or text:
+                conv.replies.append(agent_reply(conv, msg))
         session.updated_at = self.ctx.clock()
         return Turn(session, conv.replies, conv.tickets)
 
@@ -379,6 +392,7 @@ class Dialog(Generic[S]):
             )
             return
         conv.tickets.append("agent")
+        conv.say(conv.t("agent_opened_ticket", id=ticket.id))
         await self._note(
             msg.thread_id, notes("agents.ticket_created", id=ticket.id, service_id=service_id)
         )

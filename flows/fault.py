@@ -8,6 +8,7 @@ from typing import Any
 from transitions.extensions.asyncio import AsyncEventData
 
 from flows.base import Flow, model
+from flows.client import subject_label
 from flows.tickets import file_ticket
 from integrations.wisphub.errors import WispHubError
 from integrations.wisphub.models import PingResult
@@ -107,6 +108,20 @@ class FaultFlow(Flow):
                 "dest": "idle",
                 "after": [self.say_cancelled, back],
             },
+            # "atrás": one step back (the category's step before is the client menu).
+            {"trigger": "back", "source": "category", "dest": "idle", "after": back},
+            {
+                "trigger": "back",
+                "source": ["selfhelp", "describe"],
+                "dest": "category",
+                "after": self.ask_category,
+            },
+            {
+                "trigger": "back",
+                "source": "confirm",
+                "dest": "describe",
+                "after": self.ask_description,
+            },
         ]
         table += [
             {
@@ -204,7 +219,12 @@ class FaultFlow(Flow):
         conv = model(ev)
         number, subject, status = conv.data.pop("open_ticket")
         conv.say(
-            conv.t("open_ticket_exists", id=number, subject=subject, status=conv.t.status(status))
+            conv.t(
+                "open_ticket_exists",
+                id=number,
+                subject=subject_label(conv, subject),
+                status=conv.t.status(status),
+            )
         )
 
     async def ask_category(self, ev: AsyncEventData) -> None:
@@ -233,10 +253,12 @@ class FaultFlow(Flow):
         """The summary with Confirmar · Cancelar."""
         conv = model(ev)
         category = conv.t(f"opt.{conv.data.get('category', 'other')}")
+        client = await conv.client()
+        plan = client.plan.name if client.plan and client.plan.name else "-"
         conv.say(
             conv.t(
                 "confirm_ticket",
-                service_id=conv.data["service_id"],
+                service=conv.t("ticket_service", address=client.address or "-", plan=plan),
                 category=category,
                 description=conv.data["description"],
             ),

@@ -50,6 +50,16 @@ def _document_locked(conv: Conversation, doc_count: int) -> bool:
     return doc_count >= settings.lockout_document_attempts and not conv.data.get("proven")
 
 
+def _tries_left(conv: Conversation, chat: int, doc: int) -> int:
+    """Wrong names this chat may still give before a lock: its own budget, or the document's
+    when that is nearer (unless the chat proved itself another way)."""
+    settings = conv.ctx.settings
+    left = settings.lockout_attempts - chat
+    if not conv.data.get("proven"):
+        left = min(left, settings.lockout_document_attempts - doc)
+    return left
+
+
 async def _count_lookup(conv: Conversation) -> None:
     """One more look-up spent by this chat."""
     window = conv.ctx.settings.lockout_seconds
@@ -175,6 +185,13 @@ class IdentifyFlow(Flow):
                 "after": self.say_locked,
             },
             {"trigger": "text", "source": "ask_name", "dest": None, "after": self.say_name_wrong},
+            # "atrás" from the name question: type the document again.
+            {
+                "trigger": "back",
+                "source": "ask_name",
+                "dest": "ask_document",
+                "after": self.ask_document,
+            },
             {
                 "trigger": "pick",
                 "source": "choose_service",
@@ -290,6 +307,7 @@ class IdentifyFlow(Flow):
             "verification failed", extra={"conv": str(conv.key), "doc": mask(conv.data["doc"])}
         )
         conv.data["name_tries"] = chat
+        ev.kwargs["left"] = _tries_left(conv, chat, doc)
         if doc == settings.lockout_document_attempts:  # once per window: operators may look
             log.warning(
                 "document locked after wrong names from any chat",
@@ -324,7 +342,11 @@ class IdentifyFlow(Flow):
         """No service with that document (the look-up was counted in ``found``)."""
         conv = model(ev)
         conv.data.pop("doc", None)
-        conv.say(conv.t("not_found"), conv.opts("retry", "agent"))
+        text = conv.t("not_found")
+        _, lookups, _ = await _counts(conv)
+        if conv.ctx.settings.lookup_attempts - lookups == 1:
+            text += " " + conv.t("last_lookup", minutes=conv.ctx.settings.lockout_seconds // 60)
+        conv.say(text, conv.opts("retry", "agent"))
 
     async def say_locked(self, ev: AsyncEventData) -> None:
         """Too many failures: locked for a while, an agent offered."""
@@ -344,10 +366,13 @@ class IdentifyFlow(Flow):
         conv.say(conv.t("phone_match") + " " + conv.t("ask_name"))
 
     async def say_name_wrong(self, ev: AsyncEventData) -> None:
-        """Wrong name, attempts left."""
+        """Wrong name, attempts left; before the last one, what happens after it."""
         conv = model(ev)
-        left = conv.ctx.settings.lockout_attempts - conv.data.get("name_tries", 0)
-        conv.say(conv.t("name_wrong", left=left))
+        left = ev.kwargs.get("left", 0)
+        text = conv.t("name_wrong", left=left)
+        if left == 1:
+            text += " " + conv.t("last_try", minutes=conv.ctx.settings.lockout_seconds // 60)
+        conv.say(text)
 
     async def ask_service(self, ev: AsyncEventData) -> None:
         """Several services: choose one by address (the customer is verified now)."""

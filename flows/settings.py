@@ -101,6 +101,7 @@ class DialogSettings:
     session_idle_reset: int = 30 * 60
     verified_ttl: int = 15 * 60
     handoff_timeout: int = 10 * 60
+    agent_name_shown: bool = True  # agents' messages signed "Ana (asesor/a): ..."
     promise_max_days: int = 5
     payment_methods_text: str = ""  # the ISP's own words on how to pay (PAYMENT_METHODS_TEXT)
     lockout_attempts: int = 3

@@ -148,3 +148,4 @@ class AgentMessage:
     agent_name: str
     media: Media | None = None  # set when the agent sent an attachment (to be copied)
     user_id: int | None = None  # the writer's Telegram id; None for an admin posting anonymously
+    first_name: str = ""  # what the customer sees the agent as; empty: unsigned

@@ -122,7 +122,9 @@ async def test_a_member_not_on_the_agent_list_reaches_no_customer(
     await _post(webhook_bot, fake.agent_text(thread, "Hola Marta, soy Luis", AGENT))
     await chat.expect("soy Luis")
     # Everything the customer got since the handoff: the listed agent's words only.
-    assert [m.text for m in chat.messages()[quiet_from:]] == ["Hola Marta, soy Luis"]
+    assert [m.text for m in chat.messages()[quiet_from:]] == [
+        "Luis (asesor/a): Hola Marta, soy Luis"
+    ]
     assert sum(1 for r in sandbox.requests if r.method == "POST") == tickets_before
 
     await _post(webhook_bot, fake.agent_text(thread, "/cerrar", AGENT))

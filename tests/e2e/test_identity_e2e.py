@@ -156,7 +156,8 @@ async def test_wrong_names_lock_the_chat_first_and_the_document_after_its_budget
     second = new_chat("Eve")
     await to_name_question(second, ANA_DOC)
     second.say("ana lopez")
-    await second.expect("Intentos restantes: 2")
+    # The document's budget is nearer than the chat's: the next wrong name locks, and it says so.
+    await second.expect("Intentos restantes: 1. Te queda un intento")
     second.say("ana gomez perez")  # the fifth wrong name on this document
     await second.expect("bloqueada por 30 minutos")
 

@@ -23,6 +23,7 @@ from e2e_harness import (
     eventually,
     fold,
     identify,
+    open_handoff,
     post_update,
     wait_for,
     wait_for_text,
@@ -48,16 +49,6 @@ def ticket_posts(sandbox: Sandbox) -> int:
 def count(messages: list[Sent], pattern: str) -> int:
     """How many messages' text matches ``pattern`` (accents and case aside)."""
     return sum(1 for m in messages if re.search(fold(pattern), fold(m.text or "")))
-
-
-async def open_handoff(chat: Chat, fake: FakeTelegram) -> Sent:
-    """Press "Hablar con un asesor" (offered in the newest menu); return the agents' card."""
-    agents_start = len(fake.sent(fake.agents_chat_id))
-    chat.press("Hablar con un asesor")
-    await chat.expect("Te comunico con un asesor")
-    card = await wait_for_text(fake, fake.agents_chat_id, "Nueva conversacion", agents_start)
-    assert card.message_thread_id in fake.topics
-    return card
 
 
 # ---- the customer's journey -------------------------------------------------------------------
@@ -182,7 +173,7 @@ async def test_handoff_to_an_agent_and_back(
     await wait_for_text(fake, chat.id, "soy Luis", quiet_from)
     # The bot said nothing of its own while the customer talked to the agent.
     assert [m.text for m in chat.messages()[quiet_from:]] == [
-        "Hola Ana, soy Luis. ¿En qué te ayudo?"
+        "Luis (asesor/a): Hola Ana, soy Luis. ¿En qué te ayudo?"
     ]
 
     # An agent's photo reaches the customer as a copy of the topic's message.
@@ -199,10 +190,12 @@ async def test_handoff_to_an_agent_and_back(
         quiet_from,
     )
 
-    quiet_from = chat.mark()
+    chat.mark()
     fake.agent_text(thread, "/ticket revisar cobro doble en la factura")
     await wait_for_text(fake, agents, r"Ticket #\d+ creado para el servicio 10", thread_id=thread)
+    await chat.expect(r"Un asesor abrio el ticket #\d+")  # the customer is told its number
     assert ticket_posts(sandbox) == 1
+    quiet_from = chat.mark()
 
     fake.agent_text(thread, "/cerrar")
     await chat.expect("El asesor cerro la conversacion")
@@ -251,7 +244,7 @@ async def test_only_the_agents_group_topics_reach_the_customer(
     await chat.expect("cerro la conversacion")
     texts = [m.text or "" for m in chat.messages()[quiet_from:]]
     assert not any(t.startswith(("impostor", "otro bot", "general")) for t in texts), texts
-    assert texts[0] == "Hola Marta, soy Luis"
+    assert texts[0] == "Luis (asesor/a): Hola Marta, soy Luis"
 
 
 async def test_agents_burst_reaches_the_customer_in_order(
@@ -272,7 +265,7 @@ async def test_agents_burst_reaches_the_customer_in_order(
     for line in lines:
         fake.agent_text(thread, line)
     await fake.wait_for_messages(chat.id, start + len(lines), timeout=10)
-    assert [m.text for m in chat.messages()[start:]] == lines
+    assert [m.text for m in chat.messages()[start:]] == [f"Luis (asesor/a): {x}" for x in lines]
 
 
 # ---- robustness -------------------------------------------------------------------------------
@@ -346,7 +339,9 @@ async def test_restart_in_the_middle_of_a_conversation(
     await wait_for_text(fake, agents, "sigue ahi alguien", thread_id=thread)
     fake.agent_text(thread, "Sí Marta, aquí sigo")
     await marta.expect("aqui sigo")
-    assert [m.text for m in marta.window()] == ["Sí Marta, aquí sigo"], marta.transcript()
+    assert [m.text for m in marta.window()] == ["Luis (asesor/a): Sí Marta, aquí sigo"], (
+        marta.transcript()
+    )
 
 
 async def test_kill9_during_a_turn_does_not_silence_the_customer(

@@ -743,7 +743,7 @@ async def test_handoff_both_ways(bot: BotUnderTest) -> None:
     await ana.expect("soy Luis")
     assert "solo puedo leer" not in fold("\n".join(content(m) for m in ana.sent))
     quiet = [m for m in ana.sent[-2:] if "Te comunico" not in content(m)]
-    assert [content(m) for m in quiet] == ["Hola Ana, soy Luis. ¿En qué te ayudo?"]
+    assert [content(m) for m in quiet] == ["Luis (asesor/a): Hola Ana, soy Luis. ¿En qué te ayudo?"]
 
     # An agent's photo reaches the customer as an image with its caption: a Telegram copy
     # cannot reach WhatsApp, so the file is downloaded from Telegram and uploaded to Graph.
@@ -752,7 +752,7 @@ async def test_handoff_both_ways(bot: BotUnderTest) -> None:
     first = len(ana.sent)
     tg.push_update(_agent_photo(tg, thread, "AgAD-f", "la factura"))
     image = await ana.expect(r"\[image\]")
-    assert image["image"]["caption"] == "la factura"
+    assert image["image"]["caption"] == "Luis (asesor/a): la factura"
     assert graph.uploads[image["image"]["id"]] == (b"\xff\xd8\xff agent jpeg", "image/jpeg")
 
     # A photo that cannot be downloaded from Telegram: the agent is told, nothing is sent.
@@ -792,13 +792,13 @@ async def test_agents_voice_notes_videos_and_stickers_reach_the_whatsapp_custome
     )
     audio = await ana.expect(r"\[audio\]")
     assert graph.uploads[audio["audio"]["id"]] == (b"OggS opus voice", "audio/ogg")
-    await ana.expect("escucha esto")  # a voice note shows no caption on WhatsApp
+    await ana.expect("Luis \\(asesor/a\\): escucha esto")  # a voice note shows no caption
 
     tg.add_file("video-1", b"mp4 video", "videos/file_2.mp4")
     video = {"file_id": "video-1", "width": 9, "height": 9, **file}
     tg.push_update(_agent_post(tg, thread, video=video, caption="asi se reinicia el router"))
     sent = await ana.expect(r"\[video\]")
-    assert sent["video"]["caption"] == "asi se reinicia el router"
+    assert sent["video"]["caption"] == "Luis (asesor/a): asi se reinicia el router"
     assert graph.uploads[sent["video"]["id"]] == (b"mp4 video", "video/mp4")
 
     tg.add_file("sticker-1", b"RIFF webp", "stickers/file_3.webp")
@@ -807,11 +807,13 @@ async def test_agents_voice_notes_videos_and_stickers_reach_the_whatsapp_custome
     tg.push_update(_agent_post(tg, thread, sticker=sticker))
     sent = await ana.expect(r"\[sticker\]")
     assert graph.uploads[sent["sticker"]["id"]] == (b"RIFF webp", "image/webp")
+    await ana.expect(r"^Luis \(asesor/a\)$")  # a sticker shows no caption: the signature as text
     assert [content(m) for m in ana.sent[first:]] == [
         "[audio]",
-        "escucha esto",
+        "Luis (asesor/a): escucha esto",
         "[video]",
         "[sticker]",
+        "Luis (asesor/a)",
     ]
 
     # An animated sticker has no WhatsApp form: the agent is told, the customer gets nothing.

@@ -385,6 +385,16 @@ async def identify(chat: Chat, document: str, name: str, first_name: str) -> Non
     await chat.expect("Estado de cuenta")
 
 
+async def open_handoff(chat: Chat, fake: FakeTelegram) -> Sent:
+    """Press "Hablar con un asesor" (offered in the newest menu); return the agents' card."""
+    agents_start = len(fake.sent(fake.agents_chat_id))
+    chat.press("Hablar con un asesor")
+    await chat.expect("Te comunico con un asesor")
+    card = await wait_for_text(fake, fake.agents_chat_id, "Nueva conversacion", agents_start)
+    assert card.message_thread_id in fake.topics
+    return card
+
+
 @contextlib.asynccontextmanager
 async def launched(bots: dict[str, BotProcess], owner: str) -> AsyncIterator[dict[str, BotProcess]]:
     """Launch the bots together (start-up is mostly imports: they overlap); at the end, stop

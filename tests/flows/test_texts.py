@@ -8,6 +8,8 @@ from typing import get_args
 
 import pytest
 
+from bot.channels.telegram.parse import _MEDIA_TYPES as TELEGRAM_MEDIA
+from bot.channels.whatsapp.parse import MEDIA_TYPES as WHATSAPP_MEDIA
 from flows.client import CLIENT_OPTIONS
 from flows.fault import CATEGORIES
 from flows.main import PUBLIC_OPTIONS
@@ -74,7 +76,11 @@ def test_every_literal_key_in_the_code_exists() -> None:
 
 def test_every_computed_key_prefix_is_covered() -> None:
     """Keys built with f-strings use only the prefixes the next test checks exhaustively."""
-    assert set(PREFIXED.findall(_source())) <= {"opt.", "tip.", "ping."}
+    assert set(PREFIXED.findall(_source())) <= {"opt.", "tip.", "ping.", "agent_media."}
+
+
+# What the channels' adapters name a customer's attachment, a shared contact, and anything else.
+MEDIA_TYPES = (*TELEGRAM_MEDIA, *WHATSAPP_MEDIA.values(), "voice", "contact", "other")
 
 
 def test_every_computed_key_exists() -> None:
@@ -87,6 +93,7 @@ def test_every_computed_key_exists() -> None:
         + [f"tip.{c}" for c in CATEGORIES]
         + [f"ping.{s}" for s in statuses]
         + [f"words.{w}" for w in ("menu", "agent", "cancel")]
+        + [f"agent_media.{m}" for m in MEDIA_TYPES]
     )
     assert len(statuses) == 4
     for lang in LANGUAGES:

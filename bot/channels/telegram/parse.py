@@ -239,10 +239,12 @@ def update_to_agent_message(update: Update, agents_chat_id: int) -> AgentMessage
     if anonymous_admin:
         # An admin posting as the group shows up as a bot user; it is still a person.
         agent_name = message.author_signature or "Agente"
+        first_name = (message.author_signature or "").partition(" ")[0]
     elif user is None or user.is_bot:
         return None  # never relay bots, ourselves included (our cards and copies)
     else:
         agent_name = _full_name(user) or "Agente"
+        first_name = user.first_name or ""
     media = _media_of(message)
     file_id = _file_id_of(message)
     if media is not None and file_id:
@@ -258,6 +260,7 @@ def update_to_agent_message(update: Update, agents_chat_id: int) -> AgentMessage
         agent_name=agent_name,
         media=media,
         user_id=None if anonymous_admin or user is None else user.id,
+        first_name=first_name.strip(),
     )
 
 

@@ -231,6 +231,7 @@ def test_agent_topic_message_is_accepted_from_the_agents_chat(fake: FakeTelegram
         text="Hola, soy Luis",
         agent_name="Luis",
         user_id=5001,
+        first_name="Luis",
     )
     # The same update is no customer event.
     assert update_to_inbound(as_update(raw)) is None
