@@ -8,6 +8,7 @@ from transitions.extensions.asyncio import AsyncEventData
 
 from flows.base import Conversation, Flow, model
 from flows.names import fold
+from flows.types import FAULT_CATEGORIES
 
 CLIENT_OPTIONS = (
     *("account", "fault", "tickets", "promise"),
@@ -21,8 +22,8 @@ def subject_label(conv: Conversation, subject: str) -> str:
     "Sin internet" / "No internet") when the ISP's subject mapping names one, else as it is."""
     folded = fold(subject)
     for category, (mapped, _) in conv.ctx.settings.tickets.subjects.items():
-        if fold(mapped) == folded:  # categories sharing a subject: the first one names it
-            return conv.t(f"opt.{category}")
+        if fold(mapped) == folded and category in FAULT_CATEGORIES:
+            return conv.t(f"opt.{category}")  # categories sharing a subject: the first names it
     return subject or "-"
 
 

@@ -10,10 +10,11 @@ from transitions.extensions.asyncio import AsyncEventData
 from flows.base import Flow, model
 from flows.client import subject_label
 from flows.tickets import file_ticket
+from flows.types import FAULT_CATEGORIES
 from integrations.wisphub.errors import WispHubError
 from integrations.wisphub.models import PingResult
 
-CATEGORIES = ("no_internet", "slow", "intermittent", "other")
+CATEGORIES = FAULT_CATEGORIES
 MIN_DESCRIPTION = 3  # characters, after trimming
 MAX_DESCRIPTION = 1000
 

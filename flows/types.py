@@ -11,6 +11,8 @@ from enum import StrEnum
 from typing import Literal, get_args
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+# The fault report's categories (also how a ticket's WispHub subject is told back).
+FAULT_CATEGORIES = ("no_internet", "slow", "intermittent", "other")
 
 Channel = Literal["telegram", "whatsapp", "console"]
 CHANNELS: tuple[Channel, ...] = get_args(Channel)
