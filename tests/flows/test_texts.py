@@ -12,6 +12,7 @@ from flows.client import CLIENT_OPTIONS
 from flows.fault import CATEGORIES
 from flows.main import PUBLIC_OPTIONS
 from flows.names import fold
+from flows.route import ASKABLE
 from flows.texts import LANGUAGES, MissingText, Texts, catalogue, placeholders
 from integrations.wisphub.models import PingResult
 
@@ -74,7 +75,7 @@ def test_every_literal_key_in_the_code_exists() -> None:
 
 def test_every_computed_key_prefix_is_covered() -> None:
     """Keys built with f-strings use only the prefixes the next test checks exhaustively."""
-    assert set(PREFIXED.findall(_source())) <= {"opt.", "tip.", "ping."}
+    assert set(PREFIXED.findall(_source())) <= {"opt.", "tip.", "ping.", "free.intent."}
 
 
 def test_every_computed_key_exists() -> None:
@@ -87,6 +88,7 @@ def test_every_computed_key_exists() -> None:
         + [f"tip.{c}" for c in CATEGORIES]
         + [f"ping.{s}" for s in statuses]
         + [f"words.{w}" for w in ("menu", "agent", "cancel")]
+        + [f"free.intent.{i}" for i in ASKABLE]
     )
     assert len(statuses) == 4
     for lang in LANGUAGES:
