@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # the registry imports flows.identify, which imports this mod
     from flows.registry import Flows
 
 ASK = "intent:"  # option id prefix of the "¿Te refieres a A o a B?" buttons
-SURE = 0.6  # from this confidence on the best intent is acted on, a close second or not
+SURE = 0.55  # from this confidence on the best intent is acted on, a close second or not
 ASK_MIN = 0.15  # a guess below this is not offered back
 AGENT_IN_TEXT = 0.8  # how sure "I want an agent" must be to interrupt a free-text answer
 AGENT_IN_TEXT_WORDS = 8  # longer answers (a fault description) are answers
