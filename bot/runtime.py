@@ -38,7 +38,10 @@ def understanding(tz: tzinfo) -> Understanding:
     loaded = Understanding.load(tz=tz)
     log.info(
         "understanding loaded",
-        extra={"seconds": loaded.report.seconds, "cached": loaded.report.cached},
+        extra={
+            "milliseconds": {k: round(v * 1000) for k, v in loaded.report.seconds.items()},
+            "cached": loaded.report.cached,
+        },
     )
     return loaded
 

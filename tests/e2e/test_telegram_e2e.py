@@ -117,6 +117,9 @@ async def test_greeting_identification_account_and_ticket(
     pressed = {str(u["callback_query"]["id"]) for u in chat.moves if "callback_query" in u}
     answered = {str(a.get("callback_query_id")) for a in fake.answered_callbacks}
     assert pressed <= answered, pressed - answered
+    # Free text (issue 13): a typed need is understood, not answered "No entendí".
+    chat.say("cuánto debo?")
+    await chat.expect("Saldo pendiente")
 
 
 async def test_wisphubs_real_shapes_reach_the_customer_right(

@@ -101,6 +101,8 @@ def test_a_need_kept_for_after_identification_prepares_its_flow() -> None:
         (Result("", "account", 0.59, {}, (("payment_promise", 0.3),)), ("account", None)),
         # unsure between a need and nothing: not understood
         (Result("", "out_of_scope", 0.18, {}, (("plans", 0.18),)), (None, None)),
+        # a guess too weak to act on ("Z̸a̵l̷g̶o̴" read as "saldo"): not understood
+        (Result("", "account", 0.28, {}, (("out_of_scope", 0.2),)), (None, None)),
     ],
 )
 def test_which_intent_is_acted_on(
