@@ -109,7 +109,7 @@ class Dialog(Generic[S]):
         self._restore = restore
         understanding = ctx.understanding
         self.free = (
-            FreeText(understanding, self.flows, self._run, self._to_menu)
+            FreeText(understanding, self.flows, self._run, self._to_menu, _WORDS["agent"])
             if understanding is not None
             else None
         )

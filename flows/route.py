@@ -10,11 +10,13 @@ probabilities, the dialog decides when a second guess is worth a question.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 from flows.base import Conversation
 from flows.client import CLIENT_OPTIONS
+from flows.names import fold
 from flows.types import Option
 from flows.understand import Result, Understanding
 
@@ -61,6 +63,9 @@ Run = Callable[..., Awaitable[bool]]
 ToMenu = Callable[..., Awaitable[None]]
 
 
+_WORD = re.compile(r"\w+")
+
+
 def _family(intent: str) -> str:
     return "fault" if intent in FAULTS else intent
 
@@ -85,11 +90,19 @@ def wanted(conv: Conversation) -> tuple[str, str]:
 class FreeText:
     """The dialog's free-text routing over one loaded ``Understanding``."""
 
-    def __init__(self, understanding: Understanding, flows: Flows, run: Run, to_menu: ToMenu):
+    def __init__(
+        self,
+        understanding: Understanding,
+        flows: Flows,
+        run: Run,
+        to_menu: ToMenu,
+        agent_words: Collection[str] = (),
+    ) -> None:
         self.understanding = understanding
         self.flows = flows
         self._run = run
         self._to_menu = to_menu
+        self._agent_words = frozenset(agent_words)
 
     def serves(self, intent: str) -> bool:
         """Whether a flow serves the intent (flows that are not built yet do not)."""
@@ -119,6 +132,10 @@ class FreeText:
     async def interrupts(self, conv: Conversation, text: str) -> bool:
         """A state waits for free text: only a clear request for an agent interrupts it."""
         if len(text.split()) > AGENT_IN_TEXT_WORDS:
+            return False
+        # Documents and names are most of these answers: the classifier only reads the ones
+        # that name an agent ("mejor quiero hablar con un asesor").
+        if self._agent_words.isdisjoint(_WORD.findall(fold(text))):
             return False
         result = self.understand(conv, text)
         if result.intent != "agent" or result.confidence < AGENT_IN_TEXT:
