@@ -159,9 +159,11 @@ class FreeText:
             conv.intents.append(NOT_UNDERSTOOD)
             await self.miss(conv, fresh=fresh, misses=misses + 1)
         else:
-            if fresh and intent not in ("greet", "document"):
-                conv.say(conv.t("greeting", isp=conv.ctx.settings.isp_name))
             conv.intents.append(intent)
+            if fresh and intent in ("thanks", "goodbye", "affirm", "deny"):
+                intent = "greet"  # nothing to thank or answer yet: the greeting and the menu
+            elif fresh and intent not in ("greet", "document"):
+                conv.say(conv.t("greeting", isp=conv.ctx.settings.isp_name))
             await self.act(conv, intent, result.entities)
 
     async def miss(self, conv: Conversation, *, fresh: bool, misses: int) -> None:
