@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from datetime import tzinfo
 
 from pydantic import SecretStr
 
@@ -15,6 +17,7 @@ from bot.settings import Settings, require
 from bot.store import SessionStore, make_store
 from flows.base import FlowContext
 from flows.ports import HandoffPort
+from flows.understand import Understanding
 from integrations.wisphub.client import WispHubClient
 from integrations.wisphub.sandbox import SANDBOX_API_KEY, Sandbox, running_sandbox
 
@@ -27,6 +30,20 @@ def _observe_wisphub(endpoint: str, outcome: str, seconds: float) -> None:
 
 def _circuit_changed(state: str) -> None:
     metrics.CIRCUIT_OPEN.set(1 if state == "open" else 0)
+
+
+@functools.cache
+def understanding(tz: tzinfo) -> Understanding:
+    """The free-text models, loaded once per process (trained, or read from their cache)."""
+    loaded = Understanding.load(tz=tz)
+    log.info(
+        "understanding loaded",
+        extra={
+            "milliseconds": {k: round(v * 1000) for k, v in loaded.report.seconds.items()},
+            "cached": loaded.report.cached,
+        },
+    )
+    return loaded
 
 
 @dataclass
@@ -75,6 +92,11 @@ async def open_runtime(
             )
             stack.push_async_callback(store.aclose)
         ctx = FlowContext(
-            wisphub=wisphub, store=store, settings=settings.dialog(), handoff=handoff, clock=clock
+            wisphub=wisphub,
+            store=store,
+            settings=settings.dialog(),
+            handoff=handoff,
+            clock=clock,
+            understanding=understanding(settings.bot.tz),
         )
         yield Runtime(settings, Engine(ctx, settings.bot), wisphub, store, handoff, sandbox)

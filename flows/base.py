@@ -20,6 +20,7 @@ from flows.ports import Clock, DialogStore, HandoffPort, SessionRecord
 from flows.settings import DialogSettings
 from flows.texts import Texts
 from flows.types import ConvKey, Inbound, Option, Outbound
+from flows.understand import Understanding
 from integrations.wisphub.models import (
     Client,
     Invoice,
@@ -62,6 +63,8 @@ class FlowContext(Generic[StoreT]):
     settings: DialogSettings
     handoff: HandoffPort
     clock: Clock
+    # Free text (flows.route); None: only options and commands are understood.
+    understanding: Understanding | None = None
 
     def local_now(self) -> datetime:
         """The current time in the ISP's time zone."""
@@ -92,6 +95,7 @@ class Conversation:
         self.replies: list[Outbound] = []
         self.goto: tuple[str, str] | None = None  # (flow, trigger) to fire after this one
         self.tickets: list[str] = []  # origins of the tickets filed in this turn (metrics)
+        self.intents: list[str] = []  # free text understood in this turn (metrics)
         self.state = "idle"
 
     # -- replies ---------------------------------------------------------------------------

@@ -60,14 +60,14 @@ class ClientFlow(Flow):
             {"trigger": "again", "source": "*", "dest": "menu", "after": self.show_menu_again},
             {
                 "trigger": "account",
-                "source": "menu",
+                "source": ["menu", "idle"],  # idle: asked for in words, or before verifying
                 "dest": "menu",
                 "before": self.show_account,
                 "after": self.show_menu_again,
             },
             {
                 "trigger": "tickets",
-                "source": "menu",
+                "source": ["menu", "idle"],  # idle: asked for in words, or before verifying
                 "dest": "menu",
                 "before": self.show_tickets,
                 "after": self.show_menu_again,

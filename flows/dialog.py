@@ -27,9 +27,11 @@ from flows.main import PUBLIC_OPTIONS
 from flows.names import fold
 from flows.ports import HandoffError, PortUnavailable, SessionRecord
 from flows.registry import Flows, build_flows, split_state
+from flows.route import ASK, FreeText
 from flows.texts import LANGUAGES, Texts, catalogue
 from flows.tickets import ticket_request
 from flows.types import AgentMessage, ConvKey, Inbound, Kind, Option, Outbound
+from flows.understand import match_option
 from integrations.wisphub.errors import WispHubError
 
 log = logging.getLogger(__name__)
@@ -83,12 +85,14 @@ def _mask_digits(text: str) -> str:
 @dataclass
 class Turn(Generic[S]):
     """What one dialog step gives back to the runtime: the session to save, the replies to
-    send, and what to count (tickets filed by origin; the kind of failure that was rolled back)."""
+    send, and what to count (tickets filed by origin; the kind of failure that was rolled back;
+    the intents of free text understood, ``out_of_scope`` for a message not understood)."""
 
     session: S
     replies: list[Outbound]
     tickets: list[str] = field(default_factory=list)
     failure: str | None = None
+    intents: list[str] = field(default_factory=list)
 
 
 class Dialog(Generic[S]):
@@ -109,6 +113,12 @@ class Dialog(Generic[S]):
         self.flows = flows or build_flows()
         self._make = new_session
         self._restore = restore
+        understanding = ctx.understanding
+        self.free = (
+            FreeText(understanding, self.flows, self._run, self._to_menu, _WORDS["agent"])
+            if understanding is not None
+            else None
+        )
 
     def new_session(self, lang: str | None = None, keep: dict[str, Any] | None = None) -> S:
         """A conversation at the public menu (the options flows/main.py offers)."""
@@ -142,6 +152,7 @@ class Dialog(Generic[S]):
         for note in notes:
             conv.say(conv.t(note))
         tickets = conv.tickets  # a ticket filed before a later failure was filed all the same
+        intents = conv.intents  # and a message understood was understood
         failure: str | None = None
         try:
             await self._dispatch(conv, inbound, fresh=fresh)
@@ -170,7 +181,7 @@ class Dialog(Generic[S]):
             self._apologise(conv, "error_generic")
         self._remember(session, inbound, conv.replies)
         session.updated_at = now
-        return Turn(session, conv.replies, tickets, failure)
+        return Turn(session, conv.replies, tickets, failure, intents)
 
     def _apologise(self, conv: Conversation, key: str) -> None:
         """An apology with a way forward: the options the customer had, plus an agent."""
@@ -214,6 +225,7 @@ class Dialog(Generic[S]):
             await self._run(conv, flow, "media", {}, state=state)
             return
 
+        misses = conv.data.pop("misses", 0)  # misunderstandings in a row (flows.route)
         option = self._match_option(conv, inbound, text)
         if option is not None and option.id in _GLOBAL_OPTIONS:
             command = _GLOBAL_OPTIONS[option.id]
@@ -221,6 +233,10 @@ class Dialog(Generic[S]):
             await self._command(conv, command)
             return
 
+        if option is not None and option.id.startswith(ASK) and self.free is not None:
+            conv.intents.append(option.id[len(ASK) :])
+            await self.free.act(conv, option.id[len(ASK) :], {})
+            return
         if option is not None:
             trigger, _, arg = option.id.partition(":")
             if self.flows.accepts(flow, state, trigger):
@@ -231,7 +247,11 @@ class Dialog(Generic[S]):
             await self._run(conv, flow, "contact", {}, state=state)
             return
         elif text and self.flows.takes_text(flow, state):
-            await self._run(conv, flow, "text", {"text": text}, state=state)
+            if self.free is None or not await self.free.interrupts(conv, text):
+                await self._run(conv, flow, "text", {"text": text}, state=state)
+            return
+        elif text and inbound.kind == Kind.TEXT and self.free is not None:
+            await self.free.route(conv, text, fresh=fresh, misses=misses)
             return
 
         if fresh:
@@ -253,10 +273,15 @@ class Dialog(Generic[S]):
         if number.isdigit() and 1 <= int(number) <= len(offered):
             return offered[int(number) - 1]
         folded = fold(text)
-        return next((o for o in offered if fold(o.label) == folded), None)
+        found = next((o for o in offered if fold(o.label) == folded), None)
+        if found is None:  # a typo of a label: "soy clente", "estado d cuenta"
+            index = match_option(text, [o.label for o in offered], conv.session.lang)
+            found = offered[index] if index is not None else None
+        return found
 
     async def _command(self, conv: Conversation, command: str) -> None:
         """Global commands work from any state."""
+        conv.data.pop("want", None)  # a need typed before is dropped with the step it began
         if command == "agent":
             await self._run(conv, "agent", "begin", {})
         elif command == "cancel":

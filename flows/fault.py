@@ -54,6 +54,14 @@ class FaultFlow(Flow):
                 "conditions": self.open_ticket,
                 "after": [self.say_open_ticket, back],
             },
+            # A category already named in words ("no tengo internet"): straight to the check.
+            {
+                "trigger": "begin",
+                "source": "*",
+                "dest": "selfhelp",
+                "conditions": self.category_named,
+                "before": self.check_connection,
+            },
             {"trigger": "begin", "source": "*", "dest": "category", "after": self.ask_category},
             # An agent-less request for help lands here with the category "other".
             {
@@ -164,6 +172,12 @@ class FaultFlow(Flow):
         conv.data.pop("unconfirmed", None)  # a new report, not a retry of an unconfirmed one
         return True
 
+    async def category_named(self, ev: AsyncEventData) -> bool:
+        """The customer named the problem in words (flows.route set ``fault_category``)."""
+        conv = model(ev)
+        conv.data.pop("unconfirmed", None)  # a new report, not a retry of an unconfirmed one
+        return conv.data.get("fault_category") in CATEGORIES
+
     async def description_ok(self, ev: AsyncEventData) -> bool:
         """A description of a few characters at least; kept (cut to a sane length)."""
         text = " ".join(ev.kwargs.get("text", "").split())
@@ -176,7 +190,8 @@ class FaultFlow(Flow):
     async def check_connection(self, ev: AsyncEventData) -> None:
         """Run the ping task, say what it found, give one tip, ask whether it works now."""
         conv = model(ev)
-        category = ev.event.name
+        named = conv.data.pop("fault_category", None)
+        category = ev.event.name if ev.event.name in CATEGORIES else str(named)
         conv.data["category"] = category
         try:
             result = await conv.ctx.wisphub.ping(conv.data["service_id"])
@@ -207,7 +222,9 @@ class FaultFlow(Flow):
     # -- replies ---------------------------------------------------------------------------
     async def back_to_menu(self, ev: AsyncEventData) -> None:
         """After each answer the client menu is offered again."""
-        model(ev).jump("client", "again")
+        conv = model(ev)
+        conv.data.pop("fault_category", None)  # named, but an outage or open ticket came first
+        conv.jump("client", "again")
 
     async def say_outage(self, ev: AsyncEventData) -> None:
         """Announce the known outage; no ticket."""

@@ -20,6 +20,7 @@ from transitions.extensions.asyncio import AsyncEventData
 
 from flows.base import Conversation, Flow, model
 from flows.names import name_matches, normalise_document
+from flows.route import wanted
 from flows.texts import Texts
 from flows.types import Option
 from integrations.wisphub.client import mask
@@ -395,7 +396,7 @@ class IdentifyFlow(Flow):
         await conv.ctx.store.clear_failures(_chat_scopes(conv)[0])
         if ev.event.name == "text":
             conv.say(conv.t("verified", first_name=conv.data["first_name"]))
-        conv.jump("client", "menu")
+        conv.jump(*wanted(conv))  # the need typed before identifying, else the client menu
 
 
 async def verify_by_agent(conv: Conversation, args: str, notes: Texts) -> str:

@@ -142,6 +142,22 @@ async def test_tickets_filed_are_counted_by_origin(rt: Runtime) -> None:
     assert counted("wispbot_tickets_created_total", origin="fault") == faults + 1
 
 
+async def test_free_text_is_counted_by_intent_and_misunderstandings_apart(rt: Runtime) -> None:
+    """wispbot_intents_total{intent} for each typed message understood (and out_of_scope for
+    the others), wispbot_not_understood_total for the ones the bot could not place; options
+    chosen by their label are not counted."""
+    faults = counted("wispbot_intents_total", intent="fault_no_internet")
+    missed = counted("wispbot_not_understood_total")
+    await rt.engine.handle(say("/start"))
+    await rt.engine.handle(say("Planes y precios"))
+    await rt.engine.handle(say("quiero una pizza"))
+    assert counted("wispbot_not_understood_total") == missed + 1
+    replies = await rt.engine.handle(say("no me jala el internet"))
+    assert "documento" in texts(replies)
+    assert counted("wispbot_intents_total", intent="fault_no_internet") == faults + 1
+    assert counted("wispbot_not_understood_total") == missed + 1
+
+
 async def test_a_step_rolled_back_is_counted_by_kind(rt: Runtime) -> None:
     assert rt.sandbox is not None
     before = counted("wispbot_flow_errors_total", kind="wisphub")

@@ -108,6 +108,9 @@ async def test_greeting_identification_account_and_ticket(
     pressed = {str(u["callback_query"]["id"]) for u in chat.moves if "callback_query" in u}
     answered = {str(a.get("callback_query_id")) for a in fake.answered_callbacks}
     assert pressed <= answered, pressed - answered
+    # Free text (issue 13): a typed need is understood, not answered "No entendí".
+    chat.say("cuánto debo?")
+    await chat.expect("Saldo pendiente")
 
 
 async def test_wisphubs_real_shapes_reach_the_customer_right(
@@ -422,7 +425,7 @@ async def test_junk_input_gets_clear_answers_and_keeps_the_session(
     chat = new_chat()
     chat.say("/start")
     await chat.expect("Soy cliente")
-    chat.say("internet caido " * 667)  # 10,005 characters
+    chat.say("lorem ipsum " * 834)  # 10,008 characters, none of them a need
     await chat.expect("muy largo")
     await chat.expect("No entendi")
     chat.sticker()

@@ -14,6 +14,7 @@ from flows.client import CLIENT_OPTIONS
 from flows.fault import CATEGORIES
 from flows.main import PUBLIC_OPTIONS
 from flows.names import fold
+from flows.route import ASKABLE
 from flows.texts import LANGUAGES, MissingText, Texts, catalogue, placeholders
 from integrations.wisphub.models import PingResult
 
@@ -76,7 +77,13 @@ def test_every_literal_key_in_the_code_exists() -> None:
 
 def test_every_computed_key_prefix_is_covered() -> None:
     """Keys built with f-strings use only the prefixes the next test checks exhaustively."""
-    assert set(PREFIXED.findall(_source())) <= {"opt.", "tip.", "ping.", "agent_media."}
+    assert set(PREFIXED.findall(_source())) <= {
+        "opt.",
+        "tip.",
+        "ping.",
+        "agent_media.",
+        "free.intent.",
+    }
 
 
 # What the channels' adapters name a customer's attachment, a shared contact, and anything else.
@@ -94,6 +101,7 @@ def test_every_computed_key_exists() -> None:
         + [f"ping.{s}" for s in statuses]
         + [f"words.{w}" for w in ("menu", "agent", "cancel")]
         + [f"agent_media.{m}" for m in MEDIA_TYPES]
+        + [f"free.intent.{i}" for i in ASKABLE]
     )
     assert len(statuses) == 4
     for lang in LANGUAGES:
