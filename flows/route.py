@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from flows.base import Conversation
 from flows.client import CLIENT_OPTIONS
 from flows.names import fold
+from flows.texts import LANGUAGES, catalogue
 from flows.types import Option
 from flows.understand import Result, Understanding
 
@@ -51,10 +52,15 @@ TARGETS: dict[str, tuple[str, str]] = {
     "payment_methods": ("payment_methods", "begin"),
     "cancel_service": ("service_request", "begin"),
     "change_plan": ("service_request", "begin"),
+    "move": ("service_request", "begin"),  # a change_plan that names a move ("me voy a mudar")
     "plans": ("plans", "begin"),
 }
 ASKABLE = (*TARGETS, "agent")  # needs a "¿Te refieres a A o a B?" may offer (free.intent.*)
-REQUESTS = ("cancel_service", "change_plan")  # conv.data["request"] for flow service_request
+REQUESTS = (
+    "cancel_service",
+    "change_plan",
+    "move",
+)  # conv.data["request"] for flow service_request
 # Offered options that answer a pending yes/no question, in order of preference.
 YES = ("fixed", "confirm", "ticket", "retry", "client")
 NO = ("still", "cancel", "menu")
@@ -64,6 +70,14 @@ ToMenu = Callable[..., Awaitable[None]]
 
 
 _WORD = re.compile(r"\w+")
+_MOVE_WORDS = frozenset(fold(w) for lang in LANGUAGES for w in catalogue(lang)["move_words"])
+
+
+def _moving(text: str) -> bool:
+    """A plan-change message that is about moving house (the classifier has one intent for both)."""
+    folded = fold(text)
+    words = set(_WORD.findall(folded))
+    return any(w in words if " " not in w else w in folded for w in _MOVE_WORDS)
 
 
 def _family(intent: str) -> str:
@@ -160,6 +174,8 @@ class FreeText:
             await self.miss(conv, fresh=fresh, misses=misses + 1)
         else:
             conv.intents.append(intent)
+            if intent == "change_plan" and _moving(text):
+                intent = "move"
             if fresh and intent in ("thanks", "goodbye", "affirm", "deny"):
                 intent = "greet"  # nothing to thank or answer yet: the greeting and the menu
             elif fresh and intent not in ("greet", "document"):
