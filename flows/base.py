@@ -88,7 +88,7 @@ class Conversation:
         self.data: dict[str, Any] = session.data
         self.inbound = inbound
         self.ctx = ctx
-        self.t = Texts(session.lang)
+        self.t = Texts(session.lang, ctx.settings.money.locale)
         self.replies: list[Outbound] = []
         self.goto: tuple[str, str] | None = None  # (flow, trigger) to fire after this one
         self.tickets: list[str] = []  # origins of the tickets filed in this turn (metrics)
@@ -137,8 +137,8 @@ class Conversation:
         raise LookupError(msg)
 
     def money(self, amount: Any) -> str:
-        """An amount in the ISP's format."""
-        return self.ctx.settings.money(amount)
+        """An amount in the ISP's currency, formatted for the conversation's language."""
+        return self.ctx.settings.money(amount, self.t.lang)
 
 
 def model(ev: AsyncEventData) -> Conversation:

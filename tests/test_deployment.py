@@ -339,6 +339,7 @@ FILLS = {
     "REDIS_URL": "redis://redis:6379/0",
     "BUSINESS_HOURS": "mon-fri 08:00-18:00; sat 08:00-13:00",
     "LOG_KEY": "log-pseudonym-secret",
+    "ISP_NAME": "Fibra Andina",
 }
 
 
