@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
+from flows import formats
 from flows.agent import WAITING
 from flows.base import Conversation, FlowContext
 from flows.identify import verify_by_agent
@@ -103,6 +104,7 @@ class Dialog(Generic[S]):
         self.flows = flows or build_flows()
         self._make = new_session
         self._restore = restore
+        formats.warm_up(ctx.settings.money, LANGUAGES)
 
     def new_session(self, lang: str | None = None, keep: dict[str, Any] | None = None) -> S:
         """A conversation at the public menu (the options flows/main.py offers)."""

@@ -88,3 +88,11 @@ class Money:
     def __call__(self, amount: Decimal | float | int, lang: str | None = None) -> str:
         """Format an amount for a reader of ``lang`` (default: the locale's language)."""
         return money(amount, self.currency, self.locale, lang or "", self.decimals)
+
+
+def warm_up(fmt: Money, languages: tuple[str, ...]) -> None:
+    """Load Babel's locale data now rather than in a customer's first reply."""
+    for lang in languages:
+        fmt(0, lang)
+        long_date(date(2000, 1, 1), lang, fmt.locale)
+        weekday(date(2000, 1, 1), lang, fmt.locale)
