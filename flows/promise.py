@@ -184,13 +184,9 @@ class PromiseFlow(Flow):
             for d in dates
         ]
         promise = conv.data["promise"]
-        conv.say(
-            conv.t(
-                "promise_ask_date", total=conv.money(promise["total"]), invoices=self._balance(conv)
-            )
-            + self._effect(conv),
-            options,
-        )
+        total, invoices = conv.money(promise["total"]), self._balance(conv)
+        effect = self._effect(conv)
+        conv.say(conv.t("promise_ask_date", total=total, invoices=invoices, effect=effect), options)
 
     def _effect(self, conv: Conversation) -> str:
         """What a promise does to a suspended service ('' for an active one)."""
