@@ -12,6 +12,8 @@ from functools import cached_property
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from babel import Locale, UnknownLocaleError
+from babel.numbers import list_currencies
 from pydantic import (
     AnyHttpUrl,
     BaseModel,
@@ -84,7 +86,7 @@ class BotSettings(BaseSettings):
     model_config = SettingsConfigDict(**_ENV)
 
     bot_language: Literal["es", "en"] = "es"
-    isp_name: str = "Tu proveedor de internet"
+    isp_name: str = ""  # empty: the greeting names no company
     timezone: str = "America/Bogota"
     business_hours: str = ""
     default_country_code: str = Field(default="57", pattern=r"^\d{1,4}$")
@@ -119,10 +121,13 @@ class BotSettings(BaseSettings):
     # Written by the ISP: how to pay (accounts, agents, links), shown with WispHub's payment
     # methods (flows/payment_methods.py); empty: WispHub's list alone.
     payment_methods_text: str = ""
-    currency_symbol: str = "$"
+    # Money as customers read it (Babel): the ISP's currency (ISO 4217) and the locale whose
+    # number format it uses; an English conversation uses the same country in English.
+    currency: str = Field(default="COP", pattern=r"^[A-Z]{3}$")
+    locale: str = "es_CO"
     currency_decimals: int = Field(default=0, ge=0, le=2)
-    thousands_separator: str = "."
-    decimal_separator: str = ","
+    # Whether WispHub's payment promise reactivates a suspended service until its date.
+    promise_reactivates: bool = True
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -136,6 +141,22 @@ class BotSettings(BaseSettings):
             ZoneInfo(v)
         except (ZoneInfoNotFoundError, ValueError) as err:
             raise ValueError(f"unknown time zone {v!r}") from err
+        return v
+
+    @field_validator("locale")
+    @classmethod
+    def _known_locale(cls, v: str) -> str:
+        try:
+            Locale.parse(v)
+        except (UnknownLocaleError, ValueError) as err:
+            raise ValueError(f"unknown locale {v!r}; expected e.g. es_CO") from err
+        return v
+
+    @field_validator("currency")
+    @classmethod
+    def _known_currency(cls, v: str) -> str:
+        if v not in list_currencies():
+            raise ValueError(f"unknown currency {v!r}; expected an ISO 4217 code such as COP")
         return v
 
     @field_validator("business_hours")
@@ -173,12 +194,7 @@ class BotSettings(BaseSettings):
     @cached_property
     def money_format(self) -> Money:
         """The ISP's money format."""
-        return Money(
-            self.currency_symbol,
-            self.currency_decimals,
-            self.thousands_separator,
-            self.decimal_separator,
-        )
+        return Money(self.currency, self.locale, self.currency_decimals)
 
 
 class Settings(BaseModel):
@@ -221,6 +237,7 @@ class Settings(BaseModel):
             agent_name_shown=bot.agent_name_shown,
             promise_max_days=bot.promise_max_days,
             payment_methods_text=bot.payment_methods_text,
+            promise_reactivates=bot.promise_reactivates,
             lockout_attempts=bot.lockout_attempts,
             lookup_attempts=bot.lookup_attempts,
             lockout_document_attempts=bot.lockout_document_attempts,

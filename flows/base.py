@@ -91,7 +91,7 @@ class Conversation:
         self.data: dict[str, Any] = session.data
         self.inbound = inbound
         self.ctx = ctx
-        self.t = Texts(session.lang)
+        self.t = Texts(session.lang, ctx.settings.money.locale)
         self.replies: list[Outbound] = []
         self.goto: tuple[str, str] | None = None  # (flow, trigger) to fire after this one
         self.tickets: list[str] = []  # origins of the tickets filed in this turn (metrics)
@@ -140,9 +140,14 @@ class Conversation:
         msg = "the verified service is no longer in WispHub"
         raise LookupError(msg)
 
+    def greeting(self) -> str:
+        """The greeting, with the ISP's name when it has one."""
+        isp = self.ctx.settings.isp_name
+        return self.t("greeting", isp=isp) if isp else self.t("greeting_no_isp")
+
     def money(self, amount: Any) -> str:
-        """An amount in the ISP's format."""
-        return self.ctx.settings.money(amount)
+        """An amount in the ISP's currency, formatted for the conversation's language."""
+        return self.ctx.settings.money(amount, self.t.lang)
 
 
 def model(ev: AsyncEventData) -> Conversation:

@@ -130,8 +130,14 @@ class ClientFlow(Flow):
         if c.balance > 0:
             methods = await conv.ctx.wisphub.payment_methods()
             names = ", ".join(m.name for m in methods) or "-"
-            key = "account_suspended" if c.suspended else "account_due"
+            # A promise the bot registered is shown, and none is offered on top of it.
+            promise = await conv.ctx.store.active(c.service_id)
+            key = "account_due"
+            if c.suspended:
+                key = "account_suspended_promised" if promise else "account_suspended"
             conv.say(conv.t(key, balance=conv.money(c.balance), methods=names))
+            if promise is not None:
+                conv.say(conv.t("account_promise", date=conv.t.date(promise.day)))
 
     async def show_tickets(self, ev: AsyncEventData) -> None:
         """Open tickets of the service."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
+from flows import formats
 from flows.agent import WAITING
 from flows.base import Conversation, FlowContext
 from flows.desk import agent_reply, media_note
@@ -119,6 +120,7 @@ class Dialog(Generic[S]):
             if understanding is not None
             else None
         )
+        formats.warm_up(ctx.settings.money, LANGUAGES)
 
     def new_session(self, lang: str | None = None, keep: dict[str, Any] | None = None) -> S:
         """A conversation at the public menu (the options flows/main.py offers)."""

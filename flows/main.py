@@ -30,9 +30,9 @@ class MainFlow(Flow):
         ]
 
     async def greet(self, ev: AsyncEventData) -> None:
-        """Greeting with the ISP's name and the public menu."""
+        """Greeting (with the ISP's name when it has one) and the public menu."""
         conv = model(ev)
-        conv.say(conv.t("greeting", isp=conv.ctx.settings.isp_name))
+        conv.say(conv.greeting())
         conv.say(conv.t("public_menu"), conv.opts(*PUBLIC_OPTIONS))
 
     async def menu(self, ev: AsyncEventData) -> None:

@@ -1,14 +1,16 @@
 """The ports the dialog needs from the runtime, as ``Protocol``s: the runtime implements them.
 
 The handoff port (agents' topics) and what a customer's card carries; the failure counters
-behind the verification lockouts; the topic map; the session record the dialog reads and
-writes; a clock. The runtime (``bot``) implements them; the dialog imports nothing of it.
+behind the verification lockouts; the topic map; the payment promises the bot registered; the
+session record the dialog reads and writes; a clock. The runtime (``bot``) implements them;
+the dialog imports nothing of it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import Any, Protocol
 
 from flows.types import ConvKey, Inbound
@@ -65,7 +67,30 @@ class TopicMap(Protocol):
         ...
 
 
-class DialogStore(FailureCounters, TopicMap, Protocol):
+@dataclass(frozen=True, slots=True)
+class Promise:
+    """A payment promise the bot registered for a service: until ``day``, for ``invoices``."""
+
+    day: date
+    invoices: tuple[int, ...]
+
+
+class PromiseLedger(Protocol):
+    """The payment promises the bot registered, per service, until their date: WispHub cannot
+    list promises, so this is how a second promise is refused and the account shows the first."""
+
+    async def remember(
+        self, service_id: int, day: date, invoices: Sequence[int], until: float
+    ) -> None:
+        """Remember the service's promise until ``until`` (epoch seconds; gone after it)."""
+        ...
+
+    async def active(self, service_id: int) -> Promise | None:
+        """The service's promise not yet past its date, or None."""
+        ...
+
+
+class DialogStore(FailureCounters, TopicMap, PromiseLedger, Protocol):
     """The slice of the session store the dialog uses (the runtime loads and saves sessions)."""
 
 

@@ -179,7 +179,7 @@ class FreeText:
             if fresh and intent in ("thanks", "goodbye", "affirm", "deny"):
                 intent = "greet"  # nothing to thank or answer yet: the greeting and the menu
             elif fresh and intent not in ("greet", "document"):
-                conv.say(conv.t("greeting", isp=conv.ctx.settings.isp_name))
+                conv.say(conv.greeting())
             await self.act(conv, intent, result.entities)
 
     async def miss(self, conv: Conversation, *, fresh: bool, misses: int) -> None:

@@ -6,12 +6,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import time
-from decimal import ROUND_HALF_UP, Decimal
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field
 
+from flows.formats import Money
 from flows.types import DAYS
+
+__all__ = ["BusinessHours", "DialogSettings", "Money", "TicketMapping"]
 
 
 class BusinessHours(BaseModel):
@@ -52,27 +54,6 @@ class BusinessHours(BaseModel):
 
 
 @dataclass(frozen=True, slots=True)
-class Money:
-    """How the ISP writes an amount: ``$ 89.900``."""
-
-    symbol: str = "$"
-    decimals: int = 0
-    thousands: str = "."
-    decimal: str = ","
-
-    def __call__(self, amount: Decimal | float | int) -> str:
-        """Format an amount the ISP's way."""
-        # Half up, as people round money (Decimal's default would show 89900.5 as 89.900).
-        step = Decimal(1).scaleb(-self.decimals)
-        value = Decimal(str(amount)).quantize(step, rounding=ROUND_HALF_UP)
-        sign = "-" if value < 0 else ""
-        whole, _, frac = f"{abs(value):.{self.decimals}f}".partition(".")
-        groups = f"{int(whole):,}".replace(",", self.thousands)
-        text = groups + (self.decimal + frac if frac else "")
-        return f"{sign}{self.symbol} {text}".strip()
-
-
-@dataclass(frozen=True, slots=True)
 class TicketMapping:
     """How the bot's tickets are filed: subject and priority per fault category, and the rest."""
 
@@ -104,6 +85,7 @@ class DialogSettings:
     agent_name_shown: bool = True  # agents' messages signed "Ana (asesor/a): ..."
     promise_max_days: int = 5
     payment_methods_text: str = ""  # the ISP's own words on how to pay (PAYMENT_METHODS_TEXT)
+    promise_reactivates: bool = True  # WispHub's promise reactivates a suspended service
     lockout_attempts: int = 3
     lookup_attempts: int = 5
     lockout_document_attempts: int = 5

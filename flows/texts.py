@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import string
-from datetime import date
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from flows.formats import long_date, weekday
 
 LANGUAGES = ("es", "en")
 _DIR = Path(__file__).parent / "texts"
@@ -46,8 +48,9 @@ def placeholders(text: str) -> set[str]:
 class Texts:
     """One language's texts, formatted with keyword arguments."""
 
-    def __init__(self, lang: str) -> None:
+    def __init__(self, lang: str, locale: str = "es_CO") -> None:
         self.lang = lang if lang in LANGUAGES else LANGUAGES[0]
+        self.locale = locale  # the ISP's LOCALE: dates in this language for that country
         self._cat = catalogue(self.lang)
 
     def __call__(self, key: str, **values: object) -> str:
@@ -59,18 +62,19 @@ class Texts:
         return str(raw).format(**values) if values else str(raw)
 
     def raw(self, key: str) -> Any:
-        """A non-string catalogue value (lists such as month names or trigger words)."""
+        """A non-string catalogue value (lists such as weekday names or trigger words)."""
         try:
             return self._cat[key]
         except KeyError as err:
             raise MissingText(f"{self.lang}:{key}") from err
 
-    def date(self, day: date | None) -> str:
-        """A date in words: ``5 de diciembre de 2026``; ``-`` when unknown."""
-        if day is None:
-            return "-"
-        months = self.raw("months")
-        return self("date_format", day=day.day, month=months[day.month - 1], year=day.year)
+    def date(self, day: dt.date | None) -> str:
+        """A date in words (Babel): ``5 de diciembre de 2026``; ``-`` when unknown."""
+        return "-" if day is None else long_date(day, self.lang, self.locale)
+
+    def weekday(self, day: dt.date) -> str:
+        """The day of the week as a label starts: ``Jueves`` / ``Thursday``."""
+        return weekday(day, self.lang, self.locale)
 
     def status(self, value: str) -> str:
         """A WispHub status label in this language (unknown labels pass through)."""

@@ -340,6 +340,7 @@ FILLS = {
     "BUSINESS_HOURS": "mon-fri 08:00-18:00; sat 08:00-13:00",
     "LOG_KEY": "log-pseudonym-secret",
     "PAYMENT_METHODS_TEXT": "Nequi 3001234567 o Bancolombia ahorros 123-456789-01",
+    "ISP_NAME": "Fibra Andina",
 }
 
 

@@ -32,7 +32,8 @@ REQUEST_COUNTS: dict[str, dict[tuple[str, str], int]] = {
     "18_fault_fixed_es": {("POST", "/tickets/"): 0},
     "19_fault_cancel_es": {("POST", "/tickets/"): 0},
     "20_fault_partial_es": {("POST", "/tickets/"): 1},
-    "22_promise_es": {("POST", "/promesa-pago/"): 1},
+    # One promise per pending invoice: the promise covers the whole balance (issue 14).
+    "22_promise_es": {("POST", "/promesa-pago/"): 2},
     "23_promise_none_es": {("POST", "/promesa-pago/"): 0},
     # One POST for the confirmation WispHub failed (never retried blindly), one for the retry.
     "32_ticket_post_fails_es": {("POST", "/tickets/"): 2},

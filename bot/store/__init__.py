@@ -1,5 +1,5 @@
-"""The store: sessions, the turn gate (locks, lines, journal, inbox), counters and the topic map,
-in Redis or in memory. It imports only from flows (its vocabulary), nothing from the rest of bot.
+"""The store: sessions, the turn gate (locks, lines, journal, inbox), counters, the topic map and
+the payment promises, in Redis or in memory. It imports only from flows (its vocabulary), nothing from the rest of bot.
 
 Every key is built by ``redis_key`` (``wispbot:{kind}:{parts...}``)::
 
@@ -18,6 +18,8 @@ Every key is built by ``redis_key`` (``wispbot:{kind}:{parts...}``)::
     wispbot:turns:inflight               the journal of turns in flight (a hash); its TTL is
                                          renewed by each write and the sweep drops entries older
                                          than ``JOURNAL_MAX_AGE``
+    wispbot:promise:{service_id}         a payment promise the bot registered (its date, its
+                                         invoices), expiring at the end of the promised day
     wispbot:inbox:pending                events a stopping process kept (a list), TTL renewed by
                                          each push
     wispbot:relay:...                    the agents' outboxes (``bot.store.outbox``)
@@ -63,6 +65,7 @@ from bot.store.factory import make_store
 from bot.store.interfaces import (
     Counters,
     Orphan,
+    Promises,
     Sessions,
     SessionStore,
     TopicMap,
@@ -77,6 +80,7 @@ from bot.store.keys import (
     PREFIX,
     Clock,
     conv_key,
+    promise_key,
     redis_key,
 )
 from bot.store.memory import MemoryStore
@@ -95,6 +99,7 @@ __all__ = [
     "LockTimeout",
     "MemoryStore",
     "Orphan",
+    "Promises",
     "RedisStore",
     "Session",
     "SessionCorrupt",
@@ -108,5 +113,6 @@ __all__ = [
     "conv_key",
     "make_store",
     "parse_sentinel_url",
+    "promise_key",
     "redis_key",
 ]

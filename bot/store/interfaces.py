@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from datetime import date
 
 from bot.store.session import Session
+from flows.ports import Promise
 from flows.types import ConvKey
 
 
@@ -199,8 +201,23 @@ class TopicMap(ABC):
         """The conversation of a forum topic, or None; a topic in use keeps its mapping."""
 
 
-class SessionStore(Sessions, TurnGate, Counters, TopicMap):
-    """Where sessions, locks, dedupe marks, counters and topic mappings live."""
+class Promises(ABC):
+    """The payment promises the bot registered (``flows.ports.PromiseLedger``)."""
+
+    @abstractmethod
+    async def remember(
+        self, service_id: int, day: date, invoices: Sequence[int], until: float
+    ) -> None:
+        """Remember the service's promise until ``until`` (epoch seconds); one already past
+        is not stored. A later promise of the service replaces it."""
+
+    @abstractmethod
+    async def active(self, service_id: int) -> Promise | None:
+        """The service's promise until its ``until``, or None."""
+
+
+class SessionStore(Sessions, TurnGate, Counters, TopicMap, Promises):
+    """Where sessions, locks, dedupe marks, counters, topic mappings and promises live."""
 
     @abstractmethod
     async def ping(self) -> bool:

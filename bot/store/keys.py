@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import Literal
 
 import orjson
 
+from flows.ports import Promise
 from flows.types import ConvKey
 
 log = logging.getLogger(__name__)
@@ -16,7 +18,17 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 KeyKind = Literal[
-    "conv", "lock", "seen", "topic", "lockout", "rate", "chatlock", "inbox", "turns", "alive"
+    "conv",
+    "lock",
+    "seen",
+    "topic",
+    "lockout",
+    "rate",
+    "chatlock",
+    "inbox",
+    "turns",
+    "alive",
+    "promise",
 ]
 PREFIX = "wispbot"
 
@@ -32,6 +44,27 @@ def redis_key(kind: KeyKind, *parts: str) -> str:
 def conv_key(key: ConvKey) -> str:
     """The session key of a conversation: ``wispbot:conv:{channel}:{chat_id}``."""
     return redis_key("conv", key.channel, key.chat_id)
+
+
+def promise_key(service_id: int) -> str:
+    """The payment promise the bot registered for a service: ``wispbot:promise:{service_id}``."""
+    return redis_key("promise", str(int(service_id)))
+
+
+def _promise_value(day: date, invoices: Sequence[int]) -> str:
+    return orjson.dumps({"day": day.isoformat(), "invoices": [int(i) for i in invoices]}).decode()
+
+
+def _parse_promise(service_id: int, raw: str | bytes | None) -> Promise | None:
+    """The stored promise, or None (an unreadable one is logged and ignored)."""
+    if raw is None:
+        return None
+    try:
+        entry = orjson.loads(raw)
+        return Promise(date.fromisoformat(entry["day"]), tuple(int(i) for i in entry["invoices"]))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        log.warning("unreadable payment promise ignored", extra={"service_id": service_id})
+        return None
 
 
 def _lock_key(key: ConvKey) -> str:

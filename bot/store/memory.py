@@ -8,8 +8,9 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import date
 
 from bot.store.errors import LockTimeout, SessionCorrupt
 from bot.store.interfaces import Orphan, SessionStore, TurnStart
@@ -23,12 +24,16 @@ from bot.store.keys import (
     _key_from_conv,
     _lock_key,
     _log_stale,
+    _parse_promise,
     _parse_topic,
+    _promise_value,
     conv_key,
+    promise_key,
     redis_key,
 )
 from bot.store.lease import _POLL_FIRST, _POLL_MAX, _Hold, _LeaseKeeper
 from bot.store.session import Session, _parse_or_skip
+from flows.ports import Promise
 from flows.types import ConvKey
 
 log = logging.getLogger(__name__)
@@ -368,6 +373,18 @@ class MemoryStore(SessionStore):
         if raw is not None:
             self._values[name] = (raw, self._clock() + self._topic_ttl)
         return _parse_topic(thread_id, raw)
+
+    async def remember(
+        self, service_id: int, day: date, invoices: Sequence[int], until: float
+    ) -> None:
+        """Remember the service's promise until ``until`` (the injected clock's seconds)."""
+        left = until - self._clock()
+        if left > 0:
+            self._set(promise_key(service_id), _promise_value(day, invoices), left)
+
+    async def active(self, service_id: int) -> Promise | None:
+        """The service's promise, or None once past its ``until``."""
+        return _parse_promise(service_id, self._get(promise_key(service_id)))
 
     async def scan_conversations(self) -> AsyncIterator[tuple[ConvKey, Session]]:
         """Every stored conversation."""

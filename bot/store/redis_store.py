@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from datetime import date
 
 from bot.store.interfaces import Orphan, TurnStart
 from bot.store.keys import (
@@ -21,16 +22,20 @@ from bot.store.keys import (
     _log_stale,
     _ms,
     _parse_journal,
+    _parse_promise,
     _parse_topic,
+    _promise_value,
     _queue_of,
     _text,
     conv_key,
+    promise_key,
     redis_key,
 )
 from bot.store.lease import _Hold
 from bot.store.redis_core import _DEFAULT_LEASE, _MAX_TRIES, _SCAN_BATCH, _exists, _lrange
 from bot.store.redis_turns import RedisTurns
 from bot.store.session import Session, _parse_or_skip
+from flows.ports import Promise
 from flows.types import ConvKey
 
 log = logging.getLogger(__name__)
@@ -204,6 +209,22 @@ class RedisStore(RedisTurns):
         seconds = self._topic_ttl
         raw = await self._call("get_topic", lambda p: p.getex(name, ex=seconds))
         return _parse_topic(thread_id, raw)
+
+    async def remember(
+        self, service_id: int, day: date, invoices: Sequence[int], until: float
+    ) -> None:
+        """Remember the service's promise (SET PX: Redis forgets it at ``until``)."""
+        left = until - self._clock()
+        if left <= 0:
+            return
+        name, value, ms = promise_key(service_id), _promise_value(day, invoices), _ms(left)
+        await self._call("remember_promise", lambda p: p.set(name, value, px=ms))
+
+    async def active(self, service_id: int) -> Promise | None:
+        """The service's promise, or None once past its ``until``."""
+        name = promise_key(service_id)
+        raw = await self._call("active_promise", lambda p: p.get(name))
+        return _parse_promise(service_id, raw)
 
     async def scan_conversations(self) -> AsyncIterator[tuple[ConvKey, Session]]:
         """Every stored conversation (SCAN in batches + MGET, never KEYS)."""

@@ -206,7 +206,7 @@ async def test_a_crash_between_saving_and_sending_is_recovered_by_the_sweep(rt: 
 
     await rt.engine.sweep(deliver)
     assert [r.text for r in sent][:1] == [
-        "¡Hola! Soy el asistente virtual de Tu proveedor de internet. ¿En qué te puedo ayudar?"
+        "¡Hola! Soy tu asistente virtual. ¿En qué te puedo ayudar?"
     ]
     await rt.engine.sweep(deliver)
     assert len(sent) == 2  # sent once, not again

@@ -55,24 +55,25 @@ class TestMoney:
         assert BotSettings().money(amount) == shown
 
     def test_decimals_and_separators_are_settings(self) -> None:
-        usd = BotSettings(
-            currency_symbol="US$",
-            currency_decimals=2,
-            thousands_separator=",",
-            decimal_separator=".",
-        )
-        assert usd.money(1234.5) == "US$ 1,234.50"
-        assert usd.money(Decimal("-0.005")) == "-US$ 0.01"
-        assert usd.money(7) == "US$ 7.00"
+        usd = BotSettings(currency="USD", locale="en_US", currency_decimals=2)
+        assert usd.money(1234.5) == "$1,234.50"
+        assert usd.money(Decimal("-0.005")) == "-$0.01"
+        assert usd.money(7) == "$7.00"
         one = BotSettings(currency_decimals=1)
         assert one.money(Decimal("89900.25")) == "$ 89.900,3"
 
     def test_currency_settings_come_from_the_environment(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        monkeypatch.setenv("CURRENCY_SYMBOL", "S/")
+        monkeypatch.setenv("CURRENCY", "PEN")
+        monkeypatch.setenv("LOCALE", "es_PE")
         monkeypatch.setenv("CURRENCY_DECIMALS", "2")
-        assert load_settings().bot.money(1500) == "S/ 1.500,00"
+        assert load_settings().bot.money(1500).replace("\xa0", " ") == "S/ 1,500.00"
+        for name, value in (("CURRENCY", "PESOS"), ("LOCALE", "xx_YY")):
+            monkeypatch.setenv(name, value)
+            with pytest.raises(SettingsError, match=rf"^invalid setting {name}: "):
+                load_settings()
+            monkeypatch.delenv(name)
         monkeypatch.setenv("CURRENCY_DECIMALS", "3")
         with pytest.raises(SettingsError, match=r"^invalid setting CURRENCY_DECIMALS: "):
             load_settings()

@@ -3,8 +3,9 @@ runtime's ports faked (no store, no channel, no engine)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
@@ -13,7 +14,7 @@ import pytest
 from flows.base import FlowContext
 from flows.dialog import Dialog, command_of
 from flows.main import PUBLIC_OPTIONS
-from flows.ports import AgentRequest, PortUnavailable
+from flows.ports import AgentRequest, PortUnavailable, Promise
 from flows.settings import DialogSettings, TicketMapping
 from flows.texts import Texts
 from flows.tickets import ticket_request
@@ -50,7 +51,7 @@ class Record:
 
 
 class Counters:
-    """Failure counters and the topic map, in a dict."""
+    """Failure counters, the topic map and no promises, in a dict."""
 
     def __init__(self, *, down: bool = False) -> None:
         self.counts: dict[str, int] = {}
@@ -77,6 +78,14 @@ class Counters:
         pass
 
     async def get_topic(self, thread_id: int) -> ConvKey | None:
+        return None
+
+    async def remember(
+        self, service_id: int, day: date, invoices: Sequence[int], until: float
+    ) -> None:
+        pass
+
+    async def active(self, service_id: int) -> Promise | None:
         return None
 
 

@@ -81,7 +81,24 @@ class TestBusinessHours:
 
 def test_money_rounds_half_up_in_the_isps_format() -> None:
     assert Money()(Decimal("89899.5")) == "$ 89.900"
-    assert Money("US$", 2, ",", ".")(1234.5) == "US$ 1,234.50"
+    assert Money("USD", "en_US", 2)(1234.5) == "$1,234.50"
+
+
+@pytest.mark.parametrize(
+    ("money", "lang", "shown"),
+    [
+        (Money(), "es", "$ 89.900"),  # Spanish writes the sign apart (RAE; Colombian bills)
+        (Money(), "en", "COP 89,900"),  # never "$ 89.900" to an English reader: a code
+        (Money("USD", "en_US", 2), "en", "$89,900.00"),
+        (Money("USD", "en_US", 2), "es", "$ 89,900.00"),  # es_US: the country's separators
+        (Money("PEN", "es_PE", 2), "en", "PEN 89,900.00"),
+        (Money("MXN", "es_MX"), "es", "$ 89,900"),
+    ],
+)
+def test_money_follows_the_language_currency_and_locale(
+    money: Money, lang: str, shown: str
+) -> None:
+    assert money(89900, lang) == shown
 
 
 def test_the_dialogs_slice_carries_the_settings_and_no_secret() -> None:

@@ -7,8 +7,10 @@ import contextlib
 import json
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import pytest
@@ -28,8 +30,10 @@ from bot.store import (
     conv_key,
     make_store,
     parse_sentinel_url,
+    promise_key,
     redis_key,
 )
+from flows.ports import Promise
 from flows.types import ConvKey, Option, Outbound
 
 ANA = ConvKey("telegram", "1001")
@@ -107,6 +111,10 @@ class Backend:
                 break
             await asyncio.sleep(0.01)
         await self.admin.delete(name)  # renewed again only a third of a lease later
+
+    def now(self) -> float:
+        """The store's now: the simulated clock in memory, the real one with Redis."""
+        return self.clock() if self.admin is None else time.time()
 
     async def pttl(self, name: str) -> int:
         """Redis only: the key's remaining time to live in ms."""
@@ -576,6 +584,40 @@ class TestStoreContract:
         assert await store.get_topic(5502) == LUIS
         assert await store.get_topic(5503) is None
 
+    async def test_a_promise_is_remembered_per_service_until_its_date(
+        self, backend: Backend
+    ) -> None:
+        store, now = backend.store, backend.now()
+        await store.remember(11, date(2026, 11, 27), [88014, 88015], until=now + 3600)
+        await store.remember(13, date(2026, 11, 30), [88018], until=now + 7200)
+
+        assert await store.active(11) == Promise(date(2026, 11, 27), (88014, 88015))
+        assert await store.active(13) == Promise(date(2026, 11, 30), (88018,))
+        assert await store.active(12) is None
+
+        await backend.elapse(3601, promise_key(11))
+        assert await store.active(11) is None
+        assert await store.active(13) is not None
+
+    async def test_a_later_promise_replaces_the_stored_one(self, store: SessionStore) -> None:
+        await store.remember(11, date(2026, 11, 27), [88014], until=2_000_000_000)
+        await store.remember(11, date(2026, 11, 27), [88014, 88015], until=2_000_000_000)
+        assert await store.active(11) == Promise(date(2026, 11, 27), (88014, 88015))
+
+    async def test_a_promise_already_past_is_not_stored(self, backend: Backend) -> None:
+        await backend.store.remember(11, date(2026, 11, 27), [88014], until=backend.now() - 1)
+        assert await backend.store.active(11) is None
+
+    async def test_an_unreadable_promise_reads_as_none(self, backend: Backend) -> None:
+        await backend.put_raw(promise_key(11), "{not json")
+        assert await backend.store.active(11) is None
+
+    async def test_a_promise_expires_with_its_date_in_redis(self, backend: Backend) -> None:
+        if backend.admin is None:
+            pytest.skip("Redis only: the key's TTL")
+        await backend.store.remember(11, date(2026, 11, 27), [88014], until=backend.now() + 90)
+        assert 80_000 < await backend.pttl(promise_key(11)) <= 90_000
+
     async def test_scan_yields_every_live_conversation_and_nothing_else(
         self, backend: Backend
     ) -> None:
@@ -725,6 +767,7 @@ class TestKeysAndSessions:
         assert redis_key("lock", "whatsapp", "573001112233") == "wispbot:lock:whatsapp:573001112233"
         assert redis_key("seen", "telegram", "77") == "wispbot:seen:telegram:77"
         assert redis_key("topic", "5501") == "wispbot:topic:5501"
+        assert promise_key(11) == "wispbot:promise:11"
         assert redis_key("lockout", "123456") == "wispbot:lockout:123456"
         with pytest.raises(ValueError, match="non-empty"):
             redis_key("conv", "telegram", "")
