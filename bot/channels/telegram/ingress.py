@@ -28,7 +28,6 @@ from bot.channels.base import (
     InboundSink,
     PlacingSink,
     placed_within,
-    retry_delay,
     settle,
     settle_when_done,
 )
@@ -43,6 +42,7 @@ from bot.channels.telegram.parse import (
     update_to_agent_message,
     update_to_inbound,
 )
+from bot.concurrency import retry_delay
 from flows.types import Inbound
 
 log = logging.getLogger("bot.channels.telegram")
