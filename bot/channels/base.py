@@ -48,6 +48,18 @@ async def placed_within(futures: list[asyncio.Future[bool]], timeout: float) -> 
     return [f.done() and f.result() for f in futures]
 
 
+async def placed_in_time(future: asyncio.Future[bool], timeout: float) -> bool:  # noqa: ASYNC109
+    """``placed_within`` for one event (a webhook call's): a timer, not ``asyncio.wait``'s
+    machinery, on every message's path. Its future is settled False once the time is up."""
+    if not future.done():
+        timer = asyncio.get_running_loop().call_later(timeout, settle, future, False)
+        try:
+            await future
+        finally:
+            timer.cancel()
+    return future.result()
+
+
 AgentSink = Callable[[AgentMessage], Awaitable[None]]
 
 

@@ -11,9 +11,9 @@ as callbacks just the same; the loop itself is a dozen lines on every send's pat
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
+from contextlib import AbstractAsyncContextManager
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -35,23 +35,45 @@ class KeyedLock(Generic[K]):
         """Whether someone holds or waits for ``key``."""
         return key in self._users
 
-    @contextlib.asynccontextmanager
-    async def hold(self, key: K) -> AsyncIterator[None]:
+    def hold(self, key: K) -> AbstractAsyncContextManager[None]:
         """Hold ``key``'s lock for the block."""
-        lock = self._locks.get(key)
+        return _Held(self, key)
+
+
+class _Held(Generic[K]):
+    """``KeyedLock.hold``'s block (a class, not a generator: two locks a message pass here)."""
+
+    __slots__ = ("_key", "_lock", "_locks")
+
+    def __init__(self, locks: KeyedLock[K], key: K) -> None:
+        self._locks = locks
+        self._key = key
+
+    async def __aenter__(self) -> None:
+        locks, key = self._locks, self._key
+        lock = locks._locks.get(key)
         if lock is None:
-            lock = self._locks[key] = asyncio.Lock()
-        self._users[key] = self._users.get(key, 0) + 1
+            lock = locks._locks[key] = asyncio.Lock()
+        self._lock = lock
+        locks._users[key] = locks._users.get(key, 0) + 1  # before the first await: in order
         try:
-            async with lock:
-                yield
-        finally:
-            users = self._users[key] - 1
-            if users:
-                self._users[key] = users
-            else:
-                del self._users[key]
-                del self._locks[key]
+            await lock.acquire()
+        except BaseException:
+            self._leave()
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._lock.release()
+        self._leave()
+
+    def _leave(self) -> None:
+        users, key = self._locks._users, self._key
+        left = users[key] - 1
+        if left:
+            users[key] = left
+        else:
+            del users[key]
+            del self._locks._locks[key]
 
 
 def retry_delay(

@@ -27,6 +27,7 @@ from bot.channels.base import (
     AgentSink,
     InboundSink,
     PlacingSink,
+    placed_in_time,
     placed_within,
     settle,
     settle_when_done,
@@ -332,7 +333,7 @@ class TelegramWebhook:
         # An agent's message or junk is done when its task is; a task that failed before the
         # update had its place (the store unreachable) leaves it unplaced.
         task.add_done_callback(functools.partial(settle_when_done, placed))
-        if not (await placed_within([placed], self.place_timeout))[0]:
+        if not await placed_in_time(placed, self.place_timeout):
             # Not taken (Redis unreachable or too slow): Telegram sends the update again later.
             # Should this process still open its turn meanwhile, the copy is a duplicate.
             log.warning("telegram update not accepted: the session store did not answer")
