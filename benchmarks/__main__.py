@@ -2,8 +2,10 @@
 
 Both bots run the identify-and-verify conversation (/start → Soy cliente → document → name) as
 subprocesses in webhook mode against the same in-process fake Bot API and WispHub sandbox, with
-the same customers, in the same run. The mass-outage run (wispbot only) has every customer of
-one zone write within a window while WispHub takes 300 ms per call.
+the same customers, in the same run; then both run the free-text conversation (hola → soy
+cliente → document → name → cuanto debo? → gracias, ``benchmarks/free_text.py``). The
+mass-outage run (wispbot only) has every customer of one zone write within a window while
+WispHub takes 300 ms per call.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import aiogram
 
+from benchmarks import free_text
 from benchmarks.data import customers, sandbox_data
 from benchmarks.driver import (
     IDENTIFY,
@@ -26,6 +29,7 @@ from benchmarks.driver import (
     BotProcess,
     BotSpec,
     RunResult,
+    Step,
     peer_spec,
     run_load,
     running_peers,
@@ -59,6 +63,8 @@ class Options:
     # The control: the same peer on uvloop, wispbot's event loop (its lead is not the loop's).
     peer_uvloop: bool = True
     peer_uvloop_db: int = 12
+    # The free-text conversation (issue 13), after the two identify runs.
+    free_text: bool = True
 
 
 @dataclass
@@ -68,6 +74,8 @@ class BotResults:
     spec: BotSpec
     distinct: RunResult
     same: RunResult
+    free: RunResult | None = None
+    free_steps: list[Step] = field(default_factory=list)
 
 
 @dataclass
@@ -83,7 +91,8 @@ class Report:
 async def compare_one(spec: BotSpec, opts: Options, workdir: Path) -> BotResults:
     """Warm up, then the distinct-customer run and the same-customer run, for one bot."""
     n = opts.customers * opts.rounds
-    sandbox = Sandbox(sandbox_data(WARMUP + n))
+    # Generated clients: distinct, warm-up, (the same run's chats), free text, its learning.
+    sandbox = Sandbox(sandbox_data(3 * n + WARMUP + 1))
     async with running_peers(sandbox) as (fake, inflight):
 
         async def body(bot: BotProcess) -> BotResults:
@@ -105,7 +114,21 @@ async def compare_one(spec: BotSpec, opts: Options, workdir: Path) -> BotResults
                 split(customers(n, same=True, offset=n + WARMUP), opts.customers),
                 IDENTIFY,
             )
-            return BotResults(spec, distinct, same)
+            results = BotResults(spec, distinct, same)
+            if opts.free_text:
+                first = 2 * n + WARMUP
+                [learner] = customers(1, offset=first + n)
+                steps = await free_text.learn_replies(bot, learner, free_text.FREE_TEXT)
+                results.free_steps = steps
+                results.free = await run_load(
+                    bot,
+                    sandbox,
+                    inflight,
+                    "free text",
+                    split(customers(n, offset=first), opts.customers),
+                    steps,
+                )
+            return results
 
         profile = opts.profile if spec.label == "wispbot" else None
         return await with_bot(
@@ -279,7 +302,12 @@ def render(report: Report) -> str:
             f"  targets: everyone answered -> {_check(o.unanswered == 0 and o.completed == o.conversations)}; "
             f"p99 < 2 s -> {_check(o.percentile(99) < 2)}",
         ]
-    errors = [e for b in bots for e in (*b.distinct.errors, *b.same.errors)]
+    lines += free_text.render([(b.spec.label, b.free, b.free_steps) for b in bots[:2]])
+    errors = [
+        e
+        for b in bots
+        for e in (*b.distinct.errors, *b.same.errors, *(b.free.errors if b.free else ()))
+    ]
     if report.outage is not None:
         errors += report.outage.errors
     if errors:
@@ -304,6 +332,9 @@ def parse(argv: list[str] | None = None) -> Options:
     ap.add_argument(
         "--no-uvloop-peer", action="store_true", help="skip the control: the peer on uvloop"
     )
+    ap.add_argument(
+        "--no-free-text", action="store_true", help="skip the free-text conversation (issue 13)"
+    )
     ap.add_argument("--log-level", default="WARNING", help="both bots' LOG_LEVEL (WARNING)")
     ap.add_argument("--profile", type=Path, help="write a cProfile of wispbot's process here")
     args = ap.parse_args(argv)
@@ -314,6 +345,7 @@ def parse(argv: list[str] | None = None) -> Options:
         outage_window=args.outage_window,
         peer=not args.no_peer,
         peer_uvloop=not args.no_uvloop_peer,
+        free_text=not args.no_free_text,
         log_level=args.log_level.upper(),
         profile=args.profile.resolve() if args.profile else None,
     )

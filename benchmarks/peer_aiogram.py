@@ -4,9 +4,11 @@ Dispatcher + Router + FSM states in ``RedisStorage``, served by aiogram's own we
 (``SimpleRequestHandler``, updates handled in the background), one shared ``httpx.AsyncClient``
 for WispHub, a fresh ``GET /clientes/?cedula=`` per document (no cache, as templates do), exact
 matches kept. It sends the same number of messages per step as wispbot, so the two are compared
-message for message. Run: ``python -m benchmarks.peer_aiogram`` with ``TELEGRAM_BOT_TOKEN``,
-``TELEGRAM_API_URL``, ``TELEGRAM_WEBHOOK_URL``, ``TELEGRAM_WEBHOOK_SECRET``, ``REDIS_URL``,
-``WISPHUB_API_URL``, ``WISPHUB_API_KEY``, ``HTTP_HOST``, ``HTTP_PORT`` (and ``LOG_LEVEL``).
+message for message; the free-text conversation (typed greeting, "soy cliente", "cuanto
+debo?", thanks) is matched by keyword filters, as a template does. Run:
+``python -m benchmarks.peer_aiogram`` with ``TELEGRAM_BOT_TOKEN``, ``TELEGRAM_API_URL``,
+``TELEGRAM_WEBHOOK_URL``, ``TELEGRAM_WEBHOOK_SECRET``, ``REDIS_URL``, ``WISPHUB_API_URL``,
+``WISPHUB_API_KEY``, ``HTTP_HOST``, ``HTTP_PORT`` (and ``LOG_LEVEL``).
 """
 
 from __future__ import annotations
@@ -117,6 +119,42 @@ async def name(message: Message, state: FSMContext) -> None:
     await state.set_state(Identify.client)
     await message.answer(f"¡Gracias, {first}! Verifiqué tu identidad.")
     await message.answer(f"{first}, ¿qué quieres hacer?", reply_markup=CLIENT_MENU)
+
+
+# Free text (the benchmark's typed conversation), as a template matches it: keyword filters,
+# registered after the states' handlers so that a document or a name is never taken for one.
+GREETING = r"(?i)^\s*(hola|buenas|buenos d[ií]as)\b"
+
+
+@router.message(F.text.regexp(GREETING))
+async def hello(message: Message, state: FSMContext) -> None:
+    """A greeting typed: the same as /start."""
+    await start(message, state)
+
+
+@router.message(F.text.regexp(r"(?i)soy cliente"))
+async def i_am_client_typed(message: Message, state: FSMContext) -> None:
+    """ "Soy cliente" typed: ask for the document."""
+    await state.set_state(Identify.document)
+    await message.answer("Escribe el número de documento (cédula) del titular, solo números.")
+
+
+@router.message(Identify.client, F.text.regexp(r"(?i)cu[aá]nto debo|saldo|deuda"))
+async def balance(message: Message) -> None:
+    """What the customer owes: pointed to the account statement."""
+    await message.answer("Para ver tu saldo elige «Estado de cuenta».", reply_markup=CLIENT_MENU)
+
+
+@router.message(F.text.regexp(r"(?i)gracias"))
+async def thanks(message: Message) -> None:
+    """Thanks typed."""
+    await message.answer("¡Con gusto! Escríbenos cuando quieras.")
+
+
+@router.message(F.text)
+async def not_understood(message: Message) -> None:
+    """Anything else typed."""
+    await message.answer("No entendí tu mensaje. Elige una de las opciones.")
 
 
 async def healthz(request: web.Request) -> web.Response:

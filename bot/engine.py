@@ -18,6 +18,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TypeVar
 
 from bot import metrics
+from bot.concurrency import KeyedLock
 from bot.settings import BotSettings
 from bot.store import (
     LockLost,
@@ -59,28 +60,11 @@ class Engine:
         self.ctx = ctx
         self.settings = settings
         self.dialog = Dialog(ctx, _blank_session, Session.from_json, flows)
-        # Arrival-order turns, per conversation and (for agents' messages) per topic.
-        self._fifo: dict[ConvKey | tuple[str, int], tuple[asyncio.Lock, int]] = {}
+        # Arrival-order turns, per conversation and (for agents' messages) per topic: each is
+        # taken before any other await, so events handed in in order keep that order.
+        self._fifo: KeyedLock[ConvKey | tuple[str, int]] = KeyedLock()
 
     # -- ordering ------------------------------------------------------------------------------
-    @asynccontextmanager
-    async def _fifo_turn(self, key: ConvKey | tuple[str, int]) -> AsyncIterator[None]:
-        """In-process arrival order: asyncio.Lock wakes waiters first come, first served.
-
-        It is taken before any other await, so events handed in in order keep that order.
-        """
-        lock, users = self._fifo.get(key, (asyncio.Lock(), 0))
-        self._fifo[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._fifo[key]
-            if users <= 1:
-                del self._fifo[key]
-            else:
-                self._fifo[key] = (lock, users - 1)
-
     @asynccontextmanager
     async def _conversation(self, key: ConvKey) -> AsyncIterator[str]:
         """The store's conversation lock (one turn at a time across processes, first come,
@@ -203,7 +187,7 @@ class Engine:
         store = self.ctx.store
         limit = self.settings.rate_limit_per_minute
         # In-process arrival order into the shared line; the line keeps it from there on.
-        async with self._fifo_turn(key):
+        async with self._fifo.hold(key):
             start = resumed
             if start is None:
                 start = await self._retry(
@@ -359,7 +343,7 @@ class Engine:
         A topic's messages keep their arrival order: its FIFO turn is taken before the topic
         look-up, the first await.
         """
-        async with self._fifo_turn(("topic", msg.thread_id)):
+        async with self._fifo.hold(("topic", msg.thread_id)):
             # A command may have acted outside the session (a ticket filed, a note posted).
             again = not msg.text.strip().startswith("/")
             return await self._unless_lost(

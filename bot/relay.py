@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from bot import metrics
 from bot.channels.telegram.render import MAX_TEXT
 from bot.channels.telegram.topics import TelegramAgents, card_text, location_text
+from bot.concurrency import retry_delay
 from bot.store.interfaces import SessionStore
 from bot.store.outbox import Entry, Outbox, OutboxError, make_outbox
 from flows.ports import AgentRequest, HandoffError
@@ -145,7 +146,7 @@ class RelayWorker:
         self.sent_messages = 0  # group messages this worker posted
         self.relayed = 0  # relays those carried
         self._wake = asyncio.Event()
-        self._retry_at: dict[int, tuple[float, float]] = {}  # thread -> (monotonic, delay)
+        self._retry_at: dict[int, tuple[float, int]] = {}  # thread -> (monotonic, failures)
         self._media_failures: dict[int, int] = {}
 
     def wake(self) -> None:
@@ -249,9 +250,9 @@ class RelayWorker:
         await self.agents.forward(thread, inbound, str(entry.get("label", "")))
 
     def _failed(self, thread: int, reason: str) -> None:
-        _, delay = self._retry_at.get(thread, (0.0, RETRY_FIRST / 2))
-        delay = min(delay * 2, RETRY_MAX)
-        self._retry_at[thread] = (time.monotonic() + delay, delay)
+        _, failures = self._retry_at.get(thread, (0.0, 0))
+        delay = retry_delay(failures, RETRY_FIRST, RETRY_MAX)
+        self._retry_at[thread] = (time.monotonic() + delay, failures + 1)
         log.warning(
             "relay not sent yet, kept in the outbox",
             extra={"topic": thread, "delay": delay, "error": reason[:200]},

@@ -4,11 +4,11 @@ the channels import it from below, never the other way round."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal, get_args
+
+import orjson
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # The fault report's categories (also how a ticket's WispHub subject is told back).
@@ -75,15 +75,33 @@ class Inbound:
     media: Media | None = None
 
     def to_json(self) -> str:
-        """JSON form (kept in the inbox when a stopping process could not handle it)."""
-        raw = dataclasses.asdict(self)
-        raw["key"] = str(self.key)
-        return json.dumps(raw, ensure_ascii=False)
+        """JSON form (kept in the inbox when a stopping process could not handle it, and in the
+        journal of turns in flight: once per turn, hence built by hand, not by ``asdict``)."""
+        media = self.media
+        raw = {
+            "key": f"{self.key.channel}:{self.key.chat_id}",
+            "event_id": self.event_id,
+            "kind": self.kind.value,
+            "text": self.text,
+            "payload": self.payload,
+            "phone": self.phone,
+            "user_id": self.user_id,
+            "display_name": self.display_name,
+            "media": None
+            if media is None
+            else {
+                "type": media.type,
+                "ref": media.ref,
+                "caption": media.caption,
+                "file_id": media.file_id,
+            },
+        }
+        return orjson.dumps(raw).decode()
 
     @classmethod
     def from_json(cls, text: str) -> Inbound:
         """Reverse of ``to_json``."""
-        raw = json.loads(text)
+        raw = orjson.loads(text)
         media = raw.pop("media", None)
         return cls(
             **{**raw, "key": ConvKey.parse(raw["key"]), "kind": Kind(raw["kind"])},

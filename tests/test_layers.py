@@ -82,6 +82,10 @@ def test_the_engine_imports_no_channel_and_nothing_of_integrations() -> None:
     assert found == []
 
 
+def test_the_waiting_module_both_engine_and_channels_use_imports_nothing_of_the_layers() -> None:
+    assert imports_of("bot.concurrency") == frozenset()
+
+
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     """The cycles of a directed graph, one per strongly connected group (Tarjan)."""
     index: dict[str, int] = {}

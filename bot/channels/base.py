@@ -1,5 +1,6 @@
-"""What every channel adapter offers the runtime, and what both channels share: text splitting,
-the per-key FIFO lock, the retry delay, and the wait for an event's place in its order.
+"""What every channel adapter offers the runtime, and what both channels share: text splitting
+and the wait for an event's place in its order (the per-key FIFO lock and the retry helper live
+in ``bot.concurrency``, which the engine uses too).
 
 Imports nothing from ``bot`` outside ``bot.channels``; channels import it, never the reverse.
 """
@@ -7,10 +8,8 @@ Imports nothing from ``bot`` outside ``bot.channels``; channels import it, never
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
-from typing import Any, Generic, Protocol, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from flows.types import AgentMessage as AgentMessage  # re-exported: the channels speak it
 from flows.types import Channel, Inbound, Outbound
@@ -49,6 +48,18 @@ async def placed_within(futures: list[asyncio.Future[bool]], timeout: float) -> 
     return [f.done() and f.result() for f in futures]
 
 
+async def placed_in_time(future: asyncio.Future[bool], timeout: float) -> bool:  # noqa: ASYNC109
+    """``placed_within`` for one event (a webhook call's): a timer, not ``asyncio.wait``'s
+    machinery, on every message's path. Its future is settled False once the time is up."""
+    if not future.done():
+        timer = asyncio.get_running_loop().call_later(timeout, settle, future, False)
+        try:
+            await future
+        finally:
+            timer.cancel()
+    return future.result()
+
+
 AgentSink = Callable[[AgentMessage], Awaitable[None]]
 
 
@@ -81,41 +92,3 @@ def split_text(text: str, limit: int) -> list[str]:
     if rest:
         parts.append(rest)
     return parts
-
-
-def retry_delay(
-    attempt: int, base: float, cap: float, jitter: tuple[float, float] = (1.0, 1.0)
-) -> float:
-    """The wait before retry ``attempt + 1``: ``base`` doubled per attempt, at most ``cap``,
-    times a random factor within ``jitter`` (so many clients do not retry in step)."""
-    return min(cap, base * 2.0 ** min(attempt, 30)) * random.uniform(*jitter)
-
-
-K = TypeVar("K", bound=Hashable)
-
-
-class KeyedLock(Generic[K]):
-    """One FIFO lock per key (a chat): holders of one key run one at a time in arrival order
-    (asyncio.Lock wakes waiters first come, first served); an unused key is forgotten."""
-
-    def __init__(self) -> None:
-        self._locks: dict[K, asyncio.Lock] = {}
-        self._users: dict[K, int] = {}
-
-    def busy(self, key: K) -> bool:
-        """Whether someone holds or waits for ``key``."""
-        return key in self._users
-
-    @contextlib.asynccontextmanager
-    async def hold(self, key: K) -> AsyncIterator[None]:
-        """Hold ``key``'s lock for the block."""
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        self._users[key] = self._users.get(key, 0) + 1
-        try:
-            async with lock:
-                yield
-        finally:
-            self._users[key] -= 1
-            if not self._users[key]:
-                del self._users[key]
-                del self._locks[key]

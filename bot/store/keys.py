@@ -35,7 +35,7 @@ PREFIX = "wispbot"
 
 def redis_key(kind: KeyKind, *parts: str) -> str:
     """Build any wispbot key: ``wispbot:{kind}:{part}:{part}...``."""
-    if not parts or any(p == "" for p in parts):
+    if not parts or "" in parts:
         msg = f"a {kind} key needs non-empty parts, got {parts!r}"
         raise ValueError(msg)
     return ":".join((PREFIX, kind, *parts))

@@ -1,13 +1,16 @@
-"""The store in one process's memory (demo, console, scenarios, unit tests)."""
+"""The store in one process's memory (demo, console, scenarios, unit tests).
+
+One process: the turn gate is a lock per conversation with its line of waiting turns in a
+dict, handed over by waking a future (no polling, no emulation of the Redis scripts). Leases
+still lapse by the injected clock, as the contract asks of a lock whose holder stopped.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import date
@@ -31,7 +34,7 @@ from bot.store.keys import (
     promise_key,
     redis_key,
 )
-from bot.store.lease import _POLL_FIRST, _POLL_MAX, _Hold, _LeaseKeeper
+from bot.store.lease import _Hold, _LeaseKeeper
 from bot.store.session import Session, _parse_or_skip
 from flows.ports import Promise
 from flows.types import ConvKey
@@ -40,6 +43,18 @@ log = logging.getLogger(__name__)
 
 
 _PURGE_EVERY = 1000  # memory store: sweep expired values every so many writes
+
+
+class _Gate:
+    """One conversation's lock in one process: its holder (a turn's token) with a lease, and
+    the line of turns waiting for it, oldest first (each with the future that wakes it)."""
+
+    __slots__ = ("expires", "holder", "line")
+
+    def __init__(self) -> None:
+        self.holder: str | None = None
+        self.expires = 0.0  # by the store's clock; renewed by the lease keeper while held
+        self.line: dict[str, asyncio.Future[None] | None] = {}  # None: not waiting yet
 
 
 class MemoryStore(SessionStore):
@@ -51,9 +66,7 @@ class MemoryStore(SessionStore):
         # name -> (value, expires_at or None); values are kept as JSON text like in Redis so a
         # caller mutating its Session never changes what is stored.
         self._values: dict[str, tuple[str, float | None]] = {}
-        self._locks: dict[str, tuple[str, float]] = {}
-        self._released: dict[str, asyncio.Event] = {}
-        self._lines: dict[str, deque[str]] = {}  # lock name -> tokens waiting, oldest first
+        self._gates: dict[str, _Gate] = {}  # lock name -> its holder and line
         # The journal of turns in flight: field -> (conversation, event id, written at, event).
         self._journal: dict[str, tuple[ConvKey, str, float, str]] = {}
         self._writes = 0
@@ -83,9 +96,9 @@ class MemoryStore(SessionStore):
         for name, (_, expires) in list(self._values.items()):
             if expires is not None and expires <= now:
                 del self._values[name]
-        for name, (_, lock_expires) in list(self._locks.items()):
-            if lock_expires <= now:
-                del self._locks[name]
+        for name, gate in list(self._gates.items()):
+            if gate.expires <= now and not gate.line:
+                del self._gates[name]
 
     async def load(self, key: ConvKey) -> Session | None:
         """The conversation's session, or None."""
@@ -127,7 +140,8 @@ class MemoryStore(SessionStore):
                 del self._journal[name]
                 _log_stale(key)
                 continue
-            if at > limit or not self._free(lock) or self._lines.get(lock):
+            gate = self._gates.get(lock)
+            if at > limit or (gate is not None and (gate.line or not self._free(gate))):
                 continue
             del self._journal[name]
             await self.unclaim_event(key.channel, event_id)
@@ -242,94 +256,83 @@ class MemoryStore(SessionStore):
         now = self._clock()
         kept: list[bool] = []
         for hold in holds:
-            held = self._locks.get(hold.name)
-            ours = held is not None and held[0] == hold.token and held[1] > now
-            if ours:
-                self._locks[hold.name] = (hold.token, now + hold.lease)
-            kept.append(ours)
+            gate = self._gates.get(hold.name)
+            if gate is None or gate.holder != hold.token or gate.expires <= now:
+                kept.append(False)
+                continue
+            gate.expires = now + hold.lease
+            kept.append(True)
         return kept
 
-    def _free(self, name: str) -> bool:
-        held = self._locks.get(name)
-        return held is None or held[1] <= self._clock()
+    def _free(self, gate: _Gate) -> bool:
+        """Nobody holds it, or its holder's lease lapsed (it stopped renewing: a leak)."""
+        return gate.holder is None or gate.expires <= self._clock()
 
-    def _take_or_queue(self, name: str, token: str, expire: float) -> bool:
-        """Take the lock when it is free and nobody waits, else join the line (the Redis
-        store's ``_ACQUIRE_LOAD``)."""
-        line = self._lines.get(name)
-        if not line and self._free(name):
-            self._locks[name] = (token, self._clock() + expire)
+    def _take(self, gate: _Gate, token: str, lease: float) -> None:
+        gate.holder, gate.expires = token, self._clock() + lease
+        gate.line.pop(token, None)
+
+    def _take_or_queue(self, name: str, token: str, lease: float) -> bool:
+        """Take the lock when it is free and nobody waits, else join the end of its line."""
+        gate = self._gates.setdefault(name, _Gate())
+        if not gate.line and self._free(gate):
+            self._take(gate, token, lease)
             return True
-        self._lines.setdefault(name, deque()).append(token)
+        gate.line[token] = None
         return False
 
-    def _my_turn(self, name: str, token: str, expire: float) -> bool:
-        """Handed the lock, or found it free (its holder died): take it, leave the line."""
-        held = self._locks.get(name)
-        mine = held is not None and held[0] == token and held[1] > self._clock()
-        if not mine and not self._free(name):
-            return False
-        self._locks[name] = (token, self._clock() + expire)
-        self._leave_line(name, token)
-        return True
-
-    def _leave_line(self, name: str, token: str) -> None:
-        line = self._lines.get(name)
-        if line is not None:
-            with contextlib.suppress(ValueError):
-                line.remove(token)
-            if not line:
-                del self._lines[name]
-
-    async def _acquire(self, name: str, expire: float, wait: float, ticket: str | None) -> _Hold:
+    async def _acquire(self, name: str, lease: float, wait: float, ticket: str | None) -> _Hold:
         token = ticket or secrets.token_hex(16)
-        if ticket is not None or not self._take_or_queue(name, token, expire):
+        if ticket is not None or not self._take_or_queue(name, token, lease):
             try:
-                await self._wait_in_line(name, token, expire, wait)
+                await self._wait_in_line(name, token, lease, wait)
             except BaseException:
                 # Gave up or cancelled: leave the line, and pass the lock on if it was handed
-                # over meanwhile, so nobody waits out a lease for us.
-                held = self._locks.get(name)
-                if held is not None and held[0] == token:
-                    self._release(name, token, expire)
-                self._leave_line(name, token)
+                # over meanwhile, so nobody waits for us.
+                gate = self._gates.get(name)
+                if gate is not None:
+                    gate.line.pop(token, None)
+                    if gate.holder == token:
+                        self._release(name, token, lease)
                 raise
-        hold = _Hold(name, token, expire)
+        hold = _Hold(name, token, lease)
         self._leases.add(hold)
         return hold
 
-    async def _wait_in_line(self, name: str, token: str, expire: float, wait: float) -> None:
-        loop = asyncio.get_running_loop()
-        # The wait is measured in real time: a simulated clock may stand still while we wait.
-        deadline = loop.time() + max(wait, 0.0)
-        delay = _POLL_FIRST
-        while not self._my_turn(name, token, expire):
-            remaining = deadline - loop.time()
-            if remaining <= 0:
+    async def _wait_in_line(self, name: str, token: str, lease: float, wait: float) -> None:
+        """Until the lock is handed to this place in line (``_release`` wakes it), or found
+        free (a leaked lock whose lease lapsed); ``LockTimeout`` after ``wait`` s."""
+        gate = self._gates.setdefault(name, _Gate())
+        if gate.holder == token:
+            return
+        if self._free(gate):
+            self._take(gate, token, lease)
+            return
+        woken = asyncio.get_running_loop().create_future()
+        gate.line[token] = woken
+        try:
+            async with asyncio.timeout(max(wait, 0.0)):
+                await woken
+        except TimeoutError:
+            if gate.holder != token and not self._free(gate):
                 msg = f"conversation lock {name} still busy after {wait:g} s"
-                raise LockTimeout(msg)
-            event = self._released.setdefault(name, asyncio.Event())
-            # Woken by a release; the timeout also notices a lock that expired by the clock.
-            try:
-                await asyncio.wait_for(event.wait(), min(delay, remaining))
-            except TimeoutError:
-                delay = min(delay * 2, _POLL_MAX)
+                raise LockTimeout(msg) from None
+            if gate.holder != token:
+                self._take(gate, token, lease)
 
     def _release(self, name: str, token: str, lease: float) -> None:
-        held = self._locks.get(name)
-        if held is None or held[0] != token:
+        """Give the lock back; it goes straight to the oldest place in line."""
+        gate = self._gates.get(name)
+        if gate is None or gate.holder != token:
             log.warning("lock expired before its owner released it", extra={"lock": name})
             return
-        del self._locks[name]
-        line = self._lines.get(name)
-        if line:
-            # Straight to the oldest waiter, as the Redis store's release does.
-            self._locks[name] = (line.popleft(), self._clock() + lease)
-            if not line:
-                del self._lines[name]
-        event = self._released.pop(name, None)
-        if event is not None:
-            event.set()
+        if not gate.line:
+            del self._gates[name]
+            return
+        token, woken = next(iter(gate.line.items()))
+        self._take(gate, token, lease)
+        if woken is not None and not woken.done():
+            woken.set_result(None)
 
     async def register_failure(self, scope: str, window: int) -> int:
         """Count one failure in the window."""

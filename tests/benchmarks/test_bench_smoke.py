@@ -35,6 +35,13 @@ async def test_both_bots_answer_every_step_and_the_outage_run_answers_everyone()
             assert (run.completed, run.conversations) == (3, 3)
             assert (run.messages, run.answered, run.unanswered) == (12, 12, 0)
             assert len(run.latencies) == 12
+    # The free-text conversation (issue 13): the replies each bot gives are learned, then run.
+    for bot in (wispbot, peer):
+        assert bot.free is not None
+        assert bot.free.errors == []
+        assert (bot.free.completed, bot.free.conversations, bot.free.unanswered) == (3, 3, 0)
+        assert [s.value for s in bot.free_steps][:2] == ["hola", "soy cliente"]
+        assert all(s.replies >= 1 for s in bot.free_steps)
     # Distinct customers: one look-up each for both bots. The same customer: the peer asks
     # WispHub every time, wispbot's cache answers (the warm-up and the first one looked it up).
     assert wispbot.distinct.calls_per_conversation == 1
@@ -53,6 +60,7 @@ async def test_both_bots_answer_every_step_and_the_outage_run_answers_everyone()
     assert "messages/s" in text
     assert "mass outage" in text
     assert "control, the peer on uvloop" in text
+    assert "free text (hola -> soy cliente" in text
     assert report.logs is not None
     [log] = report.logs.glob("peer+uvloop-*.log")
     assert "event loop: uvloop" in log.read_text()

@@ -14,7 +14,6 @@ Pacing: ``pacing.py``; the lean path of the hot calls: ``sender.py``; rendering:
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import mimetypes
@@ -40,10 +39,11 @@ from aiogram.exceptions import (
 from aiogram.types import BufferedInputFile, Message
 from pydantic import SecretStr
 
-from bot.channels.base import DeliveryError, retry_delay
+from bot.channels.base import DeliveryError
 from bot.channels.telegram.pacing import Lanes, TokenBucket
 from bot.channels.telegram.render import MAX_TEXT, build_keyboard, text_parts
 from bot.channels.telegram.sender import BotApi
+from bot.concurrency import GaveUp, retry_delay, retrying
 from flows.types import Channel, Outbound
 
 log = logging.getLogger("bot.channels.telegram")
@@ -331,44 +331,52 @@ class TelegramChannel:
     ) -> T:
         """One Bot API call with pacing and retries; DeliveryError when it cannot succeed."""
         bucket = self.lanes.bucket(chat)
-        attempt = 0
-        while True:
+        made = 0  # attempts so far
+
+        async def once() -> T:
+            nonlocal made
+            made += 1
             await bucket.take()
             await self._global.take()
-            try:
-                result = await make()
-            except TelegramRetryAfter as err:
-                delay = float(err.retry_after)
-                reason = "flood control"
-            except TelegramEntityTooLarge as err:
-                raise self._failed(chat, err, attempt) from err
-            except (TelegramNetworkError, TelegramServerError, ClientDecodeError) as err:
-                if self.on_outcome is not None:
-                    self.on_outcome(False)
-                # Telegram may have delivered before the error reached us; a rare duplicate
-                # beats a reply lost for good.
-                delay = retry_delay(attempt, self.retry_backoff, 30.0, (0.8, 1.2))
-                reason = type(err).__name__
-            except TelegramAPIError as err:
-                raise self._failed(chat, err, attempt) from err
-            else:
-                if self.on_outcome is not None:
-                    self.on_outcome(True)
-                return result
-            attempt += 1
-            if attempt > self.max_retries:
-                msg = f"gave up after {attempt} attempts ({reason})"
-                raise self._failed(chat, DeliveryError(msg), attempt - 1)
+            result = await make()
+            if self.on_outcome is not None:
+                self.on_outcome(True)
+            return result
+
+        def retried(err: Exception, attempts: int, delay: float) -> None:
             log.warning(
                 "telegram send retry",
                 extra={
                     "conv": f"telegram:{chat}",
-                    "attempt": attempt,
-                    "reason": reason,
+                    "attempt": attempts,
+                    "reason": _reason(err),
                     "delay": delay,
                 },
             )
-            await asyncio.sleep(delay)
+
+        try:
+            return await retrying(
+                once, self._wait_after, attempts=self.max_retries + 1, on_retry=retried
+            )
+        except GaveUp as err:
+            msg = f"gave up after {err.attempts} attempts ({_reason(err.error)})"
+            raise self._failed(chat, DeliveryError(msg), err.attempts - 1) from err.error
+        except TelegramAPIError as err:  # refused (too large, bad request, blocked...)
+            raise self._failed(chat, err, made - 1) from err
+
+    def _wait_after(self, err: Exception, attempt: int) -> float | None:
+        """How long to wait before retrying a failed call; None: not worth retrying."""
+        if isinstance(err, TelegramRetryAfter):
+            return float(err.retry_after)
+        if isinstance(err, TelegramEntityTooLarge):
+            return None
+        if isinstance(err, TelegramNetworkError | TelegramServerError | ClientDecodeError):
+            if self.on_outcome is not None:
+                self.on_outcome(False)
+            # Telegram may have delivered before the error reached us; a rare duplicate
+            # beats a reply lost for good.
+            return retry_delay(attempt, self.retry_backoff, 30.0, (0.8, 1.2))
+        return None
 
     def _failed(self, chat: int | str, err: Exception, attempt: int) -> DeliveryError:
         self.failed_deliveries += 1
@@ -382,3 +390,8 @@ class TelegramChannel:
 
     def _scrub(self, text: str) -> str:
         return self.api.scrub(text)
+
+
+def _reason(err: Exception) -> str:
+    """Why a call is retried, for the log."""
+    return "flood control" if isinstance(err, TelegramRetryAfter) else type(err).__name__

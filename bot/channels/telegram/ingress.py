@@ -27,8 +27,8 @@ from bot.channels.base import (
     AgentSink,
     InboundSink,
     PlacingSink,
+    placed_in_time,
     placed_within,
-    retry_delay,
     settle,
     settle_when_done,
 )
@@ -43,6 +43,7 @@ from bot.channels.telegram.parse import (
     update_to_agent_message,
     update_to_inbound,
 )
+from bot.concurrency import retry_delay
 from flows.types import Inbound
 
 log = logging.getLogger("bot.channels.telegram")
@@ -332,7 +333,7 @@ class TelegramWebhook:
         # An agent's message or junk is done when its task is; a task that failed before the
         # update had its place (the store unreachable) leaves it unplaced.
         task.add_done_callback(functools.partial(settle_when_done, placed))
-        if not (await placed_within([placed], self.place_timeout))[0]:
+        if not await placed_in_time(placed, self.place_timeout):
             # Not taken (Redis unreachable or too slow): Telegram sends the update again later.
             # Should this process still open its turn meanwhile, the copy is a duplicate.
             log.warning("telegram update not accepted: the session store did not answer")

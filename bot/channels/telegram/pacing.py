@@ -14,7 +14,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 
-from bot.channels.base import KeyedLock
+from bot.concurrency import KeyedLock
 
 BURST = 3.0  # messages a chat may send at once before pacing starts
 MAX_IDLE_LANES = 1024

@@ -10,11 +10,12 @@ from collections.abc import Callable
 
 import aiohttp
 
-from bot.channels.base import DeliveryError, KeyedLock, WindowClosed
+from bot.channels.base import DeliveryError, WindowClosed
 from bot.channels.whatsapp.graph import GRAPH_TIMEOUT, MEDIA_TIMEOUT, GraphClient
 from bot.channels.whatsapp.memory import WINDOW_SECONDS, ChatMemory, LocalMemory
 from bot.channels.whatsapp.render import Message, Renderer, media_message, more_page
 from bot.channels.whatsapp.settings import WhatsAppSettings
+from bot.concurrency import KeyedLock
 from flows.types import Channel, Inbound, Kind, Media, Outbound
 
 log = logging.getLogger("bot.channels.whatsapp")

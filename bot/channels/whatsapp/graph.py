@@ -29,7 +29,6 @@ client, never logged, scrubbed from any error text).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl
 from collections.abc import Callable, Mapping
@@ -40,11 +39,12 @@ import aiohttp
 import certifi
 import orjson
 
-from bot.channels.base import DeliveryError, WindowClosed, retry_delay
+from bot.channels.base import DeliveryError, WindowClosed
 from bot.channels.whatsapp.parse import as_dict as _dict
 from bot.channels.whatsapp.parse import as_str as _str
 from bot.channels.whatsapp.parse import dicts as _dicts
 from bot.channels.whatsapp.settings import WhatsAppSettings
+from bot.concurrency import GaveUp, retry_delay, retrying
 
 log = logging.getLogger("bot.channels.whatsapp")
 
@@ -210,45 +210,63 @@ class GraphClient:
         """One Graph call with the retry and error rules drawn in the module docstring."""
         attempts = (self._max_retries if retries is None else retries) + 1
         limits = self._media_timeout if media else self._message_timeout
-        problem = ""
-        for attempt in range(attempts):
-            delay: float | None = None
+
+        async def once() -> GraphAnswer:
             try:
                 response = await self._call(method, url, json, form, limits)
             except (aiohttp.ClientError, TimeoutError) as err:
                 # aiohttp's timeouts are TimeoutErrors; its texts may quote the URL (no token).
-                problem = f"transport error {type(err).__name__}"
                 self._outcome(False)
-            else:
-                if response.ok:
-                    self._outcome(True)
-                    return response
-                code, text = _graph_error(response)
-                problem = self._scrub(f"HTTP {response.status}, Graph error {code}: {text}")
-                if code == WINDOW_CLOSED_CODE:
-                    self._outcome(True)  # Graph works; this customer's window is closed
-                    raise WindowClosed(problem)
-                self._outcome(False)
-                if response.status == 429 or code in RATE_CODES:
-                    delay = _retry_after(response)
-                elif response.status < 500:
-                    log.error("whatsapp request refused: %s", problem, extra={"conv": conv})
-                    raise DeliveryError(problem)
-            if attempt + 1 < attempts:
-                jittered = retry_delay(attempt, self._backoff, self._max_backoff, (0.5, 1.0))
-                wait = delay if delay is not None else jittered
-                log.warning(
-                    "whatsapp request failed, retrying: %s",
-                    problem,
-                    extra={"conv": conv, "attempt": attempt + 1, "wait": round(wait, 3)},
-                )
-                await asyncio.sleep(wait)
+                raise _Retryable(f"transport error {type(err).__name__}") from err
+            if response.ok:
+                self._outcome(True)
+                return response
+            code, text = _graph_error(response)
+            problem = self._scrub(f"HTTP {response.status}, Graph error {code}: {text}")
+            if code == WINDOW_CLOSED_CODE:
+                self._outcome(True)  # Graph works; this customer's window is closed
+                raise WindowClosed(problem)
+            self._outcome(False)
+            if response.status == 429 or code in RATE_CODES:
+                raise _Retryable(problem, _retry_after(response))
+            if response.status < 500:
+                log.error("whatsapp request refused: %s", problem, extra={"conv": conv})
+                raise DeliveryError(problem)
+            raise _Retryable(problem)
+
+        def retried(err: Exception, made: int, wait: float) -> None:
+            log.warning(
+                "whatsapp request failed, retrying: %s",
+                err,
+                extra={"conv": conv, "attempt": made, "wait": round(wait, 3)},
+            )
+
+        try:
+            return await retrying(once, self._wait_after, attempts=attempts, on_retry=retried)
+        except GaveUp as err:
+            problem = str(err.error)
         msg = f"gave up after {attempts} attempts: {problem}"
         log.error("whatsapp delivery failed: %s", msg, extra={"conv": conv})
         raise DeliveryError(msg)
 
+    def _wait_after(self, err: Exception, attempt: int) -> float | None:
+        """The wait before retrying: the answer's Retry-After, else a jittered backoff."""
+        if not isinstance(err, _Retryable):
+            return None
+        if err.retry_after is not None:
+            return err.retry_after
+        return retry_delay(attempt, self._backoff, self._max_backoff, (0.5, 1.0))
+
     def _scrub(self, text: str) -> str:
         return text.replace(self._token.get_secret_value(), "***")
+
+
+class _Retryable(Exception):
+    """A failed Graph call worth another attempt (transport, 429, 5xx); its text is scrubbed."""
+
+    def __init__(self, problem: str, retry_after: float | None = None) -> None:
+        super().__init__(problem)
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True)
