@@ -14,7 +14,7 @@ from bot.engine import Engine, wall_clock
 from bot.settings import Settings, require
 from bot.store import SessionStore, make_store
 from flows.base import FlowContext
-from flows.ports import HandoffPort
+from flows.ports import HandoffPort, Subscriptions
 from integrations.wisphub.client import WispHubClient
 from integrations.wisphub.sandbox import SANDBOX_API_KEY, Sandbox, running_sandbox
 
@@ -50,6 +50,7 @@ async def open_runtime(
     use_sandbox: bool = False,
     store: SessionStore | None = None,
     clock: Callable[[], float] = wall_clock,
+    subscriptions: Subscriptions | None = None,
 ) -> AsyncIterator[Runtime]:
     """Start what the engine needs (the demo sandbox when asked) and close it all at the end."""
     async with AsyncExitStack() as stack:
@@ -75,6 +76,11 @@ async def open_runtime(
             )
             stack.push_async_callback(store.aclose)
         ctx = FlowContext(
-            wisphub=wisphub, store=store, settings=settings.dialog(), handoff=handoff, clock=clock
+            wisphub=wisphub,
+            store=store,
+            settings=settings.dialog(),
+            handoff=handoff,
+            clock=clock,
+            subscriptions=subscriptions,
         )
         yield Runtime(settings, Engine(ctx, settings.bot), wisphub, store, handoff, sandbox)

@@ -7,6 +7,7 @@ from typing import Any
 from transitions.extensions.asyncio import AsyncEventData
 
 from flows.base import Conversation, Flow, model
+from flows.notices import offer_reminder
 
 CLIENT_OPTIONS = ("account", "fault", "tickets", "promise", "agent", "exit")
 
@@ -46,7 +47,7 @@ class ClientFlow(Flow):
                 "source": "menu",
                 "dest": "menu",
                 "before": self.show_account,
-                "after": self.show_menu_again,
+                "after": [self.show_menu_again, offer_reminder],  # h8: cut-off reminders
             },
             {
                 "trigger": "tickets",

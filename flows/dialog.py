@@ -2,8 +2,9 @@
 
 It knows no channel and no runtime: the engine opens the turn, loads the session, calls
 ``Dialog.process`` (a customer's event), ``Dialog.from_agent`` (an agent wrote in the topic),
-``Dialog.note`` (a reaction or an edit) or ``Dialog.timeout`` (no agent answered), then saves
-what it returns and delivers the replies. Here: command words, option matching, the
+``Dialog.note`` (a reaction or an edit), ``Dialog.timeout`` (no agent answered) or
+``Dialog.notice`` (the bot speaks first, flows/noticeflow.py), then saves what it returns and
+delivers the replies. Here: command words, option matching, the
 verification gate, the idle reset, the new-session menu, relaying during a handoff, and the
 agents' ``/cerrar``, ``/ticket`` and ``/verificar``. A step that fails leaves the session as it
 was loaded and the customer gets an apology with the options they had plus an agent.
@@ -19,11 +20,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
+from flows import noticeflow
 from flows.agent import WAITING
 from flows.base import Conversation, FlowContext
 from flows.identify import verify_by_agent
 from flows.main import PUBLIC_OPTIONS
 from flows.names import fold
+from flows.notices import Notice, rating_wanted, watch_ticket
 from flows.ports import HandoffError, PortUnavailable, SessionRecord
 from flows.registry import Flows, build_flows, split_state
 from flows.texts import LANGUAGES, Texts, catalogue
@@ -45,17 +48,24 @@ _COMMANDS = {
     "agente": "agent",
     "agent": "agent",
     "asesor": "agent",
+    "silenciar": "mute",
+    "mute": "mute",
+    "stop": "mute",
+    "avisos": "unmute",
+    "notices": "unmute",
+    "unmute": "unmute",
 }
 _GLOBAL_OPTIONS = {"agent": "agent", "menu": "menu"}
 
 S = TypeVar("S", bound=SessionRecord)
 
 
-def _words(kind: str) -> frozenset[str]:
-    return frozenset(fold(w) for lang in LANGUAGES for w in catalogue(lang)[f"words.{kind}"])
+def _words(key: str) -> frozenset[str]:
+    return frozenset(fold(w) for lang in LANGUAGES for w in catalogue(lang)[key])
 
 
-_WORDS = {kind: _words(kind) for kind in ("menu", "agent", "cancel")}
+_WORDS = {kind: _words(f"words.{kind}") for kind in ("menu", "agent", "cancel")}
+_WORDS |= {"mute": _words("notice.words_mute"), "unmute": _words("notice.words_unmute")}
 
 
 def command_of(text: str) -> str | None:
@@ -77,12 +87,14 @@ def _mask_digits(text: str) -> str:
 @dataclass
 class Turn(Generic[S]):
     """What one dialog step gives back to the runtime: the session to save, the replies to
-    send, and what to count (tickets filed by origin; the kind of failure that was rolled back)."""
+    send, and what to count (tickets filed by origin; the kind of failure that was rolled back;
+    a rating 1-5 the customer gave)."""
 
     session: S
     replies: list[Outbound]
     tickets: list[str] = field(default_factory=list)
     failure: str | None = None
+    csat: int | None = None
 
 
 class Dialog(Generic[S]):
@@ -126,7 +138,12 @@ class Dialog(Generic[S]):
         notes: list[str] = []
         idle = now - session.updated_at if session.updated_at else 0.0
         reset_after = self.ctx.settings.session_idle_reset
-        if not fresh and idle > reset_after and session.state != WAITING:
+        if (
+            not fresh
+            and idle > reset_after
+            and session.state != WAITING
+            and not self._answers_question(session, inbound, now)
+        ):
             keep = {k: session.data[k] for k in ("topic",) if k in session.data}
             session = self.new_session(session.lang, keep)
             fresh = True
@@ -164,7 +181,7 @@ class Dialog(Generic[S]):
             self._apologise(conv, "error_generic")
         self._remember(session, inbound, conv.replies)
         session.updated_at = now
-        return Turn(session, conv.replies, tickets, failure)
+        return Turn(session, conv.replies, tickets, failure, conv.csat)
 
     def _apologise(self, conv: Conversation, key: str) -> None:
         """An apology with a way forward: the options the customer had, plus an agent."""
@@ -189,6 +206,11 @@ class Dialog(Generic[S]):
             conv.say(conv.t("text_too_long", limit=MAX_TEXT))
         command = command_of(text) if inbound.kind in (Kind.TEXT, Kind.BUTTON) and text else None
 
+        if command in ("mute", "unmute"):
+            await noticeflow.set_notices(
+                conv, on=command == "unmute", offer_again=session.state != WAITING
+            )
+            return
         if session.state == WAITING:
             await self._while_handed_off(conv, inbound, text, command)
             return
@@ -203,7 +225,11 @@ class Dialog(Generic[S]):
             await self._run(conv, "identify", "begin", {})
             return
 
-        option = self._match_option(conv, inbound, text)
+        option = self._match_option(conv.data, inbound, text)
+        if command is None and self._off_question(flow, state, option, text):
+            noticeflow.rest_menu(conv)  # the customer is at their menu
+            flow, state = split_state(session.state)
+            option = self._match_option(conv.data, inbound, text)
         if option is not None and option.id in _GLOBAL_OPTIONS:
             command = _GLOBAL_OPTIONS[option.id]
         if command is not None:
@@ -229,10 +255,34 @@ class Dialog(Generic[S]):
         opts = [Option(i, label) for i, label in conv.data.get("opts", [])]
         conv.say(conv.t("not_understood"), opts)
 
+    def _answers(self, flow: str, state: str, option: Option | None) -> bool:
+        """The option answers what the state asks."""
+        if option is None:
+            return False
+        return option.id in _GLOBAL_OPTIONS or self.flows.accepts(
+            flow, state, option.id.partition(":")[0]
+        )
+
+    def _off_question(self, flow: str, state: str, option: Option | None, text: str) -> bool:
+        """In a notice's question, something that does not answer it."""
+        if flow not in noticeflow.QUESTION_FLOWS or self._answers(flow, state, option):
+            return False
+        return not (text and self.flows.takes_text(flow, state))
+
+    def _answers_question(self, session: SessionRecord, inbound: Inbound, now: float) -> bool:
+        """An answer to a notice's question asked less than QUESTION_LIFE ago (the idle reset
+        spares it: notices are answered hours later)."""
+        flow, state = split_state(session.state)
+        asked = float(session.data.get("asked_at", 0.0))
+        if flow not in noticeflow.QUESTION_FLOWS or now - asked > noticeflow.QUESTION_LIFE:
+            return False
+        option = self._match_option(session.data, inbound, inbound.text.strip())
+        return self._answers(flow, state, option)
+
     @staticmethod
-    def _match_option(conv: Conversation, inbound: Inbound, text: str) -> Option | None:
+    def _match_option(data: dict[str, Any], inbound: Inbound, text: str) -> Option | None:
         """The offered option the customer chose: pressed, typed by label, or by number."""
-        offered = [Option(i, label) for i, label in conv.data.get("opts", [])]
+        offered = [Option(i, label) for i, label in data.get("opts", [])]
         if inbound.kind == Kind.BUTTON and inbound.payload:
             found = next((o for o in offered if o.id == inbound.payload), None)
             return found or Option(inbound.payload, inbound.payload)
@@ -330,6 +380,8 @@ class Dialog(Generic[S]):
         if word == "/cerrar":
             if session.state == WAITING:
                 await self._run(conv, "agent", "end", {}, state="waiting")
+                if await rating_wanted(conv):  # after the menu: its options keep working
+                    await self._run(conv, "notice", "rate", {})
             await self._note(msg.thread_id, notes("agents.closed"))
             await self.ctx.handoff.close(msg.thread_id)
         elif word == "/ticket":
@@ -374,6 +426,7 @@ class Dialog(Generic[S]):
             )
             return
         conv.tickets.append("agent")
+        await watch_ticket(conv, ticket.id)
         await self._note(
             msg.thread_id, notes("agents.ticket_created", id=ticket.id, service_id=service_id)
         )
@@ -385,6 +438,26 @@ class Dialog(Generic[S]):
             await self.ctx.handoff.notify(thread_id, text)
         except HandoffError:
             log.warning("note not posted in the topic", extra={"thread_id": thread_id})
+
+    # -- notices -------------------------------------------------------------------------------
+    async def notice(self, key: ConvKey, loaded: S | None, notice: Notice) -> Turn[S] | None:
+        """The bot speaks first (the runtime checked the opt-out): the notice's replies and the
+        session to save, its question's answers understood; None when nothing is to be sent
+        (a handoff in progress, or a notice that cannot be told)."""
+        session = loaded or self.new_session()
+        if session.state == WAITING:
+            return None
+        conv = Conversation(key, session, None, self.ctx)
+        if notice.kind in noticeflow.QUESTIONS and noticeflow.question_ok(notice):
+            await self._run(conv, "notice", notice.kind, {"params": dict(notice.params)})
+            session.updated_at = self.ctx.clock()
+        else:
+            text = noticeflow.plain_notice(conv, notice)
+            if text is None:
+                log.warning("notice not told", extra={"conv": str(key), "kind": notice.kind})
+                return None
+            conv.say(text)
+        return Turn(session, conv.replies)
 
     # -- time ----------------------------------------------------------------------------------
     def timed_out(self, session: SessionRecord, now: float) -> bool:

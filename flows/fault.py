@@ -8,7 +8,8 @@ from typing import Any
 
 from transitions.extensions.asyncio import AsyncEventData
 
-from flows.base import Flow, model
+from flows.base import Conversation, Flow, model
+from flows.notices import watch_outage, watch_ticket
 from flows.tickets import ticket_request
 from integrations.wisphub.errors import TicketUnconfirmed, WispHubError
 from integrations.wisphub.models import PingResult
@@ -54,6 +55,20 @@ class FaultFlow(Flow):
                 "after": [self.say_open_ticket, back],
             },
             {"trigger": "begin", "source": "*", "dest": "category", "after": self.ask_category},
+            # "No, sigo sin servicio" to an outage-resolved notice: the outage check is skipped.
+            {
+                "trigger": "after_outage",
+                "source": "*",
+                "dest": "idle",
+                "conditions": self.open_ticket,
+                "after": [self.say_open_ticket, back],
+            },
+            {
+                "trigger": "after_outage",
+                "source": "*",
+                "dest": "category",
+                "after": self.ask_category,
+            },
             # An agent-less request for help lands here with the category "other".
             {
                 "trigger": "describe_only",
@@ -127,6 +142,7 @@ class FaultFlow(Flow):
         client = await conv.client()
         if client.has_outage and client.router is not None:
             conv.data["outage"] = client.router.outage_description
+            conv.data["outage_router"] = client.router.id
             return True
         return False
 
@@ -185,7 +201,7 @@ class FaultFlow(Flow):
             conv.ctx.settings.tickets,
             service_id=client.service_id,
             category=conv.data.get("category", "other"),
-            description=conv.data.get("description", ""),
+            description=self._description(conv),
             technician_id=client.technician.id if client.technician else None,
             requested_at=datetime.fromtimestamp(conv.data.get("unconfirmed", conv.now), tz=UTC),
             recheck="unconfirmed" in conv.data,
@@ -195,11 +211,22 @@ class FaultFlow(Flow):
         except TicketUnconfirmed:
             conv.data["unconfirmed"] = request.requested_at.timestamp()
             return False
-        for name in ("description", "category", "unconfirmed"):
+        for name in ("description", "category", "unconfirmed", "reopens"):
             conv.data.pop(name, None)
         conv.tickets.append("fault")
-        conv.say(conv.t("ticket_created", id=ticket.id))
+        text = conv.t("ticket_created", id=ticket.id)
+        if await watch_ticket(conv, ticket.id):
+            text += " " + conv.t("notice.ticket_watch")
+        conv.say(text)
         return True
+
+    @staticmethod
+    def _description(conv: Conversation) -> str:
+        """The customer's words; a ticket reopening a resolved one says which (notices)."""
+        description = str(conv.data.get("description", ""))
+        if "reopens" in conv.data:
+            return conv.t("notice.reopen_description", id=conv.data["reopens"], text=description)
+        return description
 
     # -- replies ---------------------------------------------------------------------------
     async def back_to_menu(self, ev: AsyncEventData) -> None:
@@ -210,7 +237,10 @@ class FaultFlow(Flow):
         """Announce the known outage; no ticket."""
         conv = model(ev)
         description = conv.data.pop("outage", "") or conv.t("outage_no_description")
-        conv.say(conv.t("outage", description=description))
+        # "Te avisaremos" only when a notice will follow.
+        watched = await watch_outage(conv, conv.data.pop("outage_router", None))
+        after = conv.t("notice.outage_watch" if watched else "notice.outage_no_watch")
+        conv.say(conv.t("outage", description=description) + " " + after)
 
     async def say_open_ticket(self, ev: AsyncEventData) -> None:
         """Tell the open ticket's number and status instead of opening another."""
@@ -264,6 +294,6 @@ class FaultFlow(Flow):
     async def say_cancelled(self, ev: AsyncEventData) -> None:
         """No ticket."""
         conv = model(ev)
-        for name in ("description", "category", "unconfirmed"):
+        for name in ("description", "category", "unconfirmed", "reopens"):
             conv.data.pop(name, None)
         conv.say(conv.t("ticket_cancelled"))

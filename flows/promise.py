@@ -8,6 +8,7 @@ from typing import Any
 from transitions.extensions.asyncio import AsyncEventData
 
 from flows.base import Conversation, Flow, model
+from flows.notices import watch_promise
 from flows.types import Option
 
 
@@ -102,6 +103,8 @@ class PromiseFlow(Flow):
         await conv.ctx.wisphub.payment_promise(number, chosen)
         conv.data.pop("invoice", None)
         conv.say(conv.t("promise_done", invoice=number, date=conv.t.date(chosen)))
+        # h8-noticeflows (issue 15): a reminder the day before the promise is due.
+        await watch_promise(conv, chosen)
 
     async def say_none(self, ev: AsyncEventData) -> None:
         """No pending invoice."""

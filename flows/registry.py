@@ -13,6 +13,7 @@ from flows.client import ClientFlow
 from flows.fault import FaultFlow
 from flows.identify import IdentifyFlow
 from flows.main import MainFlow
+from flows.noticeflow import NoticeFlow, ReminderFlow
 from flows.plans import PlansFlow
 from flows.promise import PromiseFlow
 
@@ -24,6 +25,8 @@ FLOW_CLASSES: tuple[type[Flow], ...] = (
     PromiseFlow,
     PlansFlow,
     AgentFlow,
+    NoticeFlow,
+    ReminderFlow,
 )
 
 
