@@ -246,6 +246,7 @@ class FaultFlow(Flow):
         """Tell the open ticket's number and status instead of opening another."""
         conv = model(ev)
         number, subject, status = conv.data.pop("open_ticket")
+        conv.data.pop("reopens", None)  # no new ticket: nothing is reopened
         conv.say(
             conv.t("open_ticket_exists", id=number, subject=subject, status=conv.t.status(status))
         )
@@ -253,7 +254,8 @@ class FaultFlow(Flow):
     async def ask_category(self, ev: AsyncEventData) -> None:
         """Which problem."""
         conv = model(ev)
-        conv.data.pop("unconfirmed", None)  # a new report, not a retry of an unconfirmed one
+        for name in ("unconfirmed", "reopens"):  # a new report, not a retry or a reopening
+            conv.data.pop(name, None)
         conv.say(conv.t("ask_category"), conv.opts(*CATEGORIES))
 
     async def say_glad(self, ev: AsyncEventData) -> None:

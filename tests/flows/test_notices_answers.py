@@ -81,6 +81,18 @@ async def test_ticket_not_solved_files_a_new_ticket_referring_to_the_old_one(bot
     assert "Reabre el ticket #4711" in str(post.fields.get("descripcion"))
 
 
+async def test_reopening_while_another_ticket_is_open_tells_that_one(bot: Bot) -> None:
+    key = ConvKey("telegram", "9027")
+    await bot.verified(key, ANA)
+    for step in ("Reportar falla", "Sin internet", "Sigue igual", "No navega", "Confirmar"):
+        await bot.send(key, step)
+    await bot.notice(key, resolved("4711"))
+    await bot.send(key, "No")
+    answer = await bot.press(key, "reopen")
+    assert "ya tienes abierto el ticket #4800" in answer
+    assert "reopens" not in (await bot.session(key)).data
+
+
 async def test_ticket_not_solved_outside_hours_offers_no_agent() -> None:
     async for b in make_bot(hours="sat 08:00-09:00"):
         key = ConvKey("telegram", "9024")
