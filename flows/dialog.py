@@ -142,7 +142,9 @@ class Dialog(Generic[S]):
             not fresh
             and idle > reset_after
             and session.state != WAITING
-            and not self._answers_question(session, inbound, now)
+            and not noticeflow.still_asked(
+                self.flows, session, self._match_option(session.data, inbound, inbound.text), now
+            )
         ):
             keep = {k: session.data[k] for k in ("topic",) if k in session.data}
             session = self.new_session(session.lang, keep)
@@ -226,7 +228,7 @@ class Dialog(Generic[S]):
             return
 
         option = self._match_option(conv.data, inbound, text)
-        if command is None and self._off_question(flow, state, option, text):
+        if command is None and noticeflow.off_question(self.flows, flow, state, option, text):
             noticeflow.rest_menu(conv)  # the customer is at their menu
             flow, state = split_state(session.state)
             option = self._match_option(conv.data, inbound, text)
@@ -255,30 +257,6 @@ class Dialog(Generic[S]):
         opts = [Option(i, label) for i, label in conv.data.get("opts", [])]
         conv.say(conv.t("not_understood"), opts)
 
-    def _answers(self, flow: str, state: str, option: Option | None) -> bool:
-        """The option answers what the state asks."""
-        if option is None:
-            return False
-        return option.id in _GLOBAL_OPTIONS or self.flows.accepts(
-            flow, state, option.id.partition(":")[0]
-        )
-
-    def _off_question(self, flow: str, state: str, option: Option | None, text: str) -> bool:
-        """In a notice's question, something that does not answer it."""
-        if flow not in noticeflow.QUESTION_FLOWS or self._answers(flow, state, option):
-            return False
-        return not (text and self.flows.takes_text(flow, state))
-
-    def _answers_question(self, session: SessionRecord, inbound: Inbound, now: float) -> bool:
-        """An answer to a notice's question asked less than QUESTION_LIFE ago (the idle reset
-        spares it: notices are answered hours later)."""
-        flow, state = split_state(session.state)
-        asked = float(session.data.get("asked_at", 0.0))
-        if flow not in noticeflow.QUESTION_FLOWS or now - asked > noticeflow.QUESTION_LIFE:
-            return False
-        option = self._match_option(session.data, inbound, inbound.text.strip())
-        return self._answers(flow, state, option)
-
     @staticmethod
     def _match_option(data: dict[str, Any], inbound: Inbound, text: str) -> Option | None:
         """The offered option the customer chose: pressed, typed by label, or by number."""
@@ -291,8 +269,10 @@ class Dialog(Generic[S]):
         number = text.lstrip("#").strip()
         if number.isdigit() and 1 <= int(number) <= len(offered):
             return offered[int(number) - 1]
-        folded = fold(text)
-        return next((o for o in offered if fold(o.label) == folded), None)
+        folded = fold(text)  # a label's first clause is enough: "no" for "No, sigo sin servicio"
+        return next(
+            (o for o in offered if folded in (fold(o.label), fold(o.label.split(",")[0]))), None
+        )
 
     async def _command(self, conv: Conversation, command: str) -> None:
         """Global commands work from any state."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from datetime import date
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from transitions.extensions.asyncio import AsyncEventData
 
@@ -21,9 +21,12 @@ from flows.base import Conversation, Flow, model
 from flows.client import CLIENT_OPTIONS
 from flows.main import PUBLIC_OPTIONS
 from flows.notices import Notice, end_of_day, notices_on
-from flows.ports import HandoffError
+from flows.ports import HandoffError, SessionRecord
 from flows.texts import Texts
 from flows.types import Option
+
+if TYPE_CHECKING:
+    from flows.registry import Flows
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,32 @@ QUESTION_LIFE = 24 * 3600  # seconds a notice's question stays answerable
 QUESTIONS = frozenset({"outage_resolved", "ticket_resolved"})  # the kinds that ask something
 LOW_SCORE = 2  # a rating of this or less offers an agent (within business hours)
 MAX_COMMENT = 500
+
+
+# The dialog's options that work everywhere (an agent, the menu): always an answer.
+_ALWAYS = frozenset({"agent", "menu"})
+
+
+def off_question(flows: Flows, flow: str, state: str, option: Option | None, text: str) -> bool:
+    """In a notice's question, something that does not answer it (then the customer is at
+    their menu: ``rest_menu``)."""
+    if flow not in QUESTION_FLOWS:
+        return False
+    if option is not None and (
+        option.id in _ALWAYS or flows.accepts(flow, state, option.id.partition(":")[0])
+    ):
+        return False
+    return not (text and flows.takes_text(flow, state))
+
+
+def still_asked(flows: Flows, session: SessionRecord, option: Option | None, now: float) -> bool:
+    """The option answers a notice's question asked less than QUESTION_LIFE ago: the idle
+    reset spares it (notices are answered hours later)."""
+    flow, _, state = session.state.partition(".")
+    asked = float(session.data.get("asked_at", 0.0))
+    if flow not in QUESTION_FLOWS or now - asked > QUESTION_LIFE or option is None:
+        return False
+    return not off_question(flows, flow, state, option, "")
 
 
 def _option(conv: Conversation, option_id: str, key: str) -> Option:

@@ -99,6 +99,13 @@ async def test_still_no_service_goes_to_the_fault_report_without_the_outage_chec
     assert "falla general" not in answer
 
 
+async def test_a_typed_no_answers_still_no_service(bot: Bot) -> None:
+    key = ConvKey("telegram", "9018")
+    await bot.verified(key, LUZ)
+    await bot.notice(key, outage())
+    assert "que problema tienes" in await bot.send(key, "no")
+
+
 async def test_still_no_service_after_the_verification_expired_verifies_first(bot: Bot) -> None:
     key = ConvKey("telegram", "9012")
     await bot.verified(key, LUZ)
