@@ -56,6 +56,7 @@ _COMMANDS = {
     "unmute": "unmute",
 }
 _GLOBAL_OPTIONS = {"agent": "agent", "menu": "menu"}
+FIRST = "main.idle"  # a conversation the bot only spoke in (a notice)
 
 S = TypeVar("S", bound=SessionRecord)
 
@@ -133,7 +134,7 @@ class Dialog(Generic[S]):
         was and the error raised: the runtime runs the step again.
         """
         now = self.ctx.clock()
-        fresh = loaded is None
+        fresh = loaded is None or loaded.state == FIRST  # a notice's session: nothing said yet
         session = loaded or self.new_session()
         notes: list[str] = []
         idle = now - session.updated_at if session.updated_at else 0.0
@@ -437,6 +438,8 @@ class Dialog(Generic[S]):
                 log.warning("notice not told", extra={"conv": str(key), "kind": notice.kind})
                 return None
             conv.say(text)
+            if loaded is None:
+                session.state = FIRST  # the customer's first message is greeted
         return Turn(session, conv.replies)
 
     # -- time ----------------------------------------------------------------------------------

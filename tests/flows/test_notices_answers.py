@@ -35,6 +35,15 @@ async def test_ticket_in_progress_is_plain_text_and_leaves_the_conversation(bot:
     assert (await bot.session(key)).state == before
 
 
+async def test_a_plain_notice_to_a_new_conversation_then_a_greeting(bot: Bot) -> None:
+    key = ConvKey("telegram", "9028")
+    notice = Notice("ticket_progress", 10, "ticket:4711:progress", {"ticket_id": "4711"})
+    assert "#4711" in told(await bot.notice(key, notice))
+    answer = await bot.send(key, "hola")
+    assert "asistente virtual" in answer
+    assert "no entendi" not in answer
+
+
 async def test_ticket_resolved_yes_asks_the_rating_then_a_comment(bot: Bot) -> None:
     key = ConvKey("telegram", "9021")
     await bot.verified(key, ANA)
