@@ -328,13 +328,16 @@ class Engine:
 
     @staticmethod
     def _count(turn: Turn[Session]) -> None:
-        """The dialog's tickets, rolled-back steps and free text understood, in the metrics."""
+        """The dialog's tickets, rolled-back steps, free text understood and ratings, in the
+        metrics."""
         for origin in turn.tickets:
             metrics.TICKETS_CREATED.labels(origin).inc()
         if turn.failure is not None:
             metrics.FLOW_ERRORS.labels(turn.failure).inc()
         for intent in turn.intents:
             metrics.count_understanding(intent, understood=intent != "out_of_scope")
+        if turn.csat is not None:
+            metrics.labelled(metrics.CSAT, str(turn.csat)).inc()
 
     # -- agents --------------------------------------------------------------------------------
     async def from_agent(self, msg: AgentMessage, deliver: Deliver | None = None) -> list[Outbound]:

@@ -102,6 +102,12 @@ NOT_UNDERSTOOD = Counter(
     "Free-text messages the bot could not place (out of scope or too unsure)",
     registry=REGISTRY,
 )
+CSAT = Counter(
+    "wispbot_csat_total",
+    "Ratings customers gave (1-5) after a resolved ticket or a closed handoff",
+    ["score"],
+    registry=REGISTRY,
+)
 
 
 @functools.cache

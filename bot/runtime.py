@@ -16,7 +16,7 @@ from bot.engine import Engine, wall_clock
 from bot.settings import Settings, require
 from bot.store import SessionStore, make_store
 from flows.base import FlowContext
-from flows.ports import HandoffPort
+from flows.ports import HandoffPort, Subscriptions
 from flows.understand import Understanding
 from integrations.wisphub.client import WispHubClient
 from integrations.wisphub.sandbox import SANDBOX_API_KEY, Sandbox, running_sandbox
@@ -67,6 +67,7 @@ async def open_runtime(
     use_sandbox: bool = False,
     store: SessionStore | None = None,
     clock: Callable[[], float] = wall_clock,
+    subscriptions: Subscriptions | None = None,
 ) -> AsyncIterator[Runtime]:
     """Start what the engine needs (the demo sandbox when asked) and close it all at the end."""
     async with AsyncExitStack() as stack:
@@ -98,5 +99,6 @@ async def open_runtime(
             handoff=handoff,
             clock=clock,
             understanding=understanding(settings.bot.tz),
+            subscriptions=subscriptions,
         )
         yield Runtime(settings, Engine(ctx, settings.bot), wisphub, store, handoff, sandbox)

@@ -16,7 +16,10 @@ agents' topic received since the last move), ``fault`` (inject a WispHub fault f
 ``after: true`` carries the request out and only replaces its answer, as a proxy's 502 after
 WispHub made the ticket);
 top-level ``now`` (ISO start time) and ``settings`` (environment names → values, e.g.
-``BUSINESS_HOURS``), ``agents: false`` (no agents' chat configured).
+``BUSINESS_HOURS``), ``agents: false`` (no agents' chat configured). Notices (issue 15):
+``expect_subscribed`` / ``expect_not_subscribed`` (regex over the conversation's subscriptions,
+one ``topic:target`` a line, plus ``opted_out``); top-level ``notices: false`` (no
+subscriptions configured, as with ``NOTIFY_ENABLED=false``).
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ STEP_KINDS = frozenset(
         "document",
         "expect_agents",
         "fault",
+        "expect_subscribed",
+        "expect_not_subscribed",
     }
 )
 
@@ -78,6 +83,37 @@ class SimClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+class ScenarioSubscriptions:
+    """The notice subscriptions a scenario's conversation made, kept in memory to be checked
+    (the scheduler that reads them is not part of a scenario)."""
+
+    def __init__(self) -> None:
+        self.subs: dict[tuple[str, str, ConvKey], tuple[int, float]] = {}
+        self.muted: set[ConvKey] = set()
+
+    async def subscribe(
+        self, topic: str, target: str, key: ConvKey, *, service_id: int, until: float
+    ) -> None:
+        self.subs[(topic, target, key)] = (service_id, until)
+
+    async def unsubscribe(self, topic: str, target: str, key: ConvKey) -> None:
+        self.subs.pop((topic, target, key), None)
+
+    async def opt_out(self, key: ConvKey) -> None:
+        self.muted.add(key)
+
+    async def opt_in(self, key: ConvKey) -> None:
+        self.muted.discard(key)
+
+    async def opted_out(self, key: ConvKey) -> bool:
+        return key in self.muted
+
+    def describe(self, key: ConvKey) -> str:
+        """One ``topic:target`` a line, and ``opted_out`` when so."""
+        lines = [f"{topic}:{target}" for topic, target, k in self.subs if k == key]
+        return "\n".join([*lines, *(["opted_out"] if key in self.muted else [])])
 
 
 @dataclass
@@ -161,6 +197,7 @@ class Runner:
         self.requests_seen = 0
         self.last_move = "(start)"
         self.last_options: Outbound | None = None
+        self.subscriptions = ScenarioSubscriptions() if scenario.get("notices", True) else None
 
     def log(self, line: str) -> None:
         self.transcript.append(line)
@@ -185,7 +222,14 @@ class Runner:
         agents = LocalAgents() if scenario.get("agents", True) else None
         handoff: HandoffPort = agents if agents is not None else NoAgents()
         store = MemoryStore(clock=clock)
-        async with open_runtime(settings, handoff, sandbox=sandbox, store=store, clock=clock) as rt:
+        async with open_runtime(
+            settings,
+            handoff,
+            sandbox=sandbox,
+            store=store,
+            clock=clock,
+            subscriptions=self.subscriptions,
+        ) as rt:
             for number, step in enumerate(scenario.get("steps") or [], 1):
                 if not isinstance(step, dict) or len(step) != 1:
                     raise ScenarioError(f"step {number}: one key per step, e.g. '- user: hola'")
@@ -280,6 +324,12 @@ class Runner:
             if not _matches(str(value), posts):
                 raise StepFailed(
                     f"expected /{value}/ in the agents' topic after {self.last_move!r}"
+                )
+        elif kind in ("expect_subscribed", "expect_not_subscribed"):
+            subs = self.subscriptions.describe(self.key) if self.subscriptions else ""
+            if _matches(str(value), subs) != (kind == "expect_subscribed"):
+                raise StepFailed(
+                    f"{kind} /{value}/ after {self.last_move!r}; subscriptions: {subs!r}"
                 )
         elif kind == "expect_wisphub":
             if not isinstance(value, dict):

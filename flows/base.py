@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, cas
 
 from transitions.extensions.asyncio import AsyncEventData, AsyncMachine
 
-from flows.ports import Clock, DialogStore, HandoffPort, SessionRecord
+from flows.ports import Clock, DialogStore, HandoffPort, SessionRecord, Subscriptions
 from flows.settings import DialogSettings
 from flows.texts import Texts
 from flows.types import ConvKey, Inbound, Option, Outbound
@@ -65,6 +65,8 @@ class FlowContext(Generic[StoreT]):
     clock: Clock
     # Free text (flows.route); None: only options and commands are understood.
     understanding: Understanding | None = None
+    # Notices (flows/notices.py); None: disabled (NOTIFY_ENABLED=false), nothing is promised.
+    subscriptions: Subscriptions | None = None
 
     def local_now(self) -> datetime:
         """The current time in the ISP's time zone."""
@@ -96,6 +98,7 @@ class Conversation:
         self.goto: tuple[str, str] | None = None  # (flow, trigger) to fire after this one
         self.tickets: list[str] = []  # origins of the tickets filed in this turn (metrics)
         self.intents: list[str] = []  # free text understood in this turn (metrics)
+        self.csat: int | None = None  # a rating the customer gave in this turn (metrics)
         self.state = "idle"
 
     # -- replies ---------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from transitions.extensions.asyncio import AsyncEventData
 
 from flows.base import Conversation, Flow, model
 from flows.names import fold
+from flows.notices import offer_reminder
 from flows.types import FAULT_CATEGORIES
 
 CLIENT_OPTIONS = (
@@ -63,7 +64,7 @@ class ClientFlow(Flow):
                 "source": ["menu", "idle"],  # idle: asked for in words, or before verifying
                 "dest": "menu",
                 "before": self.show_account,
-                "after": self.show_menu_again,
+                "after": [self.show_menu_again, offer_reminder],  # h8: cut-off reminders
             },
             {
                 "trigger": "tickets",

@@ -2,10 +2,11 @@
 
 It knows no channel and no runtime: the engine opens the turn, loads the session, calls
 ``Dialog.process`` (a customer's event), ``Dialog.from_agent`` (an agent wrote in the topic),
-``Dialog.note`` (a reaction or an edit) or ``Dialog.timeout`` (no agent answered), then saves
-what it returns and delivers the replies. Here: command words, option matching, the
-verification gate, the idle reset, the new-session menu, relaying during a handoff, and the
-agents' ``/cerrar``, ``/ticket`` and ``/verificar``. A step that fails leaves the session as it
+``Dialog.note`` (a reaction or an edit), ``Dialog.timeout`` (no agent answered) or
+``Dialog.notice`` (the bot speaks first, flows/noticeflow.py), then saves what it returns and
+delivers the replies. Here: commands and offered options first (``flows.commands``), then free
+text (``flows.route``), the verification gate, the idle reset, the new-session menu, relaying
+during a handoff, and the agents' ``/cerrar``, ``/ticket`` and ``/verificar``. A step that fails leaves the session as it
 was loaded and the customer gets an apology with the options they had plus an agent.
 """
 
@@ -13,26 +14,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-from flows import formats
+from flows import formats, noticeflow
 from flows.agent import WAITING
 from flows.base import Conversation, FlowContext
+from flows.commands import GLOBAL_OPTIONS, WORDS, command_of, mask_digits, match_offered
 from flows.desk import agent_reply, media_note
 from flows.identify import verify_by_agent
 from flows.main import PUBLIC_OPTIONS
-from flows.names import fold
+from flows.notices import Notice, rating_wanted, watch_ticket
 from flows.ports import HandoffError, PortUnavailable, SessionRecord
 from flows.registry import Flows, build_flows, split_state
 from flows.route import ASK, FreeText
-from flows.texts import LANGUAGES, Texts, catalogue
+from flows.texts import LANGUAGES, Texts
 from flows.tickets import ticket_request
 from flows.types import AgentMessage, ConvKey, Inbound, Kind, Option, Outbound
-from flows.understand import match_option
 from integrations.wisphub.errors import WispHubError
 
 log = logging.getLogger(__name__)
@@ -40,60 +40,24 @@ log = logging.getLogger(__name__)
 MAX_TEXT = 4000  # characters kept of one customer message
 HISTORY = 8  # messages kept for the agents' card
 MAX_JUMPS = 5
-_LONG_DIGITS = re.compile(r"\d{6,}")
-_COMMANDS = {
-    "start": "start",
-    "menu": "menu",
-    "cancelar": "cancel",
-    "cancel": "cancel",
-    "agente": "agent",
-    "agent": "agent",
-    "asesor": "agent",
-    "atras": "back",
-    "volver": "back",
-    "back": "back",
-}
-_GLOBAL_OPTIONS = {"agent": "agent", "menu": "menu"}
+FIRST = "main.idle"  # a conversation the bot only spoke in (a notice)
 
 S = TypeVar("S", bound=SessionRecord)
-
-
-def _words(kind: str) -> frozenset[str]:
-    return frozenset(fold(w) for lang in LANGUAGES for w in catalogue(lang)[f"words.{kind}"])
-
-
-_WORDS = {kind: _words(kind) for kind in ("menu", "agent", "cancel")}
-_WORDS["back"] = frozenset(fold(w) for lang in LANGUAGES for w in catalogue(lang)["back_words"])
-
-
-def command_of(text: str) -> str | None:
-    """A global command typed anywhere: ``/start``, ``/menu``, ``/cancelar``, ``/agente``,
-    ``/atras``, and their words."""
-    folded = fold(text)
-    if text.strip().startswith("/"):
-        name = text.strip()[1:].split()[0].split("@")[0].lower() if text.strip()[1:] else ""
-        return _COMMANDS.get(fold(name))
-    for kind, words in _WORDS.items():
-        if folded in words:
-            return kind
-    return None
-
-
-def _mask_digits(text: str) -> str:
-    return _LONG_DIGITS.sub(lambda m: "*" * (len(m[0]) - 3) + m[0][-3:], text)
 
 
 @dataclass
 class Turn(Generic[S]):
     """What one dialog step gives back to the runtime: the session to save, the replies to
     send, and what to count (tickets filed by origin; the kind of failure that was rolled back;
-    the intents of free text understood, ``out_of_scope`` for a message not understood)."""
+    the intents of free text understood, ``out_of_scope`` for a message not understood; a
+    rating 1-5 the customer gave)."""
 
     session: S
     replies: list[Outbound]
     tickets: list[str] = field(default_factory=list)
     failure: str | None = None
     intents: list[str] = field(default_factory=list)
+    csat: int | None = None
 
 
 class Dialog(Generic[S]):
@@ -116,7 +80,7 @@ class Dialog(Generic[S]):
         self._restore = restore
         understanding = ctx.understanding
         self.free = (
-            FreeText(understanding, self.flows, self._run, self._to_menu, _WORDS["agent"])
+            FreeText(understanding, self.flows, self._run, self._to_menu, WORDS["agent"])
             if understanding is not None
             else None
         )
@@ -139,12 +103,22 @@ class Dialog(Generic[S]):
         was and the error raised: the runtime runs the step again.
         """
         now = self.ctx.clock()
-        fresh = loaded is None
+        fresh = loaded is None or loaded.state == FIRST  # a notice's session: nothing said yet
         session = loaded or self.new_session()
         notes: list[str] = []
         idle = now - session.updated_at if session.updated_at else 0.0
         reset_after = self.ctx.settings.session_idle_reset
-        if not fresh and idle > reset_after and session.state != WAITING:
+        if (
+            not fresh
+            and idle > reset_after
+            and session.state != WAITING
+            and not noticeflow.still_asked(
+                self.flows,
+                session,
+                match_offered(session.data, session.lang, inbound, inbound.text),
+                now,
+            )
+        ):
             keep = {k: session.data[k] for k in ("topic",) if k in session.data}
             session = self.new_session(session.lang, keep)
             fresh = True
@@ -183,7 +157,7 @@ class Dialog(Generic[S]):
             self._apologise(conv, "error_generic")
         self._remember(session, inbound, conv.replies)
         session.updated_at = now
-        return Turn(session, conv.replies, tickets, failure, intents)
+        return Turn(session, conv.replies, tickets, failure, intents, conv.csat)
 
     def _apologise(self, conv: Conversation, key: str) -> None:
         """An apology with a way forward: the options the customer had, plus an agent."""
@@ -196,7 +170,7 @@ class Dialog(Generic[S]):
     def _remember(session: SessionRecord, inbound: Inbound, replies: list[Outbound]) -> None:
         history: list[list[str]] = session.data.setdefault("history", [])
         if inbound.text:
-            history.append(["c", _mask_digits(inbound.text[:200])])
+            history.append(["c", mask_digits(inbound.text[:200])])
         history.extend(["b", r.text[:200]] for r in replies if r.text)
         del history[:-HISTORY]
 
@@ -208,6 +182,11 @@ class Dialog(Generic[S]):
             conv.say(conv.t("text_too_long", limit=MAX_TEXT))
         command = command_of(text) if inbound.kind in (Kind.TEXT, Kind.BUTTON) and text else None
 
+        if command in ("mute", "unmute"):
+            await noticeflow.set_notices(
+                conv, on=command == "unmute", offer_again=session.state != WAITING
+            )
+            return
         if session.state == WAITING:
             await self._while_handed_off(conv, inbound, text, command)
             return
@@ -228,9 +207,13 @@ class Dialog(Generic[S]):
             return
 
         misses = conv.data.pop("misses", 0)  # misunderstandings in a row (flows.route)
-        option = self._match_option(conv, inbound, text)
-        if option is not None and option.id in _GLOBAL_OPTIONS:
-            command = _GLOBAL_OPTIONS[option.id]
+        option = match_offered(conv.data, conv.session.lang, inbound, text)
+        if command is None and noticeflow.off_question(self.flows, flow, state, option, text):
+            noticeflow.rest_menu(conv)  # the customer is at their menu
+            flow, state = split_state(session.state)
+            option = match_offered(conv.data, conv.session.lang, inbound, text)
+        if option is not None and option.id in GLOBAL_OPTIONS:
+            command = GLOBAL_OPTIONS[option.id]
         if command is not None:
             await self._command(conv, command)
             return
@@ -261,25 +244,6 @@ class Dialog(Generic[S]):
             return
         opts = [Option(i, label) for i, label in conv.data.get("opts", [])]
         conv.say(conv.t("not_understood"), opts)
-
-    @staticmethod
-    def _match_option(conv: Conversation, inbound: Inbound, text: str) -> Option | None:
-        """The offered option the customer chose: pressed, typed by label, or by number."""
-        offered = [Option(i, label) for i, label in conv.data.get("opts", [])]
-        if inbound.kind == Kind.BUTTON and inbound.payload:
-            found = next((o for o in offered if o.id == inbound.payload), None)
-            return found or Option(inbound.payload, inbound.payload)
-        if not text or not offered:
-            return None
-        number = text.lstrip("#").strip()
-        if number.isdigit() and 1 <= int(number) <= len(offered):
-            return offered[int(number) - 1]
-        folded = fold(text)
-        found = next((o for o in offered if fold(o.label) == folded), None)
-        if found is None:  # a typo of a label: "soy clente", "estado d cuenta"
-            index = match_option(text, [o.label for o in offered], conv.session.lang)
-            found = offered[index] if index is not None else None
-        return found
 
     async def _command(self, conv: Conversation, command: str) -> None:
         """Global commands work from any state."""
@@ -377,6 +341,8 @@ class Dialog(Generic[S]):
         if word == "/cerrar":
             if session.state == WAITING:
                 await self._run(conv, "agent", "end", {}, state="waiting")
+                if await rating_wanted(conv):  # after the menu: its options keep working
+                    await self._run(conv, "notice", "rate", {})
             await self._note(msg.thread_id, notes("agents.closed"))
             await self.ctx.handoff.close(msg.thread_id)
         elif word == "/ticket":
@@ -419,7 +385,10 @@ class Dialog(Generic[S]):
             )
             return
         conv.tickets.append("agent")
-        conv.say(conv.t("agent_opened_ticket", id=ticket.id))
+        text = conv.t("agent_opened_ticket", id=ticket.id)
+        if await watch_ticket(conv, ticket.id):
+            text += " " + conv.t("notice.ticket_watch")
+        conv.say(text)
         await self._note(
             msg.thread_id, notes("agents.ticket_created", id=ticket.id, service_id=service_id)
         )
@@ -431,6 +400,28 @@ class Dialog(Generic[S]):
             await self.ctx.handoff.notify(thread_id, text)
         except HandoffError:
             log.warning("note not posted in the topic", extra={"thread_id": thread_id})
+
+    # -- notices -------------------------------------------------------------------------------
+    async def notice(self, key: ConvKey, loaded: S | None, notice: Notice) -> Turn[S] | None:
+        """The bot speaks first (the runtime checked the opt-out): the notice's replies and the
+        session to save, its question's answers understood; None when nothing is to be sent
+        (a handoff in progress, or a notice that cannot be told)."""
+        session = loaded or self.new_session()
+        if session.state == WAITING:
+            return None
+        conv = Conversation(key, session, None, self.ctx)
+        if notice.kind in noticeflow.QUESTIONS and noticeflow.question_ok(notice):
+            await self._run(conv, "notice", notice.kind, {"params": dict(notice.params)})
+            session.updated_at = self.ctx.clock()
+        else:
+            text = noticeflow.plain_notice(conv, notice)
+            if text is None:
+                log.warning("notice not told", extra={"conv": str(key), "kind": notice.kind})
+                return None
+            conv.say(text)
+            if loaded is None:
+                session.state = FIRST  # the customer's first message is greeted
+        return Turn(session, conv.replies)
 
     # -- time ----------------------------------------------------------------------------------
     def timed_out(self, session: SessionRecord, now: float) -> bool:

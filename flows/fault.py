@@ -7,8 +7,9 @@ from typing import Any
 
 from transitions.extensions.asyncio import AsyncEventData
 
-from flows.base import Flow, model
+from flows.base import Conversation, Flow, model
 from flows.client import subject_label
+from flows.notices import watch_outage, watch_ticket
 from flows.tickets import file_ticket
 from flows.types import FAULT_CATEGORIES
 from integrations.wisphub.errors import WispHubError
@@ -63,6 +64,20 @@ class FaultFlow(Flow):
                 "before": self.check_connection,
             },
             {"trigger": "begin", "source": "*", "dest": "category", "after": self.ask_category},
+            # "No, sigo sin servicio" to an outage-resolved notice: the outage check is skipped.
+            {
+                "trigger": "after_outage",
+                "source": "*",
+                "dest": "idle",
+                "conditions": self.open_ticket,
+                "after": [self.say_open_ticket, back],
+            },
+            {
+                "trigger": "after_outage",
+                "source": "*",
+                "dest": "category",
+                "after": self.ask_category,
+            },
             # An agent-less request for help lands here with the category "other".
             {
                 "trigger": "describe_only",
@@ -150,6 +165,7 @@ class FaultFlow(Flow):
         client = await conv.client()
         if client.has_outage and client.router is not None:
             conv.data["outage"] = client.router.outage_description
+            conv.data["outage_router"] = client.router.id
             return True
         return False
 
@@ -211,13 +227,24 @@ class FaultFlow(Flow):
         """
         conv = model(ev)
         category = conv.data.get("category", "other")
-        ticket = await file_ticket(conv, category, conv.data.get("description", ""), "fault")
+        ticket = await file_ticket(conv, category, self._description(conv), "fault")
         if ticket is None:
             return False
-        for name in ("description", "category"):
+        for name in ("description", "category", "reopens"):
             conv.data.pop(name, None)
-        conv.say(conv.t("ticket_created", id=ticket.id))
+        text = conv.t("ticket_created", id=ticket.id)
+        if await watch_ticket(conv, ticket.id):
+            text += " " + conv.t("notice.ticket_watch")
+        conv.say(text)
         return True
+
+    @staticmethod
+    def _description(conv: Conversation) -> str:
+        """The customer's words; a ticket reopening a resolved one says which (notices)."""
+        description = str(conv.data.get("description", ""))
+        if "reopens" in conv.data:
+            return conv.t("notice.reopen_description", id=conv.data["reopens"], text=description)
+        return description
 
     # -- replies ---------------------------------------------------------------------------
     async def back_to_menu(self, ev: AsyncEventData) -> None:
@@ -230,12 +257,16 @@ class FaultFlow(Flow):
         """Announce the known outage; no ticket."""
         conv = model(ev)
         description = conv.data.pop("outage", "") or conv.t("outage_no_description")
-        conv.say(conv.t("outage", description=description))
+        # "Te avisaremos" only when a notice will follow.
+        watched = await watch_outage(conv, conv.data.pop("outage_router", None))
+        after = conv.t("notice.outage_watch" if watched else "notice.outage_no_watch")
+        conv.say(conv.t("outage", description=description) + " " + after)
 
     async def say_open_ticket(self, ev: AsyncEventData) -> None:
         """Tell the open ticket's number and status instead of opening another."""
         conv = model(ev)
         number, subject, status = conv.data.pop("open_ticket")
+        conv.data.pop("reopens", None)  # no new ticket: nothing is reopened
         conv.say(
             conv.t(
                 "open_ticket_exists",
@@ -248,7 +279,8 @@ class FaultFlow(Flow):
     async def ask_category(self, ev: AsyncEventData) -> None:
         """Which problem."""
         conv = model(ev)
-        conv.data.pop("unconfirmed", None)  # a new report, not a retry of an unconfirmed one
+        for name in ("unconfirmed", "reopens"):  # a new report, not a retry or a reopening
+            conv.data.pop(name, None)
         conv.say(conv.t("ask_category"), conv.opts(*CATEGORIES))
 
     async def say_glad(self, ev: AsyncEventData) -> None:
@@ -291,6 +323,6 @@ class FaultFlow(Flow):
     async def say_cancelled(self, ev: AsyncEventData) -> None:
         """No ticket."""
         conv = model(ev)
-        for name in ("description", "category", "unconfirmed"):
+        for name in ("description", "category", "unconfirmed", "reopens"):
             conv.data.pop(name, None)
         conv.say(conv.t("ticket_cancelled"))

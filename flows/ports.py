@@ -2,8 +2,8 @@
 
 The handoff port (agents' topics) and what a customer's card carries; the failure counters
 behind the verification lockouts; the topic map; the payment promises the bot registered; the
-session record the dialog reads and writes; a clock. The runtime (``bot``) implements them;
-the dialog imports nothing of it.
+session record the dialog reads and writes; the notice subscriptions; a clock. The runtime
+(``bot``) implements them; the dialog imports nothing of it.
 """
 
 from __future__ import annotations
@@ -139,4 +139,34 @@ class HandoffPort(Protocol):
     async def close(self, thread_id: int) -> None:
         """Close the topic (the conversation went back to the bot); never raises: a failure
         is logged."""
+        ...
+
+
+class Subscriptions(Protocol):
+    """Who asked for (or was promised) a notice. Written by the dialog, read by the runtime."""
+
+    async def subscribe(
+        self, topic: str, target: str, key: ConvKey, *, service_id: int, until: float
+    ) -> None:
+        """Notify ``key`` about ``target`` of ``topic`` until ``until`` (epoch seconds).
+
+        topic "outage": target = router id; "ticket": ticket id; "reminder" (cut-off reminders)
+        and "promise" (a promise due tomorrow): service id, ``until`` the date's end.
+        """
+        ...
+
+    async def unsubscribe(self, topic: str, target: str, key: ConvKey) -> None:
+        """Forget one subscription."""
+        ...
+
+    async def opt_out(self, key: ConvKey) -> None:
+        """The customer wants no notice at all (every one of theirs stops)."""
+        ...
+
+    async def opt_in(self, key: ConvKey) -> None:
+        """The customer takes notices again."""
+        ...
+
+    async def opted_out(self, key: ConvKey) -> bool:
+        """Whether the customer asked for no notices."""
         ...

@@ -17,6 +17,7 @@ from typing import Any
 from transitions.extensions.asyncio import AsyncEventData
 
 from flows.base import Conversation, Flow, model
+from flows.notices import watch_promise
 from flows.types import Option
 from flows.understand.entities import date_in
 from flows.understand.normalize import fold
@@ -242,6 +243,8 @@ class PromiseFlow(Flow):
         else:
             key = "promise_done_stays"
         conv.say(conv.t(key, total=conv.money(promise["total"]), date=conv.t.date(chosen)))
+        # h8-noticeflows (issue 15): a reminder the day before the promise is due.
+        await watch_promise(conv, chosen)
 
     async def say_existing(self, ev: AsyncEventData) -> None:
         """The promise already registered, instead of another."""

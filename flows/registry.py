@@ -13,6 +13,7 @@ from flows.client import ClientFlow
 from flows.fault import FaultFlow
 from flows.identify import IdentifyFlow
 from flows.main import MainFlow
+from flows.noticeflow import NoticeFlow, ReminderFlow
 from flows.payment_methods import PaymentMethodsFlow
 from flows.payment_report import PaymentReportFlow
 from flows.plans import PlansFlow
@@ -30,6 +31,8 @@ FLOW_CLASSES: tuple[type[Flow], ...] = (
     PaymentReportFlow,
     PaymentMethodsFlow,
     ServiceRequestFlow,
+    NoticeFlow,
+    ReminderFlow,
 )
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bot.logs import log_key, pseudonym
+from flows.registry import FLOW_CLASSES
 from flows.types import ConvKey
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,11 +62,23 @@ def test_a_bad_setting_stops_with_one_line_naming_it() -> None:
 def test_diagram_prints_mermaid_for_every_flow() -> None:
     result = run(["diagram"])
     assert result.returncode == 0
-    flows = ("main", "identify", "client", "fault", "promise", "plans", "agent")
-    requests = ("payment_report", "payment_methods", "service_request")
-    for flow in (*flows, *requests):
+    flows = (
+        "main",
+        "identify",
+        "client",
+        "fault",
+        "promise",
+        "plans",
+        "agent",
+        "notice",
+        "reminder",
+        "payment_report",
+        "payment_methods",
+        "service_request",
+    )
+    for flow in flows:
         assert f"wispbot · {flow}" in result.stdout
-    assert result.stdout.count("stateDiagram-v2") == len(flows) + len(requests)
+    assert result.stdout.count("stateDiagram-v2") == len(FLOW_CLASSES)
 
 
 def test_diagram_of_an_unknown_flow_fails_clearly() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flows.dialog import command_of
+from flows.commands import command_of
 
 
 @pytest.mark.parametrize(

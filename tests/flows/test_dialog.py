@@ -12,7 +12,8 @@ import orjson
 import pytest
 
 from flows.base import FlowContext
-from flows.dialog import Dialog, command_of
+from flows.commands import command_of
+from flows.dialog import Dialog
 from flows.main import PUBLIC_OPTIONS
 from flows.ports import AgentRequest, PortUnavailable, Promise
 from flows.settings import DialogSettings, TicketMapping
