@@ -114,6 +114,10 @@ class BotSettings(BaseSettings):
     lockout_document_attempts: int = Field(default=5, ge=1)  # wrong names on one document, any chat
     lockout_seconds: int = Field(default=30 * 60, gt=0)
     rate_limit_per_minute: int = Field(default=30, ge=1)
+    # Notices the bot sends first (issue 15): the polls' interval, and a cut-off reminder's lead.
+    notify_enabled: bool = True
+    notify_poll_seconds: int = Field(default=300, ge=1)
+    reminder_days_before: int = Field(default=2, ge=0, le=30)
     currency_symbol: str = "$"
     currency_decimals: int = Field(default=0, ge=0, le=2)
     thousands_separator: str = "."

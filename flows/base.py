@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, cas
 
 from transitions.extensions.asyncio import AsyncEventData, AsyncMachine
 
-from flows.ports import Clock, DialogStore, HandoffPort, SessionRecord
+from flows.ports import Clock, DialogStore, HandoffPort, SessionRecord, Subscriptions
 from flows.settings import DialogSettings
 from flows.texts import Texts
 from flows.types import ConvKey, Inbound, Option, Outbound
@@ -62,6 +62,8 @@ class FlowContext(Generic[StoreT]):
     settings: DialogSettings
     handoff: HandoffPort
     clock: Clock
+    # None: notices disabled (NOTIFY_ENABLED=false); flows subscribe only when it is set.
+    subscriptions: Subscriptions | None = None
 
     def local_now(self) -> datetime:
         """The current time in the ISP's time zone."""

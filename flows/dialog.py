@@ -24,6 +24,7 @@ from flows.base import Conversation, FlowContext
 from flows.identify import verify_by_agent
 from flows.main import PUBLIC_OPTIONS
 from flows.names import fold
+from flows.notices import Notice, notice_turn
 from flows.ports import HandoffError, PortUnavailable, SessionRecord
 from flows.registry import Flows, build_flows, split_state
 from flows.texts import LANGUAGES, Texts, catalogue
@@ -112,6 +113,11 @@ class Dialog(Generic[S]):
         t = Texts(session.lang)
         session.data["opts"] = [[i, t(f"opt.{i}")] for i in PUBLIC_OPTIONS]
         return session
+
+    async def notice(self, key: ConvKey, loaded: S | None, notice: Notice) -> Turn[S] | None:
+        """A notice as a turn: its replies and the session to save; None when nothing must be
+        sent (h7's minimal form, ``flows.notices.notice_turn``; h8's dialog side replaces it)."""
+        return await notice_turn(self, key, loaded, notice)
 
     # -- customer events -----------------------------------------------------------------------
     async def process(self, inbound: Inbound, loaded: S | None) -> Turn[S]:

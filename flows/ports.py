@@ -112,3 +112,33 @@ class HandoffPort(Protocol):
         """Close the topic (the conversation went back to the bot); never raises: a failure
         is logged."""
         ...
+
+
+class Subscriptions(Protocol):
+    """Who asked for (or was promised) a notice. Written by the dialog, read by the runtime."""
+
+    async def subscribe(
+        self, topic: str, target: str, key: ConvKey, *, service_id: int, until: float
+    ) -> None:
+        """Subscribe a conversation to a topic's target until ``until`` (epoch seconds).
+
+        topic "outage": target = router id; "ticket": target = ticket id; "reminder": target =
+        service id (cut-off reminders); "promise": target = service id (promise due tomorrow;
+        ``until`` = the end of the promise date)."""
+        ...
+
+    async def unsubscribe(self, topic: str, target: str, key: ConvKey) -> None:
+        """Forget one subscription."""
+        ...
+
+    async def opt_out(self, key: ConvKey) -> None:
+        """No notice at all for this conversation."""
+        ...
+
+    async def opt_in(self, key: ConvKey) -> None:
+        """Notices again."""
+        ...
+
+    async def opted_out(self, key: ConvKey) -> bool:
+        """True after ``opt_out`` (until ``opt_in``)."""
+        ...
