@@ -18,7 +18,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TypeVar
 
 from bot import metrics
-from bot.notices.turn import run_notice
+from bot.notice_turn import run_notice
 from bot.settings import BotSettings
 from bot.store import (
     LockLost,
@@ -447,7 +447,7 @@ class Engine:
         *,
         mark: Callable[[], Awaitable[bool]] | None = None,
     ) -> list[Outbound] | None:
-        """Run a notice the bot sends first as a turn (``bot.notices.turn``); None: not sent."""
+        """Run a notice the bot sends first as a turn (``bot.notice_turn``); None: not sent."""
         return await run_notice(self, key, notice, deliver, mark)
 
     # -- time ----------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from bot import metrics
 from bot.engine import Engine, wall_clock
 from bot.settings import Settings, require
 from bot.store import SessionStore, make_store
+from bot.store.subscriptions import NoticeRegistry, make_registry
 from flows.base import FlowContext
 from flows.ports import HandoffPort
 from integrations.wisphub.client import WispHubClient
@@ -39,6 +40,7 @@ class Runtime:
     store: SessionStore
     handoff: HandoffPort
     sandbox: Sandbox | None = None
+    notices: NoticeRegistry | None = None  # None: NOTIFY_ENABLED=false
 
 
 @asynccontextmanager
@@ -74,7 +76,14 @@ async def open_runtime(
                 settings.bot.redis_url, clock=clock, topic_ttl=settings.bot.session_ttl
             )
             stack.push_async_callback(store.aclose)
+        notices = make_registry(store, clock) if settings.bot.notify_enabled else None
         ctx = FlowContext(
-            wisphub=wisphub, store=store, settings=settings.dialog(), handoff=handoff, clock=clock
+            wisphub=wisphub,
+            store=store,
+            settings=settings.dialog(),
+            handoff=handoff,
+            clock=clock,
+            subscriptions=notices,
         )
-        yield Runtime(settings, Engine(ctx, settings.bot), wisphub, store, handoff, sandbox)
+        engine = Engine(ctx, settings.bot)
+        yield Runtime(settings, engine, wisphub, store, handoff, sandbox, notices)

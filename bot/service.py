@@ -36,6 +36,7 @@ from bot.engine import LOCK_LEASE_SECONDS, Engine
 from bot.handoff import NoAgents
 from bot.http_guard import GuardedSite, quiet_bad_requests, server_options
 from bot.logs import report_stuck_stop
+from bot.notice_runner import Notices, running_notices
 from bot.relay import Relay
 from bot.runtime import Runtime, open_runtime
 from bot.settings import Settings, require
@@ -89,6 +90,7 @@ class Service:
         self._stack = AsyncExitStack()
         self.notes = Texts(settings.bot.bot_language)
         self.health = SendHealth(settings.bot.ready_send_window)
+        self.notices: Notices | None = None
 
     @property
     def engine(self) -> Engine:
@@ -171,6 +173,10 @@ class Service:
 
         if isinstance(self.handoff, TelegramAgents):
             self._start_relay(self.handoff, self.runtime)
+        # Notices the bot sends first (issue 15), on the low-priority lane of the same senders.
+        self.notices = await self._stack.enter_async_context(
+            running_notices(self.runtime, self.deliver, self.whatsapp)
+        )
 
         # A request still running at stop gets a few seconds, not aiohttp's default minute.
         conf = self.settings.bot

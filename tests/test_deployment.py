@@ -339,6 +339,10 @@ FILLS = {
     "REDIS_URL": "redis://redis:6379/0",
     "BUSINESS_HOURS": "mon-fri 08:00-18:00; sat 08:00-13:00",
     "LOG_KEY": "log-pseudonym-secret",
+    "WHATSAPP_TEMPLATE_OUTAGE_RESOLVED": "servicio_restablecido",
+    "WHATSAPP_TEMPLATE_TICKET_UPDATE": "actualizacion_ticket",
+    "WHATSAPP_TEMPLATE_PAYMENT_REMINDER": "recordatorio_pago",
+    "WHATSAPP_TEMPLATE_CSAT": "calificacion_atencion",
 }
 
 

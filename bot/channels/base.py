@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -22,6 +24,12 @@ class DeliveryError(Exception):
 
 class WindowClosed(DeliveryError):
     """WhatsApp: the 24-hour customer service window is closed; free text cannot be sent."""
+
+
+# The sending lane of what the current task sends: "notice" for the notices the bot sends first
+# (issue 15), which wait behind the answers to customers who are writing; "reply" otherwise.
+# A context variable, so that the engine's delivery path stays the same for both.
+SEND_LANE: contextvars.ContextVar[str] = contextvars.ContextVar("send_lane", default="reply")
 
 
 # The runtime's entry point for customer events; adapters call it for every Inbound.
@@ -119,3 +127,47 @@ class KeyedLock(Generic[K]):
             if not self._users[key]:
                 del self._users[key]
                 del self._locks[key]
+
+
+class TokenBucket:
+    """Up to ``burst`` calls at once, then ``rate`` a second; rate <= 0 means unlimited."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = max(1.0, burst)
+        self._tokens = self.burst
+        self._stamp = time.monotonic()
+        self._lock = asyncio.Lock()  # waiters take their turn in order
+        self._low = asyncio.Lock()  # low-priority takers, one at a time
+
+    async def take(self, *, low: bool = False) -> None:
+        """Wait until one call may go out.
+
+        ``low`` (notices): low-priority takers line up apart and only one of them at a time
+        waits in the bucket's own line, so an answer to a customer who is writing waits for
+        at most one notice's token, however many notices are queued.
+        """
+        if self.rate <= 0:
+            return
+        if low:
+            async with self._low:
+                await self._take()
+            return
+        await self._take()
+
+    async def _take(self) -> None:
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+                self._stamp = now
+                if self._tokens >= 1:
+                    self._tokens -= 1
+                    return
+                await asyncio.sleep((1 - self._tokens) / self.rate)
+
+    @property
+    def idle(self) -> bool:
+        """True when the bucket is full again (it can be forgotten)."""
+        elapsed = time.monotonic() - self._stamp
+        return self.rate <= 0 or self._tokens + elapsed * self.rate >= self.burst

@@ -13,7 +13,7 @@ Keys (each with a TTL, so nothing outlives its use)::
     wispbot:notice:{event}:{conv}        a notice's dedupe mark: once per customer per event
     wispbot:notify:tick:{job}:{n}        one process runs tick ``n`` of a job (SET NX)
 
-The dialog writes through ``flows.ports.Subscriptions``; the runtime (``bot.notices``) reads
+The dialog writes through ``flows.ports.Subscriptions``; the runtime (``bot.notice_*``) reads
 targets and subscribers, removes what it told, and marks what it sent.
 """
 
@@ -158,7 +158,14 @@ class RedisRegistry:
         """One script: the entry, the since-key, the index, their TTLs."""
         keys = [_sub(topic, target), _sub(topic, target) + ":since", _k("sub", "index", topic)]
         now = self.clock()
-        args = [str(key), _entry(service_id, until, now), until, now, GRACE, target]
+        args: list[bytes | str | float] = [
+            str(key),
+            _entry(service_id, until, now),
+            until,
+            now,
+            GRACE,
+            target,
+        ]
         with self._wrap("subscribe"):
             await self._subscribe(keys=keys, args=args)
 
@@ -196,7 +203,8 @@ class RedisRegistry:
         with self._wrap("subscribers"):
             raw = await self.redis.hgetall(_sub(topic, target))
         now = self.clock()
-        found, expired = [], []
+        found: list[Subscriber] = []
+        expired: list[Subscriber] = []
         for conv, value in raw.items():
             name = conv.decode() if isinstance(conv, bytes) else str(conv)
             sub = _subscriber(name, value)

@@ -40,7 +40,7 @@ from aiogram.exceptions import (
 from aiogram.types import BufferedInputFile, Message
 from pydantic import SecretStr
 
-from bot.channels.base import DeliveryError, retry_delay
+from bot.channels.base import SEND_LANE, DeliveryError, retry_delay
 from bot.channels.telegram.pacing import Lanes, TokenBucket
 from bot.channels.telegram.render import MAX_TEXT, build_keyboard, text_parts
 from bot.channels.telegram.sender import BotApi
@@ -334,7 +334,7 @@ class TelegramChannel:
         attempt = 0
         while True:
             await bucket.take()
-            await self._global.take()
+            await self._global.take(low=SEND_LANE.get() == "notice")
             try:
                 result = await make()
             except TelegramRetryAfter as err:

@@ -28,8 +28,11 @@ class Clock:
         return self.now
 
 
+Reg = tuple[NoticeRegistry, Clock]
+
+
 @pytest.fixture(params=["memory", "redis"])
-async def reg(request: pytest.FixtureRequest) -> AsyncIterator[tuple[NoticeRegistry, Clock]]:
+async def reg(request: pytest.FixtureRequest) -> AsyncIterator[Reg]:
     clock = Clock()
     if request.param == "memory":
         yield MemoryRegistry(clock), clock
@@ -49,7 +52,7 @@ async def reg(request: pytest.FixtureRequest) -> AsyncIterator[tuple[NoticeRegis
     await client.aclose()
 
 
-async def test_subscribers_of_a_target_are_listed_oldest_first(reg) -> None:
+async def test_subscribers_of_a_target_are_listed_oldest_first(reg: Reg) -> None:
     registry, clock = reg
     await registry.subscribe("outage", "7", ANA, service_id=10, until=clock() + DAY)
     clock.now += 1
@@ -60,7 +63,7 @@ async def test_subscribers_of_a_target_are_listed_oldest_first(reg) -> None:
     assert await registry.targets("ticket") == []
 
 
-async def test_since_stays_the_first_subscribers_time_until_the_target_is_dropped(reg) -> None:
+async def test_since_stays_the_first_subscribers_time_until_the_target_is_dropped(reg: Reg) -> None:
     registry, clock = reg
     first = clock()
     await registry.subscribe("outage", "7", ANA, service_id=10, until=clock() + DAY)
@@ -73,7 +76,7 @@ async def test_since_stays_the_first_subscribers_time_until_the_target_is_droppe
     assert await registry.targets("outage") == []
 
 
-async def test_expired_subscriptions_are_not_told(reg) -> None:
+async def test_expired_subscriptions_are_not_told(reg: Reg) -> None:
     registry, clock = reg
     await registry.subscribe("promise", "10", ANA, service_id=10, until=clock() + 60)
     await registry.subscribe("promise", "10", LUIS, service_id=10, until=clock() + DAY)
@@ -83,7 +86,7 @@ async def test_expired_subscriptions_are_not_told(reg) -> None:
     assert await registry.targets("promise") == []
 
 
-async def test_unsubscribing_the_last_one_forgets_the_target(reg) -> None:
+async def test_unsubscribing_the_last_one_forgets_the_target(reg: Reg) -> None:
     registry, clock = reg
     await registry.subscribe("ticket", "4711", ANA, service_id=10, until=clock() + DAY)
     await registry.unsubscribe("ticket", "4711", ANA)
@@ -91,7 +94,7 @@ async def test_unsubscribing_the_last_one_forgets_the_target(reg) -> None:
     assert await registry.since("ticket", "4711") is None
 
 
-async def test_opt_out_and_back_in(reg) -> None:
+async def test_opt_out_and_back_in(reg: Reg) -> None:
     registry, _ = reg
     assert not await registry.opted_out(ANA)
     await registry.opt_out(ANA)
@@ -101,7 +104,7 @@ async def test_opt_out_and_back_in(reg) -> None:
     assert not await registry.opted_out(ANA)
 
 
-async def test_a_notice_is_marked_once_per_customer_and_event(reg) -> None:
+async def test_a_notice_is_marked_once_per_customer_and_event(reg: Reg) -> None:
     registry, _ = reg
     assert await registry.mark("outage:7:1", ANA)
     assert not await registry.mark("outage:7:1", ANA)
@@ -110,7 +113,7 @@ async def test_a_notice_is_marked_once_per_customer_and_event(reg) -> None:
     assert await registry.mark("outage:7:2", ANA)
 
 
-async def test_each_tick_is_claimed_once(reg) -> None:
+async def test_each_tick_is_claimed_once(reg: Reg) -> None:
     registry, _ = reg
     assert await registry.claim_tick("poll", 42, 60)
     assert not await registry.claim_tick("poll", 42, 60)
