@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -101,7 +102,7 @@ async def running_jobs(
             redis_url,
             queue_name=STREAM,
             consumer_group_name=GROUP,
-            consumer_name=f"wispbot-{secrets.token_hex(6)}",
+            consumer_name=f"wispbot-{os.getpid()}-{secrets.token_hex(4)}",  # pid: for the tests
             consumer_id="0",
             maxlen=STREAM_MAXLEN,
             idle_timeout=RECLAIM_SECONDS * 1000,

@@ -29,9 +29,15 @@ class Notices:
     ticker: Ticker
 
     async def tick(self, tick: int = 0) -> int:
-        """One poll and its sending, now (the scheduled job; tests call it directly)."""
-        due = await self.polls.due(self.notifier.engine.ctx.clock())
-        sent = await self.notifier.send_all(due)
+        """One poll and its sending, now (the scheduled job; tests call it directly). A tick
+        that comes while another one still runs (in any process) is skipped; the run under way
+        finds what was left to do at its next tick."""
+        async with self.registry.running("poll") as mine:
+            if not mine:
+                log.info("notice tick skipped: the previous one still runs", extra={"tick": tick})
+                return 0
+            due = await self.polls.due(self.notifier.engine.ctx.clock())
+            sent = await self.notifier.send_all(due)
         if due:
             log.info("notices sent", extra={"tick": tick, "due": len(due), "sent": sent})
         return sent

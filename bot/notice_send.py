@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -107,11 +107,17 @@ class Notifier:
                 await self._done(due)
                 return False
             deliver = self._template(template, notice)
-        mark: Callable[[], Awaitable[bool]] = lambda: self.registry.mark(notice.event, key)  # noqa: E731
+        marks: list[bool] = []
+
+        async def mark() -> bool:
+            marks.append(await self.registry.mark(notice.event, key))
+            return marks[-1]
+
         replies = await self.engine.notice(key, notice, deliver, mark=mark)
         await self._done(due)
         if replies is None:
-            metrics.labelled(metrics.NOTICES_SKIPPED, "not_applicable").inc()
+            if marks != [False]:  # not a notice another tick sent meanwhile
+                metrics.labelled(metrics.NOTICES_SKIPPED, "not_applicable").inc()
             return False
         metrics.labelled(metrics.NOTICES_SENT, notice.kind, key.channel).inc()
         return True

@@ -12,6 +12,8 @@ Keys (each with a TTL, so nothing outlives its use)::
     wispbot:optout:{conv}                the conversation asked for no notices (long TTL)
     wispbot:notice:{event}:{conv}        a notice's dedupe mark: once per customer per event
     wispbot:notify:tick:{job}:{n}        one process runs tick ``n`` of a job (SET NX)
+    wispbot:notify:run:{job}             the lease of the job's run under way (ticks do not
+                                         overlap: a tick that finds it held is skipped)
 
 The dialog writes through ``flows.ports.Subscriptions``; the runtime (``bot.notice_*``) reads
 targets and subscribers, removes what it told, and marks what it sent.
@@ -19,9 +21,12 @@ targets and subscribers, removes what it told, and marks what it sent.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import secrets
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -32,12 +37,14 @@ from redis.exceptions import RedisError
 from bot.store.errors import StoreUnavailable
 from bot.store.interfaces import SessionStore
 from bot.store.keys import PREFIX, Clock
+from bot.store.outbox import GIVE_BACK_OWN, RENEW_OWN
 from bot.store.redis_store import RedisStore
 from flows.types import ConvKey
 
 OPTOUT_TTL = 400 * 24 * 3600  # an opt-out outlives any subscription by far
 NOTICE_MARK_TTL = 60 * 24 * 3600  # a dedupe mark outlives the subscriptions it guards
 GRACE = 24 * 3600  # a target's keys live this long after its last ``until``
+RUN_LEASE = 15.0  # a job's run lease (renewed while it runs): a dead run blocks no longer
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +94,11 @@ class NoticeRegistry(Protocol):
 
     async def claim_tick(self, job: str, tick: int, ttl: int) -> bool:
         """True for exactly one caller per job and tick."""
+        ...
+
+    def running(self, job: str) -> AbstractAsyncContextManager[bool]:
+        """Hold the job's run lease for the block (False: a run is under way elsewhere); a
+        dead holder's lease lapses within ``RUN_LEASE`` s."""
         ...
 
 
@@ -143,6 +155,8 @@ class RedisRegistry:
         self.clock = clock
         self._subscribe = redis.register_script(_SUBSCRIBE)
         self._unsubscribe = redis.register_script(_UNSUBSCRIBE)
+        self._renew = redis.register_script(RENEW_OWN)
+        self._give_back = redis.register_script(GIVE_BACK_OWN)
 
     @contextmanager
     def _wrap(self, what: str) -> Iterator[None]:
@@ -244,6 +258,30 @@ class RedisRegistry:
             name = _k("notify", "tick", job, str(tick))
             return bool(await self.redis.set(name, 1, nx=True, ex=max(1, ttl)))
 
+    @asynccontextmanager
+    async def running(self, job: str) -> AsyncIterator[bool]:
+        """SET NX PX with a token, renewed every third of the lease while the block runs."""
+        name, token, lease = _k("notify", "run", job), secrets.token_hex(8), int(RUN_LEASE * 1000)
+        with self._wrap("run"):
+            taken = await self.redis.set(name, token, nx=True, px=lease)
+        if not taken:
+            yield False
+            return
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(RUN_LEASE / 3)
+                with contextlib.suppress(RedisError, OSError):
+                    await self._renew(keys=[name], args=[token, lease])
+
+        keeper = asyncio.create_task(renew())
+        try:
+            yield True
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(RedisError, OSError):
+                await self._give_back(keys=[name], args=[token])
+
 
 @dataclass
 class MemoryRegistry:
@@ -255,6 +293,7 @@ class MemoryRegistry:
     optouts: set[str] = field(default_factory=set)
     marks: set[tuple[str, str]] = field(default_factory=set)
     ticks: set[tuple[str, int]] = field(default_factory=set)
+    runs: set[str] = field(default_factory=set)
 
     async def subscribe(
         self, topic: str, target: str, key: ConvKey, *, service_id: int, until: float
@@ -331,6 +370,18 @@ class MemoryRegistry:
             return False
         self.ticks.add((job, tick))
         return True
+
+    @asynccontextmanager
+    async def running(self, job: str) -> AsyncIterator[bool]:
+        """A set of running jobs."""
+        if job in self.runs:
+            yield False
+            return
+        self.runs.add(job)
+        try:
+            yield True
+        finally:
+            self.runs.discard(job)
 
 
 def make_registry(store: SessionStore, clock: Clock = time.time) -> NoticeRegistry:

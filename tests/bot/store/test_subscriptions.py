@@ -118,3 +118,13 @@ async def test_each_tick_is_claimed_once(reg: Reg) -> None:
     assert await registry.claim_tick("poll", 42, 60)
     assert not await registry.claim_tick("poll", 42, 60)
     assert await registry.claim_tick("poll", 43, 60)
+
+
+async def test_one_run_of_a_job_at_a_time(reg: Reg) -> None:
+    registry, _ = reg
+    async with registry.running("poll") as first:
+        assert first
+        async with registry.running("poll") as second:
+            assert not second
+    async with registry.running("poll") as again:
+        assert again
