@@ -110,6 +110,10 @@ async def _until_quiet(fake: FakeTelegram, chats: list[int], want: int, quiet: f
     await asyncio.sleep(quiet)
 
 
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 async def _ready(pair: dict[str, BotProcess], sandbox: Sandbox) -> None:
     for bot in pair.values():
         await running(bot)
@@ -146,7 +150,7 @@ async def test_a_process_killed_during_a_tick_sends_nothing_twice(
         assert time.monotonic() < deadline, "the notices did not start"
         await asyncio.sleep(0.05)
     pending = await redis_client.xpending_range(STREAM, GROUP, min="-", max="+", count=10)
-    consumers = {p["consumer"].decode() for p in pending}
+    consumers = {_text(p["consumer"]) for p in pending}
     pids = {int(m[1]) for c in consumers if (m := re.match(r"wispbot-(\d+)-", c))}
     victims = [bot for bot in pair.values() if bot.proc is not None and bot.proc.pid in pids]
     assert len(victims) == 1, (consumers, [b.proc.pid for b in pair.values() if b.proc])
