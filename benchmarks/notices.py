@@ -39,7 +39,15 @@ FIRST_CHAT = 5_000_001
 TALKERS = 4  # customers writing while the notices go out
 TALK_GAP = 2.5  # s between one talker's messages (2 replies each: within 1 a second per chat)
 P99_LIMIT = 0.3
+BASELINE_SECONDS = 15.0
 SLACK = 1.2
+
+
+def p99(latencies: list[float]) -> float:
+    """The 99th percentile (s)."""
+    if len(latencies) < 2:
+        return max(latencies, default=0.0)
+    return statistics.quantiles(latencies, n=100)[98]
 
 
 @dataclass
@@ -52,6 +60,7 @@ class NoticeResult:
     told: int = 0
     twice: int = 0
     latencies: list[float] = field(default_factory=list)
+    baseline: list[float] = field(default_factory=list)  # the same talkers before any notice
     unanswered: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -62,10 +71,8 @@ class NoticeResult:
 
     @property
     def p99(self) -> float:
-        """The talkers' 99th percentile answer time (s)."""
-        if len(self.latencies) < 2:
-            return max(self.latencies, default=0.0)
-        return statistics.quantiles(self.latencies, n=100)[98]
+        """The talkers' 99th percentile answer time while the notices went out (s)."""
+        return p99(self.latencies)
 
     @property
     def ok(self) -> bool:
@@ -89,22 +96,29 @@ def render(result: NoticeResult) -> str:
             f"concurrent conversation: {len(result.latencies)} answers, p50 "
             f"{statistics.median(result.latencies or [0]) * 1000:.0f} ms, p99 "
             f"{result.p99 * 1000:.0f} ms (limit {P99_LIMIT * 1000:.0f} ms), "
-            f"{result.unanswered} unanswered",
+            f"{result.unanswered} unanswered; before the notices (same talkers, same machine): "
+            f"{len(result.baseline)} answers, p50 "
+            f"{statistics.median(result.baseline or [0]) * 1000:.0f} ms, p99 "
+            f"{p99(result.baseline) * 1000:.0f} ms",
             f"verdict: {'PASS' if result.ok else 'FAIL'}",
             *result.errors[:5],
         ]
     )
 
 
-async def _talk(customers: Customers, chat: int, stop: asyncio.Event, result: NoticeResult) -> None:
-    """One customer writing /start every TALK_GAP s until ``stop``; the answers timed."""
+async def _talk(
+    customers: Customers, chat: int, stop: asyncio.Event, result: NoticeResult, first: float
+) -> None:
+    """One customer writing /start every TALK_GAP s until ``stop``; the answers timed (those
+    started before ``first``, when the notices begin, as the baseline)."""
     fake = customers.fake
     while not stop.is_set():
         want = len(fake.by_chat.get(chat, ())) + 2
         started = time.monotonic()
         await customers.post(customers.text_update(chat, "/start"))
         if await fake.wait_count(chat, want, 30.0):
-            result.latencies.append(fake.by_chat[chat][want - 1].at - started)
+            into = result.baseline if started < first else result.latencies
+            into.append(fake.by_chat[chat][want - 1].at - started)
         else:
             result.unanswered += 1
         with_gap = TALK_GAP - (time.monotonic() - started)
@@ -129,11 +143,12 @@ async def _run(
     stop = asyncio.Event()
     async with aiohttp.ClientSession() as http:
         customers = Customers(fake, bot.webhook_url, http)
+        first = time.monotonic() + BASELINE_SECONDS
         talkers = [
-            asyncio.create_task(_talk(customers, FIRST_CHAT - 1 - i, stop, result))
+            asyncio.create_task(_talk(customers, FIRST_CHAT - 1 - i, stop, result, first))
             for i in range(TALKERS)
         ]
-        await asyncio.sleep(TALK_GAP)  # the talkers' first answers, before any notice
+        await asyncio.sleep(BASELINE_SECONDS)  # the talkers alone: the machine's baseline
         started = time.monotonic()
         sandbox.set_outage(ROUTER, False)
         deadline = started + result.floor * SLACK * 2 + 30

@@ -4,7 +4,7 @@ from the runtime; the service and the console start them with their own delivery
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -45,7 +45,10 @@ class Notices:
 
 @asynccontextmanager
 async def running_notices(
-    runtime: Runtime, deliver: Deliver, whatsapp: WhatsAppNotices | None = None
+    runtime: Runtime,
+    deliver: Deliver,
+    whatsapp: WhatsAppNotices | None = None,
+    busy: Callable[[], bool] = lambda: False,
 ) -> AsyncIterator[Notices | None]:
     """Run the notices for the block (None when ``NOTIFY_ENABLED`` is false)."""
     registry = runtime.notices
@@ -68,6 +71,7 @@ async def running_notices(
         },
         template_language=wa.template_language,
         status_label=lambda kind: texts(labels[kind]) if kind in labels else "",
+        busy=busy,
     )
     polls = Polls(registry, runtime.wisphub, bot.tz, bot.reminder_days_before)
     clock = runtime.engine.ctx.clock

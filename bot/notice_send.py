@@ -25,7 +25,11 @@ from flows.types import Outbound
 
 log = logging.getLogger(__name__)
 
-CONCURRENCY = 64  # notices in flight at once; the channels' pacing sets the actual rate
+CONCURRENCY = 16  # notices in flight at once (the channels' pacing sets the rate: 30/s
+# needs a handful; more only competes with the answers for the event loop)
+# A notice about to start waits while answers are being worked on, at most this long in all.
+ANSWERS_FIRST_STEP = 0.01
+ANSWERS_FIRST_STEPS = 50
 # The template setting of each notice kind, and the parameters its body takes ({{1}}, ...).
 TEMPLATE_OF = {
     "outage_resolved": "outage_resolved",
@@ -69,6 +73,9 @@ class Notifier:
     templates: Mapping[str, str | None] = field(default_factory=dict)  # TEMPLATE_OF values
     template_language: str = "es"
     status_label: Callable[[str], str] = str
+    # True while a customer's or an agent's turn runs in this process: a notice waits (a
+    # little) before it starts, so that the answer has the process to itself.
+    busy: Callable[[], bool] = lambda: False
 
     async def send_all(self, due: list[Due]) -> int:
         """Send everything due, ``CONCURRENCY`` at a time; how many went out."""
@@ -76,6 +83,10 @@ class Notifier:
 
         async def one(item: Due) -> bool:
             async with gate:
+                for _ in range(ANSWERS_FIRST_STEPS):
+                    if not self.busy():
+                        break
+                    await asyncio.sleep(ANSWERS_FIRST_STEP)
                 try:
                     return await self.send(item)
                 except Exception:

@@ -176,7 +176,7 @@ class Service:
             self._start_relay(self.handoff, self.runtime)
         # Notices the bot sends first (issue 15), on the low-priority lane of the same senders.
         self.notices = await self._notice_stack.enter_async_context(
-            running_notices(self.runtime, self.deliver, self.whatsapp)
+            running_notices(self.runtime, self.deliver, self.whatsapp, lambda: bool(self._turns))
         )
 
         # A request still running at stop gets a few seconds, not aiohttp's default minute.

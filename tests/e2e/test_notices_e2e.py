@@ -23,6 +23,7 @@ from e2e_harness import E2E_REDIS_URL, BotProcess, bot_env, free_port, launched,
 from telegram_api import FakeTelegram, running_fake_telegram
 
 from bot.notice_jobs import GROUP, STREAM
+from bot.notice_send import CONCURRENCY
 from bot.store.subscriptions import RedisRegistry
 from flows.types import ConvKey
 from integrations.wisphub.sandbox import Sandbox, running_sandbox
@@ -167,4 +168,4 @@ async def test_a_process_killed_during_a_tick_sends_nothing_twice(
         f"notices after a kill -9 mid-tick: {len(chats) - len(missing)} told once, "
         f"{len(missing)} lost, 0 twice"
     )
-    assert len(missing) <= 64, missing
+    assert len(missing) <= CONCURRENCY, missing
