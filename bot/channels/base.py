@@ -139,28 +139,47 @@ class TokenBucket:
         self._stamp = time.monotonic()
         self._lock = asyncio.Lock()  # waiters take their turn in order
         self._low = asyncio.Lock()  # low-priority takers, one at a time
+        self._high = 0  # ordinary takers waiting or taking
+        # A low-priority taker leaves this many tokens for the ordinary ones (when the burst
+        # allows it): an answer finds one at once while notices keep the bucket busy.
+        self._reserve = 1.0 if self.burst >= 2 else 0.0
 
     async def take(self, *, low: bool = False) -> None:
         """Wait until one call may go out.
 
-        ``low`` (notices): low-priority takers line up apart and only one of them at a time
-        waits in the bucket's own line, so an answer to a customer who is writing waits for
-        at most one notice's token, however many notices are queued.
+        ``low`` (notices): a low-priority taker goes only when no ordinary taker waits and a
+        token is left over for one, and it waits outside the bucket's line, so an answer to a
+        customer who is writing never waits behind the notices, however many are queued. The
+        notices still get the whole rate when nobody else sends.
         """
         if self.rate <= 0:
             return
-        if low:
-            async with self._low:
+        if not low:
+            self._high += 1
+            try:
                 await self._take()
+            finally:
+                self._high -= 1
             return
-        await self._take()
+        async with self._low:
+            while True:
+                async with self._lock:
+                    self._refill()
+                    if not self._high and self._tokens >= 1 + self._reserve:
+                        self._tokens -= 1
+                        return
+                    wait = max(1 + self._reserve - self._tokens, 0.1) / self.rate
+                await asyncio.sleep(wait)
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
 
     async def _take(self) -> None:
         async with self._lock:
             while True:
-                now = time.monotonic()
-                self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-                self._stamp = now
+                self._refill()
                 if self._tokens >= 1:
                     self._tokens -= 1
                     return
