@@ -27,6 +27,8 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+from redis.asyncio import Redis
+
 from bot.store import StoreError
 from bot.store.subscriptions import NoticeRegistry
 
@@ -36,6 +38,7 @@ STREAM = "wispbot:notify:jobs"  # the jobs' stream (bounded by MAXLEN)
 GROUP = "wispbot-notices"
 TASK = "wispbot.notices.tick"
 STREAM_MAXLEN = 1000
+STREAM_TTL = 24 * 3600  # renewed by each kick (every key expires; the group comes back at start)
 RECLAIM_SECONDS = 120  # a job whose worker died is taken by another after this long
 
 Job = Callable[[int], Awaitable[None]]
@@ -111,9 +114,18 @@ async def running_jobs(
         )
         task = broker.register_task(job, task_name=TASK)
         await broker.startup()
+        ttl = max(STREAM_TTL, int(interval * 4))
+        pool = broker.connection_pool
+
+        async def expire() -> None:
+            async with Redis(connection_pool=pool) as redis:
+                await redis.expire(STREAM, ttl)
 
         async def kick_job(tick: int) -> None:
             await task.kiq(tick)
+            await expire()
+
+        await expire()  # the stream (made with the group at start) expires like every key
 
         kick = kick_job
         tasks.append(
