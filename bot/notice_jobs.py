@@ -97,6 +97,9 @@ async def running_jobs(
     broker = None
     kick: Job = job
     if redis_url and redis_url.startswith(("redis://", "rediss://", "unix://")):
+        # taskiq says "Executing task" at INFO for every tick: the service's log says what
+        # a tick did instead.
+        logging.getLogger("taskiq").setLevel(max(logging.WARNING, log.getEffectiveLevel()))
         from taskiq.acks import AcknowledgeType
         from taskiq.api import run_receiver_task
         from taskiq_redis import RedisStreamBroker

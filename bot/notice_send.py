@@ -110,6 +110,7 @@ class Notifier:
             await self._done(due)  # sent before (or skipped and counted then)
             return False
         deliver = self.deliver
+        failed: list[bool] = []  # a template Graph refused (not left in the outbox)
         if await self._window_closed(due):
             template = self.templates.get(TEMPLATE_OF.get(notice.kind, notice.kind))
             if not template:
@@ -117,7 +118,7 @@ class Notifier:
                     metrics.labelled(metrics.NOTICES_SKIPPED, "no_template").inc()
                 await self._done(due)
                 return False
-            deliver = self._template(template, notice)
+            deliver = self._template(template, notice, failed)
         marks: list[bool] = []
 
         async def mark() -> bool:
@@ -126,8 +127,8 @@ class Notifier:
 
         replies = await self.engine.notice(key, notice, deliver, mark=mark)
         await self._done(due)
-        if replies is None:
-            if marks != [False]:  # not a notice another tick sent meanwhile
+        if replies is None or failed:
+            if marks != [False] and not failed:  # not a notice another tick sent meanwhile
                 metrics.labelled(metrics.NOTICES_SKIPPED, "not_applicable").inc()
             return False
         metrics.labelled(metrics.NOTICES_SENT, notice.kind, key.channel).inc()
@@ -139,7 +140,7 @@ class Notifier:
             return False
         return await self.whatsapp.window_known_closed(due.key.chat_id)
 
-    def _template(self, name: str, notice: Notice) -> Deliver:
+    def _template(self, name: str, notice: Notice, failed: list[bool]) -> Deliver:
         """A delivery that sends the approved template in place of the turn's text."""
         assert self.whatsapp is not None
         whatsapp, language = self.whatsapp, self.template_language
@@ -155,6 +156,7 @@ class Notifier:
                         "notice template not delivered", extra={"conv": str(replies[0].key)}
                     )
                     metrics.labelled(metrics.NOTICES_SKIPPED, "undelivered").inc()
+                    failed.append(True)
             return []
 
         return deliver
