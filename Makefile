@@ -42,6 +42,7 @@ test: $(DEVSTAMP) redis lint  ## ruff, mypy and the whole pytest suite against a
 bench: $(DEVSTAMP) redis  ## understanding's CPU per message; throughput and latency against the aiogram peer
 	$(BIN)/python -m benchmarks.understand
 	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks.notices
 
 soak: $(DEVSTAMP) redis  ## 20,000 messages over 2,000 conversations: bot RSS, Redis keys and TTLs
 	$(BIN)/python -m benchmarks.soak

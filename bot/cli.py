@@ -24,6 +24,7 @@ from bot.channels.base import AgentMessage
 from bot.channels.console import KEY, render
 from bot.handoff import LocalAgents
 from bot.logs import log_key, report_stuck_stop, setup_logging
+from bot.notice_runner import running_notices
 from bot.runtime import open_runtime
 from bot.settings import SettingsError, load_settings, require
 from bot.startup import telegram_problem
@@ -136,6 +137,11 @@ async def run_console(
             for reply in replies:
                 say(render(reply, color=color))
 
+        async def notify(replies: list[Outbound]) -> list[Outbound]:
+            show(replies)  # notices print as they arrive, between the customer's lines
+            return []
+
+        await stack.enter_async_context(running_notices(rt, notify))
         if rt.sandbox is not None:
             say(texts("console.sandbox", url=rt.sandbox.url))
         show(await rt.engine.handle(Inbound(KEY, f"c{next(events)}", text="/start")))

@@ -19,6 +19,7 @@ from typing import TypeVar
 
 from bot import metrics
 from bot.concurrency import KeyedLock
+from bot.notice_turn import run_notice
 from bot.settings import BotSettings
 from bot.store import (
     LockLost,
@@ -32,6 +33,7 @@ from bot.store import (
 from flows.agent import WAITING
 from flows.base import FlowContext
 from flows.dialog import Dialog, Turn
+from flows.notices import Notice
 from flows.registry import Flows
 from flows.texts import Texts
 from flows.types import AgentMessage, ConvKey, Inbound, Kind, Outbound
@@ -424,6 +426,18 @@ class Engine:
                 return []
             replies = [*self._pending(session), Outbound(key, Texts(session.lang)(text_key))]
             return await self._commit(key, session, replies, deliver, ticket)
+
+    # -- notices -------------------------------------------------------------------------------
+    async def notice(
+        self,
+        key: ConvKey,
+        notice: Notice,
+        deliver: Deliver | None = None,
+        *,
+        mark: Callable[[], Awaitable[bool]] | None = None,
+    ) -> list[Outbound] | None:
+        """Run a notice the bot sends first as a turn (``bot.notice_turn``); None: not sent."""
+        return await run_notice(self, key, notice, deliver, mark)
 
     # -- time ----------------------------------------------------------------------------------
     async def sweep(self, deliver: Deliver | None = None) -> list[Outbound]:

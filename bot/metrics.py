@@ -109,6 +109,19 @@ CSAT = Counter(
     registry=REGISTRY,
 )
 
+NOTICES_SENT = Counter(
+    "wispbot_notices_sent_total",
+    "Notices the bot sent first (issue 15), by kind and channel",
+    ["kind", "channel"],
+    registry=REGISTRY,
+)
+NOTICES_SKIPPED = Counter(
+    "wispbot_notices_skipped_total",
+    "Notices not sent: opted_out, duplicate, not_applicable, no_template, undelivered",
+    ["reason"],
+    registry=REGISTRY,
+)
+
 
 @functools.cache
 def _child(metric: MetricWrapperBase, values: tuple[str, ...]) -> MetricWrapperBase:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import tzinfo
+from typing import Literal
 
 from pydantic import SecretStr
 
@@ -15,6 +16,7 @@ from bot import metrics
 from bot.engine import Engine, wall_clock
 from bot.settings import Settings, require
 from bot.store import SessionStore, make_store
+from bot.store.subscriptions import NoticeRegistry, make_registry
 from flows.base import FlowContext
 from flows.ports import HandoffPort, Subscriptions
 from flows.understand import Understanding
@@ -56,6 +58,7 @@ class Runtime:
     store: SessionStore
     handoff: HandoffPort
     sandbox: Sandbox | None = None
+    notices: NoticeRegistry | None = None  # None: NOTIFY_ENABLED=false
 
 
 @asynccontextmanager
@@ -67,9 +70,13 @@ async def open_runtime(
     use_sandbox: bool = False,
     store: SessionStore | None = None,
     clock: Callable[[], float] = wall_clock,
-    subscriptions: Subscriptions | None = None,
+    subscriptions: Subscriptions | Literal["registry"] | None = "registry",
 ) -> AsyncIterator[Runtime]:
-    """Start what the engine needs (the demo sandbox when asked) and close it all at the end."""
+    """Start what the engine needs (the demo sandbox when asked) and close it all at the end.
+
+    ``subscriptions``: what the dialog subscribes customers to notices with; by default the
+    store's registry (None when ``NOTIFY_ENABLED`` is false); the scenario runner passes its own
+    recorder, or None."""
     async with AsyncExitStack() as stack:
         wisphub_settings = settings.wisphub
         if use_sandbox or sandbox is not None:
@@ -92,6 +99,7 @@ async def open_runtime(
                 settings.bot.redis_url, clock=clock, topic_ttl=settings.bot.session_ttl
             )
             stack.push_async_callback(store.aclose)
+        notices = make_registry(store, clock) if settings.bot.notify_enabled else None
         ctx = FlowContext(
             wisphub=wisphub,
             store=store,
@@ -99,6 +107,7 @@ async def open_runtime(
             handoff=handoff,
             clock=clock,
             understanding=understanding(settings.bot.tz),
-            subscriptions=subscriptions,
+            subscriptions=notices if subscriptions == "registry" else subscriptions,
         )
-        yield Runtime(settings, Engine(ctx, settings.bot), wisphub, store, handoff, sandbox)
+        engine = Engine(ctx, settings.bot)
+        yield Runtime(settings, engine, wisphub, store, handoff, sandbox, notices)

@@ -36,6 +36,7 @@ from bot.engine import LOCK_LEASE_SECONDS, Engine
 from bot.handoff import NoAgents
 from bot.http_guard import GuardedSite, quiet_bad_requests, server_options
 from bot.logs import report_stuck_stop
+from bot.notice_runner import Notices, running_notices
 from bot.relay import Relay
 from bot.runtime import Runtime, open_runtime
 from bot.settings import Settings, require
@@ -89,6 +90,8 @@ class Service:
         self._stack = AsyncExitStack()
         self.notes = Texts(settings.bot.bot_language)
         self.health = SendHealth(settings.bot.ready_send_window)
+        self.notices: Notices | None = None
+        self._notice_stack = AsyncExitStack()  # stopped first at stop: no tick starts then
 
     @property
     def engine(self) -> Engine:
@@ -171,6 +174,10 @@ class Service:
 
         if isinstance(self.handoff, TelegramAgents):
             self._start_relay(self.handoff, self.runtime)
+        # Notices the bot sends first (issue 15), on the low-priority lane of the same senders.
+        self.notices = await self._notice_stack.enter_async_context(
+            running_notices(self.runtime, self.deliver, self.whatsapp, lambda: bool(self._turns))
+        )
 
         # A request still running at stop gets a few seconds, not aiohttp's default minute.
         conf = self.settings.bot
@@ -245,6 +252,8 @@ class Service:
             done("stop: fetched updates handled or kept")
         for task in [t for t in self._tasks if t.get_name() in ("sweeper", "relay")]:
             task.cancel()  # what the relay had not sent stays in its outbox
+        # A notice cut short is in its outbox or not begun: the next process's tick or sweep.
+        await self._bounded(self._notice_stack.aclose(), "stop: notices stopped", done)
         await runner.shutdown()
         if self.whatsapp_hook is not None:
             with contextlib.suppress(TimeoutError):
@@ -319,6 +328,7 @@ class Service:
 
     async def close(self) -> None:
         """Close clients and pools (also after a failed start)."""
+        await self._notice_stack.aclose()
         await self._stack.aclose()
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str = "update") -> asyncio.Task[Any]:

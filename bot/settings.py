@@ -125,6 +125,10 @@ class BotSettings(BaseSettings):
     # number format it uses; an English conversation uses the same country in English.
     currency: str = Field(default="COP", pattern=r"^[A-Z]{3}$")
     locale: str = "es_CO"
+    # Notices the bot sends first (issue 15): the polls' interval, and a cut-off reminder's lead.
+    notify_enabled: bool = True
+    notify_poll_seconds: int = Field(default=300, ge=1)
+    reminder_days_before: int = Field(default=2, ge=0, le=30)
     currency_decimals: int = Field(default=0, ge=0, le=2)
     # Whether WispHub's payment promise reactivates a suspended service until its date.
     promise_reactivates: bool = True

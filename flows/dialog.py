@@ -6,8 +6,9 @@ It knows no channel and no runtime: the engine opens the turn, loads the session
 ``Dialog.notice`` (the bot speaks first, flows/noticeflow.py), then saves what it returns and
 delivers the replies. Here: commands and offered options first (``flows.commands``), then free
 text (``flows.route``), the verification gate, the idle reset, the new-session menu, relaying
-during a handoff, and the agents' ``/cerrar``, ``/ticket`` and ``/verificar``. A step that fails leaves the session as it
-was loaded and the customer gets an apology with the options they had plus an agent.
+during a handoff, and the agents' ``/cerrar``, ``/ticket`` and ``/verificar``. A step that
+fails leaves the session as it was loaded and the customer gets an apology with the options
+they had plus an agent.
 """
 
 from __future__ import annotations

@@ -341,6 +341,10 @@ FILLS = {
     "LOG_KEY": "log-pseudonym-secret",
     "PAYMENT_METHODS_TEXT": "Nequi 3001234567 o Bancolombia ahorros 123-456789-01",
     "ISP_NAME": "Fibra Andina",
+    "WHATSAPP_TEMPLATE_OUTAGE_RESOLVED": "servicio_restablecido",
+    "WHATSAPP_TEMPLATE_TICKET_UPDATE": "actualizacion_ticket",
+    "WHATSAPP_TEMPLATE_PAYMENT_REMINDER": "recordatorio_pago",
+    "WHATSAPP_TEMPLATE_CSAT": "calificacion_atencion",
 }
 
 

@@ -8,6 +8,8 @@ Imports nothing from ``bot`` outside ``bot.channels``; channels import it, never
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -21,6 +23,12 @@ class DeliveryError(Exception):
 
 class WindowClosed(DeliveryError):
     """WhatsApp: the 24-hour customer service window is closed; free text cannot be sent."""
+
+
+# The sending lane of what the current task sends: "notice" for the notices the bot sends first
+# (issue 15), which wait behind the answers to customers who are writing; "reply" otherwise.
+# A context variable, so that the engine's delivery path stays the same for both.
+SEND_LANE: contextvars.ContextVar[str] = contextvars.ContextVar("send_lane", default="reply")
 
 
 # The runtime's entry point for customer events; adapters call it for every Inbound.
@@ -92,3 +100,66 @@ def split_text(text: str, limit: int) -> list[str]:
     if rest:
         parts.append(rest)
     return parts
+
+
+class TokenBucket:
+    """Up to ``burst`` calls at once, then ``rate`` a second; rate <= 0 means unlimited."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = max(1.0, burst)
+        self._tokens = self.burst
+        self._stamp = time.monotonic()
+        self._lock = asyncio.Lock()  # waiters take their turn in order
+        self._low = asyncio.Lock()  # low-priority takers, one at a time
+        self._high = 0  # ordinary takers waiting or taking
+        # A low-priority taker leaves this many tokens for the ordinary ones (when the burst
+        # allows it): an answer finds one at once while notices keep the bucket busy.
+        self._reserve = 1.0 if self.burst >= 2 else 0.0
+
+    async def take(self, *, low: bool = False) -> None:
+        """Wait until one call may go out.
+
+        ``low`` (notices): a low-priority taker goes only when no ordinary taker waits and a
+        token is left over for one, and it waits outside the bucket's line, so an answer to a
+        customer who is writing never waits behind the notices, however many are queued. The
+        notices still get the whole rate when nobody else sends.
+        """
+        if self.rate <= 0:
+            return
+        if not low:
+            self._high += 1
+            try:
+                await self._take()
+            finally:
+                self._high -= 1
+            return
+        async with self._low:
+            while True:
+                async with self._lock:
+                    self._refill()
+                    if not self._high and self._tokens >= 1 + self._reserve:
+                        self._tokens -= 1
+                        return
+                    wait = max(1 + self._reserve - self._tokens, 0.1) / self.rate
+                await asyncio.sleep(wait)
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+
+    async def _take(self) -> None:
+        async with self._lock:
+            while True:
+                self._refill()
+                if self._tokens >= 1:
+                    self._tokens -= 1
+                    return
+                await asyncio.sleep((1 - self._tokens) / self.rate)
+
+    @property
+    def idle(self) -> bool:
+        """True when the bucket is full again (it can be forgotten)."""
+        elapsed = time.monotonic() - self._stamp
+        return self.rate <= 0 or self._tokens + elapsed * self.rate >= self.burst

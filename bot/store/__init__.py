@@ -23,6 +23,9 @@ Every key is built by ``redis_key`` (``wispbot:{kind}:{parts...}``)::
     wispbot:inbox:pending                events a stopping process kept (a list), TTL renewed by
                                          each push
     wispbot:relay:...                    the agents' outboxes (``bot.store.outbox``)
+    wispbot:sub:..., wispbot:optout:..., wispbot:notice:..., wispbot:notify:...
+                                         the notices' registry, dedupe marks and tick claims
+                                         (``bot.store.subscriptions``)
 
 Every key expires: none is written without a TTL, so nothing grows with the customers served.
 
@@ -41,6 +44,7 @@ The modules::
     redis_store.py  ... orphans, dedupe, inbox, counters, topics, scan (``RedisStore``)
     memory.py       the same behaviour in one process's memory (``MemoryStore``)
     outbox.py       the agents' relay outboxes (Redis and memory)
+    subscriptions.py  the notices' registry: subscriptions, opt-outs, dedupe marks (issue 15)
     factory.py      ``make_store``: Redis for a URL, else memory
 
 Two implementations pass one contract suite: ``RedisStore`` (the service) and ``MemoryStore``

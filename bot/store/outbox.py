@@ -99,13 +99,13 @@ redis.call('ZADD', KEYS[2], cjson.decode(head)['at'], ARGV[2])
 return 1
 """
 # KEYS: lock; ARGV: token, lease ms. Renew or give back only one's own lock.
-_RENEW = """
+RENEW_OWN = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
 """
-_GIVE_BACK = """
+GIVE_BACK_OWN = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
@@ -118,8 +118,8 @@ class RedisOutbox:
         self.redis = redis
         self._push = redis.register_script(_PUSH)
         self._ack = redis.register_script(_ACK)
-        self._renew = redis.register_script(_RENEW)
-        self._give_back = redis.register_script(_GIVE_BACK)
+        self._renew = redis.register_script(RENEW_OWN)
+        self._give_back = redis.register_script(GIVE_BACK_OWN)
 
     @contextlib.contextmanager
     def _wrap(self, what: str) -> Any:

@@ -25,7 +25,12 @@ from async_lru import alru_cache
 from cachetools import LRUCache
 from pydantic import ValidationError
 
-from integrations.wisphub.errors import TicketUnconfirmed, WispHubError, WispHubUnavailable
+from integrations.wisphub.errors import (
+    TicketUnconfirmed,
+    WispHubError,
+    WispHubNotFound,
+    WispHubUnavailable,
+)
 from integrations.wisphub.models import (
     Client,
     Invoice,
@@ -146,6 +151,11 @@ class WispHubClient(RequestPipeline):
 
     async def find_by_service(self, service_id: int) -> Client | None:
         """The client record of one service, from the (richer) list endpoint."""
+        return await self._by_service(int(service_id))
+
+    async def fresh_client(self, service_id: int) -> Client | None:
+        """The record of one service read now, not cached (the notices' polls)."""
+        self._by_service.cache_invalidate(int(service_id))
         return await self._by_service(int(service_id))
 
     async def _fetch_by_document(self, document: str) -> tuple[Client, ...]:
@@ -288,6 +298,15 @@ class WispHubClient(RequestPipeline):
         return tuple(
             sorted(tickets, key=lambda t: (self._aware(t.opened_at) or oldest, t.id), reverse=True)
         )
+
+    async def ticket(self, ticket_id: int) -> Ticket | None:
+        """One ticket as it is now (its status for the notices), or None when there is none."""
+        try:
+            raw = await self._request("GET", "/tickets/{id}/", f"tickets/{int(ticket_id)}/")
+        except WispHubNotFound:
+            return None
+        found = _parse_many(Ticket, [raw] if isinstance(raw, dict) else [], "ticket")
+        return found[0] if found else None
 
     async def create_ticket(self, req: TicketRequest) -> Ticket:
         """File one ticket with ONE multipart POST; an unknown outcome is reconciled, not resent."""

@@ -561,6 +561,14 @@ def validate_message(body: dict[str, Any]) -> str:
             errors.append("media id or link is required")
         if "caption" in content and kind in ("audio", "sticker"):
             errors.append(f"{kind} messages take no caption")
+    elif kind == "template":
+        # An approved template by name and language code; its body parameters are text.
+        _limit(errors, "template.name", content.get("name"), 512)
+        _limit(errors, "template.language.code", (content.get("language") or {}).get("code"), 15)
+        for component in content.get("components") or []:
+            for parameter in component.get("parameters") or []:
+                if parameter.get("type") != "text" or not isinstance(parameter.get("text"), str):
+                    errors.append("template parameters must be text")
     else:
         errors.append(f"unsupported type {kind}")
     return "; ".join(errors)

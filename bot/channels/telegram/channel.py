@@ -39,7 +39,7 @@ from aiogram.exceptions import (
 from aiogram.types import BufferedInputFile, Message
 from pydantic import SecretStr
 
-from bot.channels.base import DeliveryError
+from bot.channels.base import SEND_LANE, DeliveryError
 from bot.channels.telegram.pacing import Lanes, TokenBucket
 from bot.channels.telegram.render import MAX_TEXT, build_keyboard, text_parts
 from bot.channels.telegram.sender import BotApi
@@ -337,7 +337,7 @@ class TelegramChannel:
             nonlocal made
             made += 1
             await bucket.take()
-            await self._global.take()
+            await self._global.take(low=SEND_LANE.get() == "notice")
             result = await make()
             if self.on_outcome is not None:
                 self.on_outcome(True)

@@ -9,46 +9,16 @@ honoured with its ``retry_after``.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator
 
+from bot.channels.base import TokenBucket
 from bot.concurrency import KeyedLock
+
+__all__ = ["BURST", "Lanes", "TokenBucket"]
 
 BURST = 3.0  # messages a chat may send at once before pacing starts
 MAX_IDLE_LANES = 1024
-
-
-class TokenBucket:
-    """Up to ``burst`` calls at once, then ``rate`` a second; rate <= 0 means unlimited."""
-
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate = rate
-        self.burst = max(1.0, burst)
-        self._tokens = self.burst
-        self._stamp = time.monotonic()
-        self._lock = asyncio.Lock()  # waiters take their turn in order
-
-    async def take(self) -> None:
-        """Wait until one call may go out."""
-        if self.rate <= 0:
-            return
-        async with self._lock:
-            while True:
-                now = time.monotonic()
-                self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-                self._stamp = now
-                if self._tokens >= 1:
-                    self._tokens -= 1
-                    return
-                await asyncio.sleep((1 - self._tokens) / self.rate)
-
-    @property
-    def idle(self) -> bool:
-        """True when the bucket is full again (it can be forgotten)."""
-        elapsed = time.monotonic() - self._stamp
-        return self.rate <= 0 or self._tokens + elapsed * self.rate >= self.burst
 
 
 class Lanes:

@@ -10,15 +10,20 @@ from collections.abc import Callable
 
 import aiohttp
 
-from bot.channels.base import DeliveryError, WindowClosed
+from bot.channels.base import SEND_LANE, DeliveryError, TokenBucket, WindowClosed
 from bot.channels.whatsapp.graph import GRAPH_TIMEOUT, MEDIA_TIMEOUT, GraphClient
 from bot.channels.whatsapp.memory import WINDOW_SECONDS, ChatMemory, LocalMemory
-from bot.channels.whatsapp.render import Message, Renderer, media_message, more_page
+from bot.channels.whatsapp.render import Message, Renderer, envelope, media_message, more_page
 from bot.channels.whatsapp.settings import WhatsAppSettings
 from bot.concurrency import KeyedLock
 from flows.types import Channel, Inbound, Kind, Media, Outbound
 
 log = logging.getLogger("bot.channels.whatsapp")
+
+# Notices (issue 15) leave the business number at most this many a second, behind the answers
+# (Cloud API numbers take 80 a second; the rest is the answers' headroom). A pair-rate error
+# (131056: too many messages to one customer) is retried after its wait by ``GraphClient``.
+NOTICE_RATE = 40.0
 
 __all__ = ["WINDOW_SECONDS", "WhatsAppChannel", "window_open_at"]
 
@@ -78,6 +83,7 @@ class WhatsAppChannel:
         self._clock = clock
         self.memory: ChatMemory = memory or LocalMemory()
         self._locks: KeyedLock[str] = KeyedLock()
+        self._notice_pace = TokenBucket(NOTICE_RATE, NOTICE_RATE / 4)
 
     # -- the 24-hour customer service window
     #
@@ -141,9 +147,20 @@ class WhatsAppChannel:
         async with self._locks.hold(wa_id):
             await self._send_all(wa_id, [message], f"whatsapp:{wa_id}")
 
+    async def send_template(self, wa_id: str, name: str, language: str, params: list[str]) -> None:
+        """Send an approved template (allowed outside the 24-hour window): a notice there."""
+        body = [{"type": "text", "text": value} for value in params]
+        content: dict[str, object] = {"name": name, "language": {"code": language}}
+        if body:
+            content["components"] = [{"type": "body", "parameters": body}]
+        async with self._locks.hold(wa_id):
+            await self._send_all(wa_id, [envelope(wa_id, "template", content)], f"whatsapp:{wa_id}")
+
     async def _send_all(self, chat: str, messages: list[Message], conv: str) -> None:
         try:
             for message in messages:
+                if SEND_LANE.get() == "notice":
+                    await self._notice_pace.take(low=True)
                 await self.graph.send_message(message, conv)
         except WindowClosed:
             await self.memory.closed(chat)  # known closed until the customer writes again

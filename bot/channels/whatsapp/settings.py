@@ -22,6 +22,13 @@ class WhatsAppSettings(BaseSettings):
     app_secret: SecretStr | None = None
     verify_token: SecretStr | None = None
     api_url: AnyHttpUrl = AnyHttpUrl("https://graph.facebook.com/v21.0")
+    # Approved message templates for notices outside the 24-hour window (issue 15); a notice
+    # kind without one is not sent there (counted as skipped, never free text).
+    template_outage_resolved: str | None = None
+    template_ticket_update: str | None = None
+    template_payment_reminder: str | None = None
+    template_csat: str | None = None
+    template_language: str = "es"
 
     @property
     def enabled(self) -> bool:

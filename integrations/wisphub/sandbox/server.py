@@ -19,6 +19,9 @@ running as a subprocess, through the control endpoints (no auth, never recorded)
     POST   /_sandbox/reset      the starting data and faults back, request log cleared
     POST   /_sandbox/clients    {id_servicio, ...fields}: deep-merge a patch into that client
     GET    /_sandbox/state      record counts and the payment promises received
+    POST   /_sandbox/routers    {id, falla_general}: a router's outage on or off, for every
+                                client behind it (the notices' demo and tests)
+    POST   /_sandbox/tickets    {id_ticket, estado}: move a ticket ("2".."4" or a label)
 
 A ping task's outcome follows the client: a router with ``falla_general`` or a suspended or
 cancelled service → every ping times out; else the sandbox-only key ``_ping`` ("ok", "timeout",
@@ -46,6 +49,7 @@ from aiohttp import web
 from integrations.wisphub.sandbox.api import TenantApi
 from integrations.wisphub.sandbox.demo_data import (
     FIRST_TICKET_ID,
+    TICKET_STATES,
     Data,
     Record,
     complete_client,
@@ -179,6 +183,26 @@ class Sandbox(TenantApi):
         method = method.upper() if method else None
         self._faults.append(Fault(re.compile(path), status, delay, count, method, body, after))
 
+    def set_outage(self, router_id: int, on: bool, description: str = "") -> list[int]:
+        """Turn a router's known outage on or off for every client behind it; their ids."""
+        changed = []
+        for client in self.clients:
+            router = client.get("router") or {}
+            if str(router.get("id")) == str(router_id):
+                router["falla_general"] = on
+                router["falla_general_descripcion"] = description if on else ""
+                changed.append(int(client["id_servicio"]))
+        return changed
+
+    def set_ticket_status(self, ticket_id: int, status: str) -> bool:
+        """Move a ticket to a state (its code "1".."4" or its label); False when unknown."""
+        label = TICKET_STATES.get(str(status), str(status))
+        for ticket in self.tickets:
+            if str(ticket.get("id_ticket")) == str(ticket_id):
+                ticket["estado"] = label
+                return True
+        return False
+
     def clear_faults(self) -> None:
         """Remove every injected fault."""
         self._faults.clear()
@@ -299,10 +323,27 @@ class Sandbox(TenantApi):
                     _merge(client, {k: v for k, v in patch.items() if k != "id_servicio"})
                     changed.append(client["id_servicio"])
                 return as_json({"updated": changed})
+            if action == ("POST", "/_sandbox/routers"):
+                spec = await request.json()
+                on = bool(spec.get("falla_general"))
+                ids = self.set_outage(spec["id"], on, str(spec.get("descripcion", "")))
+                return as_json({"updated": ids})
+            if action == ("POST", "/_sandbox/tickets"):
+                spec = await request.json()
+                if not self.set_ticket_status(spec["id_ticket"], str(spec["estado"])):
+                    return as_json(NOT_FOUND, 404)
+                return as_json({"updated": [spec["id_ticket"]]})
             if action == ("GET", "/_sandbox/state"):
                 state = {k: len(getattr(self, k)) for k in KINDS}
                 return as_json({**state, "promises_list": self.promises})
-        except (json.JSONDecodeError, TypeError, ValueError, AttributeError, re.error) as err:
+        except (
+            json.JSONDecodeError,
+            TypeError,
+            ValueError,
+            KeyError,
+            AttributeError,
+            re.error,
+        ) as err:
             return as_json({"detail": f"bad control request: {err}"}, 400)
         return as_json({"detail": "unknown control endpoint"}, 404)
 

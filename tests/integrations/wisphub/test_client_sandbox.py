@@ -419,3 +419,40 @@ async def test_injected_http_client_is_left_open(sb: Sandbox) -> None:
         wh = WispHubClient(http, WispHubSettings(api_url=sb.url, api_key=SANDBOX_API_KEY), tz=TZ)
         await wh.aclose()
         assert not http.is_closed
+
+
+# --------------------------------------------------------------------------- notices (issue 15)
+
+
+async def test_a_ticket_is_read_as_it_is_now_and_a_missing_one_is_none(
+    sb: Sandbox, wh: WispHubClient
+) -> None:
+    ticket_id = int(sb.tickets[0]["id_ticket"])
+    async with httpx.AsyncClient() as http:
+        control = sb.url.removesuffix("api/") + "_sandbox/tickets"
+        answer = await http.post(control, json={"id_ticket": ticket_id, "estado": "2"})
+        assert answer.status_code == 200
+        assert (await http.post(control, json={"id_ticket": 1, "estado": "3"})).status_code == 404
+    found = await wh.ticket(ticket_id)
+    assert found is not None
+    assert found.status == "En Progreso"
+    sb.set_ticket_status(ticket_id, "4")
+    again = await wh.ticket(ticket_id)
+    assert again is not None
+    assert again.status == "Cerrado"
+    assert await wh.ticket(999_999) is None
+
+
+async def test_a_routers_outage_is_flipped_for_every_client_behind_it(
+    sb: Sandbox, wh: WispHubClient
+) -> None:
+    before = await wh.fresh_client(12)  # the demo's outage, on router 2 ("OLT Norte")
+    assert before is not None
+    assert before.has_outage
+    async with httpx.AsyncClient() as http:
+        control = sb.url.removesuffix("api/") + "_sandbox/routers"
+        answer = await http.post(control, json={"id": 2, "falla_general": False})
+    assert 12 in answer.json()["updated"]
+    after = await wh.fresh_client(12)  # read again, not from the cache
+    assert after is not None
+    assert not after.has_outage
