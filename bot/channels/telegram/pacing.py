@@ -73,7 +73,10 @@ class SlidingWindow:
         self.window = window
         self._done: deque[float] = deque()  # when the last calls returned, oldest first
         self._busy = 0  # calls under way
-        self._changed = asyncio.Condition()
+        # Waiters queue here in call order; only the first watches the window (a storm's
+        # hundreds of waiters are not all woken each time a call returns).
+        self._turn = asyncio.Lock()
+        self._returned = asyncio.Event()
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
@@ -81,24 +84,25 @@ class SlidingWindow:
         if self.limit <= 0:
             yield
             return
-        async with self._changed:
+        async with self._turn:
             while True:
                 now = time.monotonic()
                 while self._done and self._done[0] <= now - self.window:
                     self._done.popleft()
                 if len(self._done) + self._busy < self.limit:
                     break
-                wait = self._done[0] + self.window - now if self._done else None
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), wait)
+                if self._done:  # room comes when the oldest call leaves the window
+                    await asyncio.sleep(self._done[0] + self.window - now)
+                else:  # every call of the window is under way: wait for one to return
+                    self._returned.clear()
+                    await self._returned.wait()
             self._busy += 1
         try:
             yield
         finally:
-            async with self._changed:
-                self._busy -= 1
-                self._done.append(time.monotonic())
-                self._changed.notify()
+            self._busy -= 1
+            self._done.append(time.monotonic())
+            self._returned.set()
 
 
 class Lanes:
