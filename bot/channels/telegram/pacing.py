@@ -69,8 +69,9 @@ class SlidingWindow:
     """
 
     def __init__(self, rate: float, window: float = 1.0) -> None:
-        self.limit = int(rate)
-        self.window = window
+        # ``rate`` a second as whole calls per window (0.5 a second: one call every 2 s).
+        self.limit = max(1, int(rate)) if rate > 0 else 0
+        self.window = window * self.limit / rate if rate > 0 else window
         self._done: deque[float] = deque()  # when the last calls returned, oldest first
         self._busy = 0  # calls under way
         # Waiters queue here in call order; only the first watches the window (a storm's

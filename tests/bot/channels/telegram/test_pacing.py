@@ -33,3 +33,8 @@ async def test_a_rate_of_zero_is_unlimited() -> None:
     window = SlidingWindow(0)
     async with window.slot(), window.slot():
         pass
+
+
+def test_a_rate_under_one_a_second_is_one_call_per_longer_window() -> None:
+    window = SlidingWindow(0.5)
+    assert (window.limit, window.window) == (1, 2.0)
