@@ -38,6 +38,7 @@ from benchmarks.driver import (
     wispbot_spec,
     with_bot,
 )
+from benchmarks.storm import StormResult, storm_lines, storm_run
 from integrations.wisphub.sandbox import Sandbox
 
 WARMUP = 10  # conversations before measuring (connections, imports, first-call caches)
@@ -65,6 +66,8 @@ class Options:
     peer_uvloop_db: int = 12
     # The free-text conversation (issue 13), after the two identify runs.
     free_text: bool = True
+    # The Telegram-limit storm (issue 14): customers writing at once, 30 messages/s enforced.
+    storm_customers: int = 600
 
 
 @dataclass
@@ -85,6 +88,7 @@ class Report:
     options: Options
     bots: list[BotResults] = field(default_factory=list)
     outage: RunResult | None = None
+    storm: StormResult | None = None
     logs: Path | None = None
 
 
@@ -179,6 +183,13 @@ async def bench(opts: Options) -> Report:
         report.bots.append(await compare_one(spec, opts, workdir))
     if opts.outage and opts.outage_customers > 0:
         report.outage = await outage_run(opts, workdir)
+    if opts.storm_customers > 0:
+        report.storm = await storm_run(
+            opts.storm_customers,
+            redis_db=opts.wispbot_db,
+            workdir=workdir,
+            log_level=opts.log_level,
+        )
     return report
 
 
@@ -203,8 +214,7 @@ def render(report: Report) -> str:
     lines = [
         f"wispbot benchmark, {datetime.date.today().isoformat()}, {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}, {platform.system()}",
-        "conversation: /start -> Soy cliente -> document -> name "
-        "(6 bot messages; WispHub look-up by document)",
+        "conversation: /start -> Soy cliente -> document -> name (WispHub look-up by document)",
         f"load: {opts.customers} concurrent customers x {opts.rounds} conversations each, closed "
         "loop, webhook mode, local fake Bot API and WispHub sandbox, Redis",
         f"log level: {opts.log_level} for both bots",
@@ -231,6 +241,7 @@ def render(report: Report) -> str:
     row("reply latency p50", lambda b: b.distinct.percentile(50), _ms, _ratio)
     row("reply latency p99", lambda b: b.distinct.percentile(99), _ms, _ratio)
     row("messages sent", lambda b: b.distinct.messages, str)
+    row("Bot API sends/message", lambda b: b.distinct.sends_per_message, "{:.2f}".format)
     row("unanswered (10 s)", lambda b: b.distinct.unanswered, str)
     row("wrong answers", lambda b: b.distinct.unexpected, str)
     row(
@@ -282,6 +293,13 @@ def render(report: Report) -> str:
                 f"{_ratio(wd.rate, ud.rate)}, p99 {_ratio(wd.percentile(99), ud.percentile(99))}, "
                 f"CPU per message {_ratio(_cpu_per_msg(wd), _cpu_per_msg(ud))}"
             )
+    lines += [
+        "",
+        f"Bot API sends per customer message (issue 14, target <= 1.1): "
+        f"{w.distinct.sends_per_message:.2f} -> {_check(w.distinct.sends_per_message <= 1.1)}",
+    ]
+    if report.storm is not None:
+        lines += ["", *storm_lines(report.storm)]
     if report.outage is not None:
         o = report.outage
         lines += [
@@ -310,6 +328,8 @@ def render(report: Report) -> str:
     ]
     if report.outage is not None:
         errors += report.outage.errors
+    if report.storm is not None:
+        errors += report.storm.run.errors
     if errors:
         lines += ["", f"problems ({len(errors)}, first 10):", *(f"  {e}" for e in errors[:10])]
     lines += ["", f"bot logs: {report.logs}"]
@@ -327,6 +347,9 @@ def parse(argv: list[str] | None = None) -> Options:
     ap.add_argument("--rounds", type=int, default=8, help="conversations per customer (8)")
     ap.add_argument("--outage-customers", type=int, default=2000, help="0 skips the run (2000)")
     ap.add_argument("--outage-window", type=float, default=60.0, help="seconds (60)")
+    ap.add_argument(
+        "--storm-customers", type=int, default=600, help="Telegram-limit storm, 0 skips (600)"
+    )
     ap.add_argument("--quick", action="store_true", help="small loads: a minute in all")
     ap.add_argument("--no-peer", action="store_true", help="wispbot only")
     ap.add_argument(
@@ -343,6 +366,7 @@ def parse(argv: list[str] | None = None) -> Options:
         rounds=args.rounds,
         outage_customers=args.outage_customers,
         outage_window=args.outage_window,
+        storm_customers=args.storm_customers,
         peer=not args.no_peer,
         peer_uvloop=not args.no_uvloop_peer,
         free_text=not args.no_free_text,
@@ -354,6 +378,7 @@ def parse(argv: list[str] | None = None) -> Options:
         opts.rounds = min(opts.rounds, 3)
         opts.outage_customers = min(opts.outage_customers, 300)
         opts.outage_window = min(opts.outage_window, 10.0)
+        opts.storm_customers = min(opts.storm_customers, 150)
     return opts
 
 

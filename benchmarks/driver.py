@@ -47,7 +47,9 @@ STOP_TIMEOUT = 30.0
 
 @dataclass(frozen=True)
 class Step:
-    """One customer move: type ``value`` or press the button labelled ``value``; n replies."""
+    """One customer move: type ``value`` or press the button labelled ``value``; at most
+    ``replies`` messages, the answer complete with the first that shows ``expect`` (wispbot
+    sends a turn as one message, the peer as two)."""
 
     kind: str  # "text" | "press"
     value: str
@@ -339,7 +341,14 @@ class RunResult:
     wisphub_calls: int = 0
     wisphub_peak: int = 0
     cpu_seconds: float = 0.0
+    sends: int = 0  # sendMessage calls (refused ones included)
+    refusals: int = 0  # of those, answered 429 (Telegram's flood limits)
     errors: list[str] = field(default_factory=list)
+
+    @property
+    def sends_per_message(self) -> float:
+        """Bot API sends per customer message."""
+        return self.sends / self.messages if self.messages else float("nan")
 
     @property
     def rate(self) -> float:
@@ -363,8 +372,15 @@ class RunResult:
 class Customers:
     """Posts customers' updates to one bot's webhook and times the replies on the fake."""
 
-    def __init__(self, fake: BenchTelegram, webhook_url: str, http: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        fake: BenchTelegram,
+        webhook_url: str,
+        http: aiohttp.ClientSession,
+        reply_timeout: float = REPLY_TIMEOUT,
+    ) -> None:
         self.fake = fake
+        self.reply_timeout = reply_timeout
         self.webhook_url = webhook_url
         self.http = http
         # Ids come from the fake: they must grow across runs, or a bot's dedupe drops updates.
@@ -440,7 +456,7 @@ class Customers:
             except KeyError:
                 result.errors.append(f"chat {chat}: no button {value!r} to press")
                 return
-            want = len(self.fake.by_chat.get(chat, ())) + step.replies
+            before = len(self.fake.by_chat.get(chat, ()))
             started = time.monotonic()
             result.messages += 1
             try:
@@ -449,10 +465,10 @@ class Customers:
                 result.unanswered += 1
                 result.errors.append(f"chat {chat}: {type(err).__name__}: {err}")
                 return
-            if not await self.fake.wait_count(chat, want, REPLY_TIMEOUT):
+            replies = await self._answer(chat, before, step, started + self.reply_timeout)
+            if not replies:
                 result.unanswered += 1
                 return
-            replies = self.fake.by_chat[chat][want - step.replies : want]
             result.answered += 1
             result.latencies.append(replies[-1].at - started)
             if step.expect and not _shows(replies[-1], step.expect):
@@ -461,6 +477,19 @@ class Customers:
                 result.errors.append(f"chat {chat}: {value!r} answered {got!r}")
                 return
         result.completed += 1
+
+    async def _answer(self, chat: int, before: int, step: Step, deadline: float) -> list[Sent]:
+        """The replies to a step: up to the first that shows what it expects, at most
+        ``step.replies``; none when nothing came by ``deadline``."""
+        seen = before
+        while seen - before < step.replies:
+            left = deadline - time.monotonic()
+            if left <= 0 or not await self.fake.wait_count(chat, seen + 1, left):
+                return []
+            seen = len(self.fake.by_chat[chat])
+            if step.expect is None or _shows(self.fake.by_chat[chat][seen - 1], step.expect):
+                break
+        return self.fake.by_chat[chat][before:seen]
 
 
 def _shows(sent: Sent, pattern: str) -> bool:
@@ -478,6 +507,7 @@ async def run_load(
     *,
     window: float = 0.0,
     deadline: float = 300.0,
+    reply_timeout: float = REPLY_TIMEOUT,
 ) -> RunResult:
     """Run ``plan``: one worker per list, its customers one after the other.
 
@@ -487,7 +517,8 @@ async def run_load(
     result = RunResult(label)
     connector = aiohttp.TCPConnector(limit=256)
     async with aiohttp.ClientSession(connector=connector) as http:
-        customers = Customers(bot.fake, bot.webhook_url, http)
+        customers = Customers(bot.fake, bot.webhook_url, http, reply_timeout)
+        calls_before = len(bot.fake.calls)
         sandbox.requests.clear()
         inflight.peak = 0
         # The load generator's own garbage collector must not stall a run (a full collection of
@@ -521,6 +552,9 @@ async def run_load(
         stamps = [m.at for m in bot.fake.messages if m.at >= started]
         result.elapsed = (max(stamps) if stamps else time.monotonic()) - started
         result.cpu_seconds = bot.cpu_seconds() - cpu_before
+        sends = [c for c in bot.fake.calls[calls_before:] if c.method == "sendMessage"]
+        result.sends = len(sends)
+        result.refusals = sum(1 for c in sends if c.error_code == 429)
         result.wisphub_calls = len(sandbox.requests)
         result.wisphub_peak = inflight.peak
     return result

@@ -20,7 +20,7 @@ from typing import TextIO
 
 from aiogram.exceptions import TelegramAPIError, TelegramUnauthorizedError
 
-from bot.channels.base import AgentMessage
+from bot.channels.base import AgentMessage, bubbles
 from bot.channels.console import KEY, render
 from bot.handoff import LocalAgents
 from bot.logs import log_key, report_stuck_stop, setup_logging
@@ -133,8 +133,9 @@ async def run_console(
         if store is not None:
             stack.push_async_callback(store.aclose)
 
-        def show(replies: list[Outbound]) -> None:
-            for reply in replies:
+        def show(replies: list[Outbound], *, merge: bool = True) -> None:
+            # One printed block per turn, as the channels send one bubble (agents' lines apart).
+            for reply in bubbles(replies) if merge else replies:
                 say(render(reply, color=color))
 
         async def notify(replies: list[Outbound]) -> list[Outbound]:
@@ -165,7 +166,7 @@ async def run_console(
                     say(texts("console.no_topic"))
                     continue
                 message = AgentMessage(topic.thread_id, next(events), text[1:].strip(), "agent")
-                show(await rt.engine.from_agent(message))
+                show(await rt.engine.from_agent(message), merge=text[1:].strip().startswith("/"))
             else:
                 inbound = Inbound(KEY, f"c{next(events)}", Kind.TEXT, text=text, display_name=name)
                 show(await rt.engine.handle(inbound))

@@ -24,7 +24,13 @@ from aiohttp import web
 
 from bot import metrics
 from bot.channel_health import SendHealth
-from bot.channels.base import AgentMessage, ChannelAdapter, DeliveryError, WindowClosed
+from bot.channels.base import (
+    AgentMessage,
+    ChannelAdapter,
+    DeliveryError,
+    WindowClosed,
+    bubbles,
+)
 from bot.channels.telegram.bridge import MediaBridge, from_topic
 from bot.channels.telegram.channel import TelegramChannel, make_bot
 from bot.channels.telegram.ingress import TelegramPolling, TelegramWebhook, forbidden
@@ -418,9 +424,14 @@ class Service:
         if self.agents is not None and not await self.agents.admit(msg):
             return  # not on TELEGRAM_AGENT_IDS: told so in the topic
 
+        # An agent's message is its own bubble; the bot's answers to a command are one.
+        command = msg.text.strip().startswith("/")
+
         async def deliver(replies: list[Outbound]) -> list[Outbound]:
             agents = self.telegram.agents_chat_id if self.telegram is not None else None
             replies = [from_topic(reply, agents) for reply in replies]
+            if command:
+                replies = bubbles(replies)
             undelivered, problem = await self._send_in_order(replies)
             if undelivered:
                 closed = isinstance(problem, WindowClosed)
@@ -436,8 +447,9 @@ class Service:
             await self.engine.from_agent(msg, deliver)
 
     async def deliver(self, replies: list[Outbound]) -> list[Outbound]:
-        """Send in order; return what could not be sent (it stays in the outbox)."""
-        undelivered, _ = await self._send_in_order(replies)
+        """Send a turn's replies as one bubble (``bubbles``) in order; return what could not be
+        sent (it stays in the outbox)."""
+        undelivered, _ = await self._send_in_order(bubbles(replies))
         return undelivered
 
     async def _send_in_order(

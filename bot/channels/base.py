@@ -102,6 +102,35 @@ def split_text(text: str, limit: int) -> list[str]:
     return parts
 
 
+def bubbles(replies: list[Outbound]) -> list[Outbound]:
+    """A turn's replies as the messages a customer sees: one bubble per turn.
+
+    Consecutive texts to one conversation merge into one reply, joined by a blank line, up to
+    and including the first that offers options: its options go on the merged reply. The dialog
+    offers a turn's choices with its last reply, so a turn is one bubble; a reply with options
+    ends its bubble so that a reply left over from an earlier turn (the outbox) keeps its own
+    choices rather than lending them to the next turn's text. A media copy is never merged, so
+    it stays in its place between the texts. Each channel's renderer then cuts the merged text
+    to its own limits, options on the last part. Agents' messages are not passed through here
+    (each is its own message).
+    """
+    merged: list[Outbound] = []
+    for reply in replies:
+        last = merged[-1] if merged else None
+        if (
+            last is None
+            or last.key != reply.key
+            or last.options
+            or last.media is not None
+            or reply.media is not None
+        ):
+            merged.append(reply)
+            continue
+        text = "\n\n".join(t for t in (last.text.strip(), reply.text.strip()) if t)
+        merged[-1] = Outbound(last.key, text, reply.options)
+    return merged
+
+
 class TokenBucket:
     """Up to ``burst`` calls at once, then ``rate`` a second; rate <= 0 means unlimited."""
 

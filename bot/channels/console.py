@@ -13,7 +13,7 @@ def render(out: Outbound, *, color: bool) -> str:
     """One reply as terminal text with numbered options."""
     bot = f"{_BOLD}bot>{_RESET}" if color else "bot>"
     lines = [
-        f"{bot} {line}" if i == 0 else f"     {line}"
+        f"{bot} {line}" if i == 0 else f"     {line}" if line else ""
         for i, line in enumerate(out.text.splitlines() or [""])
     ]
     for n, option in enumerate(out.options, 1):

@@ -22,6 +22,7 @@ async def test_both_bots_answer_every_step_and_the_outage_run_answers_everyone()
         wispbot_db=8,
         peer_db=9,
         peer_uvloop_db=13,
+        storm_customers=0,  # the storm has its own smoke test
     )
 
     report = await bench(opts)
@@ -48,6 +49,10 @@ async def test_both_bots_answer_every_step_and_the_outage_run_answers_everyone()
     assert peer.distinct.calls_per_conversation == 1
     assert peer.same.calls_per_conversation == 1
     assert wispbot.same.wisphub_calls <= 1
+    # One bubble per turn: one Bot API send per customer message; the peer sends a text and a
+    # menu for the greeting and the verified menu (6 for 4 messages).
+    assert wispbot.distinct.sends_per_message == 1
+    assert peer.distinct.sends_per_message == 1.5
 
     outage = report.outage
     assert outage is not None
@@ -58,6 +63,7 @@ async def test_both_bots_answer_every_step_and_the_outage_run_answers_everyone()
 
     text = render(report)
     assert "messages/s" in text
+    assert "Bot API sends per customer message (issue 14, target <= 1.1): 1.00 -> met" in text
     assert "mass outage" in text
     assert "control, the peer on uvloop" in text
     assert "free text (hola -> soy cliente" in text

@@ -20,7 +20,7 @@ import socket
 import sys
 import time
 import unicodedata
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -541,6 +541,37 @@ async def test_unknown_number_is_asked_the_document(bot: BotUnderTest) -> None:
     await stranger.expect("Sigue igual")
 
 
+async def test_a_turn_is_one_interactive_message(bot: BotUnderTest) -> None:
+    """One reply, one bubble: the greeting and its menu, then an answer and the client menu,
+    each arrive as ONE interactive message whose body holds the texts (issue 14)."""
+    stranger = bot.chat(STRANGER)
+    windows: list[int] = []
+
+    async def turn(move: Awaitable[None], pattern: str) -> None:
+        await move
+        windows.append(stranger.mark)
+        await stranger.expect(pattern)
+
+    await turn(stranger.say("hola"), "Soy cliente")
+    await turn(stranger.press("Soy cliente"), r"documento \(cedula\)")
+    await turn(stranger.say(ANA_DOCUMENT), "nombre")
+    await turn(stranger.say("Ana María Ruiz"), "Estado de cuenta")
+    await turn(stranger.press("Estado de cuenta"), r"89\.900")
+    await turn(stranger.say("menu"), "Estado de cuenta")  # answered: the windows are complete
+    sent = stranger.sent
+    ends = [*windows[1:], len(sent)]
+    turns = [sent[start:end] for start, end in zip(windows, ends, strict=True)]
+    assert [len(t) for t in turns] == [1] * len(turns), [[content(m) for m in t] for t in turns]
+    greeting, verified, account = turns[0][0], turns[3][0], turns[4][0]
+    for message in (greeting, verified, account):
+        assert message["type"] == "interactive", message
+        assert len(message["interactive"]["body"]["text"]) <= 1024
+    assert "\n\n" in greeting["interactive"]["body"]["text"]  # greeting + the menu's prompt
+    assert "soy cliente" in fold(content(greeting))
+    assert "89.900" in content(account)
+    assert "estado de cuenta" in fold(content(account))
+
+
 async def to_document_question(chat: Chat) -> None:
     """Greeting → Soy cliente → the bot asks for the document (the number matched nobody)."""
     await chat.say("hola")
@@ -656,7 +687,7 @@ async def test_statuses_and_junk_are_accepted_and_ignored(bot: BotUnderTest) -> 
     await ana.say("hola")
     await ana.expect("Soy cliente")
     assert graph.messages == ana.sent  # nothing was sent for the statuses or the junk
-    assert len(ana.sent) == 2  # greeting, then the menu's buttons
+    assert len(ana.sent) == 1  # the greeting with the menu's buttons: one bubble
     assert graph.reads == ana.wamids  # only the customer's message is marked read
 
 
@@ -968,7 +999,7 @@ async def test_group_messages_are_ignored(bot: BotUnderTest) -> None:
     ana = bot.chat(ANA)
     await ana.say("hola")  # the barrier
     await ana.expect("Soy cliente")
-    assert len(ana.sent) == 2  # greeting and menu for "hola"; nothing for the group
+    assert len(ana.sent) == 1  # greeting and menu for "hola" (one bubble); nothing for the group
     assert graph.reads == ana.wamids  # the group message was not even marked read
 
 
@@ -985,7 +1016,7 @@ async def test_a_webhook_for_another_phone_number_id_is_ignored_with_one_warning
     ana = bot.chat(ANA)
     await ana.say("hola")  # the barrier
     await ana.expect("Soy cliente")
-    assert len(ana.sent) == 2
+    assert len(ana.sent) == 1  # greeting and menu, one bubble
     assert graph.reads == ana.wamids
     lines = ignored(bot)[seen:]
     assert [(line["reason"], str(line["phone_number_id"])) for line in lines] == [

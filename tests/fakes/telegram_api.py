@@ -171,6 +171,8 @@ class FakeTelegram:
         # chat -> (messages, window, since): messages before ``since`` do not count
         self._floods: dict[int | str, tuple[int, float, float]] = {}
         self.flood_refusals = 0  # calls refused by a flood limit (429)
+        self._overall: tuple[int, float] | None = None  # (messages, window) over all chats
+        self.overall_refusals = 0  # calls refused by the overall limit (429)
         self._changed: asyncio.Event | None = None
         self._closing = False
         self.app = web.Application()
@@ -277,8 +279,31 @@ class FakeTelegram:
         else:
             self._floods[chat] = (per_window, window, time.monotonic())
 
+    def overall_limit(self, per_window: int = 30, window: float = 1.0) -> None:
+        """Enforce Telegram's ceiling of a bot over all chats: at most ``per_window`` messages
+        in any ``window`` seconds; one more is a 429 whose ``retry_after`` says when the window
+        has room. ``per_window=0`` lifts it."""
+        self._overall = (per_window, window) if per_window > 0 else None
+
+    def _overall_wait(self, method: str) -> int | None:
+        """Seconds until the bot's overall window has room for one more message, else None."""
+        if self._overall is None or method not in _SENDING:
+            return None
+        per_window, window = self._overall
+        now = time.monotonic()
+        for recent, message in enumerate(reversed(self.messages), 1):
+            if message.at < now - window:
+                break
+            if recent >= per_window:
+                return max(1, math.ceil(message.at + window - now))
+        return None
+
     def _flood_wait(self, method: str, params: dict[str, Any]) -> int | None:
         """Seconds until the chat's window has room for one more message, else None."""
+        overall = self._overall_wait(method)
+        if overall is not None:
+            self.overall_refusals += 1
+            return overall
         if method not in _SENDING or "chat_id" not in params:
             return None
         limit = self._floods.get(_chat_id(params["chat_id"]))

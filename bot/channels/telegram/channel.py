@@ -3,7 +3,7 @@
 Sending, in one picture::
 
     send(out) ──> per-chat lane (FIFO lock: one reply at a time, in call order)
-                     └─> for each part: chat bucket ─> global bucket ─> Bot API call
+                     └─> for each part: chat bucket ─> overall window ─> Bot API call
                                              429: sleep retry_after, try again
                                              network / 5xx: jittered backoff, try again
                                              403, 400, 404 ...: DeliveryError at once
@@ -40,7 +40,7 @@ from aiogram.types import BufferedInputFile, Message
 from pydantic import SecretStr
 
 from bot.channels.base import SEND_LANE, DeliveryError
-from bot.channels.telegram.pacing import Lanes, TokenBucket
+from bot.channels.telegram.pacing import Lanes, SlidingWindow, TokenBucket
 from bot.channels.telegram.render import MAX_TEXT, build_keyboard, text_parts
 from bot.channels.telegram.sender import BotApi
 from bot.concurrency import GaveUp, retry_delay, retrying
@@ -112,7 +112,7 @@ class TelegramChannel:
         # Hears of each Bot API call: True when Telegram answered, False when the call failed
         # for the channel's sake (network, 5xx, an undecodable answer), for the readiness check.
         self.on_outcome: Callable[[bool], None] | None = None
-        self._global = TokenBucket(global_rate, global_rate / 2)
+        self._global = SlidingWindow(global_rate)
         self.lanes = Lanes(per_chat_interval, group_per_minute)
         self.api = BotApi(bot)
 
@@ -337,8 +337,8 @@ class TelegramChannel:
             nonlocal made
             made += 1
             await bucket.take()
-            await self._global.take(low=SEND_LANE.get() == "notice")
-            result = await make()
+            async with self._global.slot(low=SEND_LANE.get() == "notice"):
+                result = await make()
             if self.on_outcome is not None:
                 self.on_outcome(True)
             return result
