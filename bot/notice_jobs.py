@@ -24,8 +24,9 @@ import contextlib
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -40,6 +41,8 @@ TASK = "wispbot.notices.tick"
 STREAM_MAXLEN = 1000
 STREAM_TTL = 24 * 3600  # renewed by each kick (every key expires; the group comes back at start)
 RECLAIM_SECONDS = 120  # a job whose worker died is taken by another after this long
+STOP_SECONDS = 5.0  # how long a stop waits for the ticker and the worker
+RETRY_SECONDS = 1.0  # a worker whose Redis does not answer reads again after this long
 
 Job = Callable[[int], Awaitable[None]]
 
@@ -84,6 +87,43 @@ class Ticker:
         return True
 
 
+def _stream_broker() -> type[Any]:
+    """taskiq-redis's stream broker, made to outlive its stream.
+
+    The stream and its consumer group vanish with a FLUSHDB, a Redis restart without
+    persistence or the key's expiry; taskiq-redis then fails every read ("NOGROUP", or
+    "UNBLOCKED" for the read under way) and its receiver logs a traceback per attempt. This one
+    declares the group again and reads on, and waits out a Redis that does not answer, with one
+    warning line each time.
+    """
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import ResponseError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+    from taskiq.acks import AckableMessage
+    from taskiq_redis import RedisStreamBroker
+
+    class Broker(RedisStreamBroker):
+        async def listen(self) -> AsyncGenerator[AckableMessage, None]:
+            while True:
+                try:
+                    async for message in super().listen():
+                        yield message
+                except ResponseError as err:
+                    if not str(err).startswith(("NOGROUP", "UNBLOCKED")):
+                        raise
+                    log.warning("the notice jobs' stream was gone: made again")
+                    with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
+                        await self._declare_consumer_group()
+                except (RedisConnectionError, RedisTimeoutError, OSError) as err:
+                    log.warning(
+                        "the notice jobs' stream is unreachable, retrying",
+                        extra={"error": type(err).__name__},
+                    )
+                    await asyncio.sleep(RETRY_SECONDS)
+
+    return Broker
+
+
 @asynccontextmanager
 async def running_jobs(
     registry: NoticeRegistry,
@@ -102,9 +142,8 @@ async def running_jobs(
         logging.getLogger("taskiq").setLevel(max(logging.WARNING, log.getEffectiveLevel()))
         from taskiq.acks import AcknowledgeType
         from taskiq.api import run_receiver_task
-        from taskiq_redis import RedisStreamBroker
 
-        broker = RedisStreamBroker(
+        broker = _stream_broker()(
             redis_url,
             queue_name=STREAM,
             consumer_group_name=GROUP,
@@ -143,9 +182,11 @@ async def running_jobs(
     finally:
         for t in tasks:
             t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        # A receiver cancelled while it starts can swallow the cancel (taskiq restarts its
+        # listener in a loop): the stop waits for it a bounded time, never for ever.
+        _, stuck = await asyncio.wait(tasks, timeout=STOP_SECONDS)
+        if stuck:
+            log.warning("notice jobs did not stop in time", extra={"tasks": len(stuck)})
         if broker is not None:
             with contextlib.suppress(Exception):
                 await broker.shutdown()

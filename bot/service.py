@@ -180,11 +180,6 @@ class Service:
 
         if isinstance(self.handoff, TelegramAgents):
             self._start_relay(self.handoff, self.runtime)
-        # Notices the bot sends first (issue 15), on the low-priority lane of the same senders.
-        self.notices = await self._notice_stack.enter_async_context(
-            running_notices(self.runtime, self.deliver, self.whatsapp, lambda: bool(self._turns))
-        )
-
         # A request still running at stop gets a few seconds, not aiohttp's default minute.
         conf = self.settings.bot
         quiet_bad_requests()
@@ -201,6 +196,11 @@ class Service:
         )
         await listen(site, self.settings)
         log.info("http serving", extra={"addresses": str(runner.addresses)})
+        # Notices the bot sends first (issue 15), on the low-priority lane of the same senders;
+        # only once the process serves (a port in use stops it before any notice job starts).
+        self.notices = await self._notice_stack.enter_async_context(
+            running_notices(self.runtime, self.deliver, self.whatsapp, lambda: bool(self._turns))
+        )
 
         # Events a stopped process kept go first, before anything new is fetched; then the
         # turns of a process that died (in their places: they still go first).
