@@ -37,7 +37,7 @@ from integrations.wisphub.sandbox import Sandbox
 ROUTER, SERVICE = 2, 12  # the demo's "OLT Norte" (known outage) and a client behind it
 FIRST_CHAT = 5_000_001
 TALKERS = 4  # customers writing while the notices go out
-TALK_GAP = 2.5  # s between one talker's messages (2 replies each: within 1 a second per chat)
+TALK_GAP = 2.5  # s between one talker's messages (one reply each: within 1 a second per chat)
 P99_LIMIT = 0.3
 BASELINE_SECONDS = 15.0
 SLACK = 1.2
@@ -113,7 +113,7 @@ async def _talk(
     started before ``first``, when the notices begin, as the baseline)."""
     fake = customers.fake
     while not stop.is_set():
-        want = len(fake.by_chat.get(chat, ())) + 2
+        want = len(fake.by_chat.get(chat, ())) + 1  # a turn is one message (one bubble)
         started = time.monotonic()
         await customers.post(customers.text_update(chat, "/start"))
         if await fake.wait_count(chat, want, 30.0):

@@ -20,6 +20,7 @@ import json
 import logging
 import re
 import sys
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
@@ -126,6 +127,22 @@ def setup_logging(level: str, key: bytes = DEFAULT_LOG_KEY) -> None:
     root.setLevel(level)
     for noisy in ("aiohttp.access", "httpx", "httpcore", "aiogram.event", "transitions"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+async def bounded_step(
+    step: Coroutine[Any, Any, None], name: str, seconds: float, done: Callable[[str], None]
+) -> None:
+    """One step of a stop, given ``seconds``: an overrun is logged with where every task waits."""
+    try:
+        async with asyncio.timeout(seconds):
+            await step
+    except TimeoutError:
+        logging.getLogger("bot.service").warning(
+            "stop: step given up", extra={"step": name, "seconds": seconds}
+        )
+        report_stuck_stop()
+    else:
+        done(name)
 
 
 def report_stuck_stop() -> None:

@@ -41,7 +41,7 @@ from bot.channels.whatsapp.webhook import WhatsAppWebhook
 from bot.engine import LOCK_LEASE_SECONDS, Engine
 from bot.handoff import NoAgents
 from bot.http_guard import GuardedSite, quiet_bad_requests, server_options
-from bot.logs import report_stuck_stop
+from bot.logs import bounded_step
 from bot.notice_runner import Notices, running_notices
 from bot.relay import Relay
 from bot.runtime import Runtime, open_runtime
@@ -259,7 +259,9 @@ class Service:
         for task in [t for t in self._tasks if t.get_name() in ("sweeper", "relay")]:
             task.cancel()  # what the relay had not sent stays in its outbox
         # A notice cut short is in its outbox or not begun: the next process's tick or sweep.
-        await self._bounded(self._notice_stack.aclose(), "stop: notices stopped", done)
+        await bounded_step(
+            self._notice_stack.aclose(), "stop: notices stopped", CLOSE_SECONDS, done
+        )
         await runner.shutdown()
         if self.whatsapp_hook is not None:
             with contextlib.suppress(TimeoutError):
@@ -267,10 +269,10 @@ class Service:
                     await self.whatsapp_hook.drain()
         await self._drain(started + DRAIN_SECONDS)
         done("stop: in-flight messages done")
-        await self._bounded(runner.cleanup(), "stop: http closed", done)
+        await bounded_step(runner.cleanup(), "stop: http closed", CLOSE_SECONDS, done)
         # A call the server was still reading at the signal may have started a turn since.
         await self._drain(loop.time() + LATE_TURN_SECONDS)
-        await self._bounded(self.close(), "stop: clients closed", done)
+        await bounded_step(self.close(), "stop: clients closed", CLOSE_SECONDS, done)
 
     def _running(self) -> set[asyncio.Task[Any]]:
         return {t for t in self._tasks | self._turns if not t.done()}
@@ -319,18 +321,6 @@ class Service:
         )
         self.handoff = runtime.handoff = engine.ctx.handoff = relay.port
         self._spawn(relay.worker.run(), name="relay")
-
-    async def _bounded(
-        self, step: Coroutine[Any, Any, None], name: str, done: Callable[[str], None]
-    ) -> None:
-        try:
-            async with asyncio.timeout(CLOSE_SECONDS):
-                await step
-        except TimeoutError:
-            log.warning("stop: step given up", extra={"step": name, "seconds": CLOSE_SECONDS})
-            report_stuck_stop()
-        else:
-            done(name)
 
     async def close(self) -> None:
         """Close clients and pools (also after a failed start)."""
