@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import tzinfo
+from pathlib import Path
 from typing import Literal
 
 from pydantic import SecretStr
@@ -35,9 +36,10 @@ def _circuit_changed(state: str) -> None:
 
 
 @functools.cache
-def understanding(tz: tzinfo) -> Understanding:
-    """The free-text models, loaded once per process (trained, or read from their cache)."""
-    loaded = Understanding.load(tz=tz)
+def understanding(tz: tzinfo, examples: Path | None = None) -> Understanding:
+    """The free-text models, loaded once per process (trained, or read from their cache), with
+    the ISP's own examples when ``UNDERSTANDING_EXAMPLES`` names their folder."""
+    loaded = Understanding.load(tz=tz, extra_dirs=[examples] if examples else ())
     log.info(
         "understanding loaded",
         extra={
@@ -106,7 +108,7 @@ async def open_runtime(
             settings=settings.dialog(),
             handoff=handoff,
             clock=clock,
-            understanding=understanding(settings.bot.tz),
+            understanding=understanding(settings.bot.tz, settings.bot.understanding_examples),
             subscriptions=notices if subscriptions == "registry" else subscriptions,
         )
         engine = Engine(ctx, settings.bot)

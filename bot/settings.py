@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 from functools import cached_property
+from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -132,6 +133,16 @@ class BotSettings(BaseSettings):
     currency_decimals: int = Field(default=0, ge=0, le=2)
     # Whether WispHub's payment promise reactivates a suspended service until its date.
     promise_reactivates: bool = True
+    # A folder of the ISP's own free-text examples (es.yaml / en.yaml), learned with the shipped
+    # ones at start-up (flows/understand); unset: the shipped examples alone.
+    understanding_examples: Path | None = None
+
+    @field_validator("understanding_examples")
+    @classmethod
+    def _examples_folder(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_dir():
+            raise ValueError("expected a folder holding es.yaml and/or en.yaml")
+        return v
 
     @field_validator("log_level", mode="before")
     @classmethod

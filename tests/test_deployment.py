@@ -345,6 +345,7 @@ FILLS = {
     "WHATSAPP_TEMPLATE_TICKET_UPDATE": "actualizacion_ticket",
     "WHATSAPP_TEMPLATE_PAYMENT_REMINDER": "recordatorio_pago",
     "WHATSAPP_TEMPLATE_CSAT": "calificacion_atencion",
+    "UNDERSTANDING_EXAMPLES": ".",
 }
 
 
