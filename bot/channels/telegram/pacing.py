@@ -53,7 +53,7 @@ class SlidingWindow:
         self._high = 0  # ordinary callers (answers) waiting for a place
         self._low = asyncio.Lock()  # low-priority callers (notices), one at a time
         # A notice leaves this many places of the window to the answers (when the limit allows).
-        self._reserve = 1 if self.limit >= 2 else 0
+        self._reserve = 2 if self.limit >= 10 else (1 if self.limit >= 2 else 0)
 
     @contextlib.asynccontextmanager
     async def slot(self, *, low: bool = False) -> AsyncIterator[None]:
