@@ -29,7 +29,18 @@ import aiohttp
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
-from e2e_harness import BotProcess, Chat, bot_env, fold, free_port, identify, launched, running
+from e2e_harness import (
+    BotProcess,
+    Chat,
+    bot_env,
+    fold,
+    free_port,
+    identify,
+    launched,
+    open_handoff,
+    running,
+    wait_for_text,
+)
 from telegram_api import FakeTelegram
 
 from bot.store.subscriptions import RedisRegistry
@@ -215,3 +226,40 @@ async def test_opting_out_stops_the_outage_notice(
     await asyncio.sleep(QUIET_SECONDS)
     assert luz.window() == [], luz.transcript()
     assert _count(other, "se restablecio") == 1, other.transcript()
+
+
+async def test_the_rating_of_a_ticket_opened_in_a_handoff_reaches_the_agents_topic(
+    ready: dict[str, BotProcess], fake: FakeTelegram, sandbox: Sandbox
+) -> None:
+    """The agent files the ticket with /ticket and closes the conversation; when the ticket is
+    resolved, the customer's rating is posted in their topic."""
+    agents = fake.agents_chat_id
+    chat = _chat(fake, ANA[2])
+    await identify(chat, *ANA)
+    thread = (await open_handoff(chat, fake)).message_thread_id
+    assert thread is not None
+    chat.mark()
+    fake.agent_text(thread, "/ticket revisar la antena, no hay señal")
+    opened = await chat.expect(r"Un asesor abrio el ticket #\d+")
+    match = re.search(r"#(\d+)", opened.text or "")
+    assert match is not None, chat.transcript()
+    ticket = int(match.group(1))
+    fake.agent_text(thread, "/cerrar")
+    await chat.expect("El asesor cerro la conversacion")
+    await chat.expect("como calificarias la atencion")  # the closed handoff's own rating
+    chat.press("5")
+    await wait_for_text(fake, agents, r"Calificacion del cliente: 5/5", thread_id=thread)
+    await chat.expect("gracias por tu calificacion")
+    chat.press("Omitir")
+    await chat.expect("gracias por tu calificacion")
+
+    notes = len(fake.sent(agents))
+    assert sandbox.set_ticket_status(ticket, "4")  # Cerrado
+    chat.mark()
+    await chat.expect(rf"ticket #{ticket} figura como resuelto", timeout=NOTICE_SECONDS)
+    chat.press("Sí")
+    await chat.expect("como calificarias la atencion")
+    chat.press("3")
+    await wait_for_text(fake, agents, r"Calificacion del cliente: 3/5", notes, thread_id=thread)
+    await asyncio.sleep(QUIET_SECONDS)
+    assert _count(chat, "se soluciono tu problema") == 1, chat.transcript()
