@@ -10,7 +10,11 @@ reminder offer, the outage answer), and each notice is asserted as the customer 
   sandbox's cut-off date (``fecha_corte``) instead: three days ahead nothing is sent, two days
   ahead (REMINDER_DAYS_BEFORE=2) the reminder goes out once, however many ticks follow;
 - "/silenciar": an opted-out subscriber gets nothing when the outage ends (counted as
-  ``wispbot_notices_skipped_total{reason="opted_out"}``), while another subscriber is told.
+  ``wispbot_notices_skipped_total{reason="opted_out"}``), while another subscriber is told;
+- a ticket an agent filed with /ticket: after the handoff was closed, the rating given when the
+  ticket is resolved is posted in the customer's (closed) topic;
+- the console (``python -m bot chat``, piped stdin kept open, memory sessions) prints the
+  outage notice when it arrives.
 
 Waits are bounded and generous (the machine is busy); "nothing more" is asserted after several
 poll intervals of quiet, never from a tight margin.
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -263,3 +268,55 @@ async def test_the_rating_of_a_ticket_opened_in_a_handoff_reaches_the_agents_top
     await wait_for_text(fake, agents, r"Calificacion del cliente: 3/5", notes, thread_id=thread)
     await asyncio.sleep(QUIET_SECONDS)
     assert _count(chat, "se soluciono tu problema") == 1, chat.transcript()
+
+
+async def _printed(stdout: asyncio.StreamReader, seen: list[str], pattern: str) -> None:
+    """Read the console's output (bounded) until a line matches ``pattern``."""
+    deadline = time.monotonic() + NOTICE_SECONDS
+    while not any(re.search(fold(pattern), fold(line)) for line in seen):
+        left = deadline - time.monotonic()
+        try:
+            if left <= 0:
+                raise TimeoutError
+            line = await asyncio.wait_for(stdout.readline(), timeout=left)
+        except TimeoutError:
+            msg = f"the console never printed {pattern!r}:\n" + "".join(seen)
+            raise AssertionError(msg) from None
+        if not line:
+            raise AssertionError(f"the console ended before {pattern!r}:\n" + "".join(seen))
+        seen.append(line.decode())
+
+
+async def test_the_console_prints_a_notice_as_it_arrives(sandbox: Sandbox) -> None:
+    """``python -m bot chat`` with piped stdin (kept open, nothing more typed), against this
+    sandbox, sessions in memory: the outage notice is printed when the outage ends."""
+    sandbox.reset()
+    env = bot_env(None, sandbox.url, free_port(), NOTIFY_POLL_SECONDS="1")
+    env.pop("REDIS_URL")  # the console's own memory: the two services above never see it
+    chat = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        "chat",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        env=env,
+    )
+    assert chat.stdin is not None
+    assert chat.stdout is not None
+    seen: list[str] = []
+    try:
+        chat.stdin.write(f"Soy cliente\n{LUZ[0]}\n{LUZ[1]}\nReportar falla\n".encode())
+        await chat.stdin.drain()
+        await _printed(chat.stdout, seen, "Te avisaremos cuando se resuelva")
+        told = len(seen)
+        sandbox.set_outage(ROUTER, False)
+        await _printed(chat.stdout, seen, "se restablecio")
+        assert not any("se restablecio" in fold(line) for line in seen[:told]), "".join(seen)
+        chat.stdin.close()
+        assert await asyncio.wait_for(chat.wait(), timeout=NOTICE_SECONDS) == 0, "".join(seen)
+    finally:
+        if chat.returncode is None:
+            chat.kill()
+            await chat.wait()
