@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from transitions.extensions.asyncio import AsyncEventData
 
+from flows.agent import agent_request
 from flows.base import Conversation, Flow, model
 from flows.client import CLIENT_OPTIONS
 from flows.main import PUBLIC_OPTIONS
@@ -147,12 +148,18 @@ async def set_notices(conv: Conversation, *, on: bool, offer_again: bool) -> Non
 
 
 async def _tell_agents(conv: Conversation, key: str, **values: object) -> None:
-    """A note in the customer's topic, when they have one (best effort)."""
+    """A note in the customer's topic (best effort). A customer who never had one gets one,
+    opened with a card that names the rating, when agents are configured: the agents see every
+    rating, and can answer a low one in the topic."""
     topic = conv.data.get("topic")
-    if topic is None:
-        return
     notes = Texts(conv.ctx.settings.language)
     try:
+        if topic is None:
+            if not conv.ctx.handoff.configured:
+                return
+            topic = await conv.ctx.handoff.open(await agent_request(conv, "rating"), None)
+            await conv.ctx.store.set_topic(topic, conv.key)
+            conv.data["topic"] = topic
         await conv.ctx.handoff.notify(int(topic), notes(key, **values))
     except HandoffError:
         log.warning("rating not posted in the topic", extra={"conv": str(conv.key)})

@@ -272,3 +272,19 @@ async def test_english_notices_and_words() -> None:
         assert "/mute" in text
         assert "rate the help" in await b.send(key, "Yes")
         assert "won't send you more notices" in await b.send(key, "stop notifications")
+
+
+async def test_a_rating_from_a_customer_without_a_topic_opens_one_for_the_agents(
+    bot: Bot,
+) -> None:
+    key = ConvKey("telegram", "9031")
+    await bot.verified(key, ANA)
+    assert "topic" not in (await bot.session(key)).data
+    await bot.notice(key, resolved())
+    await bot.send(key, "Sí")
+    await bot.press(key, "score:2")
+    topic = bot.agents.topics[(await bot.session(key)).data["topic"]]
+    assert any(post.startswith("[card]") and "rating" in post for post in topic.posts)
+    assert "Calificación del cliente: 2/5" in topic.posts
+    await bot.send(key, "El técnico nunca llegó")
+    assert "Comentario del cliente (2/5): El técnico nunca llegó" in topic.posts
