@@ -167,28 +167,12 @@ class RedisOutbox:
 
     @contextlib.asynccontextmanager
     async def claim(self, thread: int) -> AsyncIterator[bool]:
-        """SET NX PX with a token, renewed every third of the lease while the block runs."""
+        """The thread's lock, renewed while the block runs (``held_lease``)."""
         name, token = _key("lock", str(thread)), secrets.token_hex(8)
-        lease_ms = int(LEASE_SECONDS * 1000)
         with self._wrap("claim"):
-            taken = await self.redis.set(name, token, nx=True, px=lease_ms)
-        if not taken:
-            yield False
-            return
-
-        async def renew() -> None:
-            while True:
-                await asyncio.sleep(LEASE_SECONDS / 3)
-                with contextlib.suppress(RedisError, OSError):
-                    await self._renew(keys=[name], args=[token, lease_ms])
-
-        keeper = asyncio.create_task(renew())
-        try:
-            yield True
-        finally:
-            keeper.cancel()
-            with contextlib.suppress(RedisError, OSError):
-                await self._give_back(keys=[name], args=[token])
+            taken = await self.redis.set(name, token, nx=True, px=int(LEASE_SECONDS * 1000))
+        async with held_lease(self._renew, self._give_back, name, token, taken, LEASE_SECONDS):
+            yield bool(taken)
 
     async def first_tell(self, thread: int) -> bool:
         """SET NX."""
@@ -199,6 +183,33 @@ class RedisOutbox:
         """DEL."""
         with self._wrap("tell"):
             await self.redis.delete(_key("told", str(thread)))
+
+
+@contextlib.asynccontextmanager
+async def held_lease(
+    renew: Any, give_back: Any, name: str, token: str, taken: Any, lease: float
+) -> AsyncIterator[None]:
+    """A lease taken with SET NX PX and ``token`` (``taken``), renewed every third of ``lease``
+    seconds while the block runs (``RENEW_OWN``) and given back after it (``GIVE_BACK_OWN``);
+    nothing to do when it was not taken."""
+    if not taken:
+        yield
+        return
+    lease_ms = int(lease * 1000)
+
+    async def keep() -> None:
+        while True:
+            await asyncio.sleep(lease / 3)
+            with contextlib.suppress(RedisError, OSError):
+                await renew(keys=[name], args=[token, lease_ms])
+
+    keeper = asyncio.create_task(keep())
+    try:
+        yield
+    finally:
+        keeper.cancel()
+        with contextlib.suppress(RedisError, OSError):
+            await give_back(keys=[name], args=[token])
 
 
 @dataclass

@@ -21,8 +21,6 @@ targets and subscribers, removes what it told, and marks what it sent.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -37,7 +35,7 @@ from redis.exceptions import RedisError
 from bot.store.errors import StoreUnavailable
 from bot.store.interfaces import SessionStore
 from bot.store.keys import PREFIX, Clock
-from bot.store.outbox import GIVE_BACK_OWN, RENEW_OWN
+from bot.store.outbox import GIVE_BACK_OWN, RENEW_OWN, held_lease
 from bot.store.redis_store import RedisStore
 from flows.types import ConvKey
 
@@ -260,27 +258,12 @@ class RedisRegistry:
 
     @asynccontextmanager
     async def running(self, job: str) -> AsyncIterator[bool]:
-        """SET NX PX with a token, renewed every third of the lease while the block runs."""
-        name, token, lease = _k("notify", "run", job), secrets.token_hex(8), int(RUN_LEASE * 1000)
+        """The job's run lease, renewed while the block runs (``held_lease``)."""
+        name, token = _k("notify", "run", job), secrets.token_hex(8)
         with self._wrap("run"):
-            taken = await self.redis.set(name, token, nx=True, px=lease)
-        if not taken:
-            yield False
-            return
-
-        async def renew() -> None:
-            while True:
-                await asyncio.sleep(RUN_LEASE / 3)
-                with contextlib.suppress(RedisError, OSError):
-                    await self._renew(keys=[name], args=[token, lease])
-
-        keeper = asyncio.create_task(renew())
-        try:
-            yield True
-        finally:
-            keeper.cancel()
-            with contextlib.suppress(RedisError, OSError):
-                await self._give_back(keys=[name], args=[token])
+            taken = await self.redis.set(name, token, nx=True, px=int(RUN_LEASE * 1000))
+        async with held_lease(self._renew, self._give_back, name, token, taken, RUN_LEASE):
+            yield bool(taken)
 
 
 @dataclass
