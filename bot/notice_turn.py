@@ -11,6 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from bot.concurrency import ON_WIRE
 from bot.store import LockLost
 from flows.notices import Notice
 from flows.types import ConvKey, Outbound
@@ -33,17 +34,36 @@ async def run_notice(
     Nothing is sent when the dialog finds nothing to say (a handoff, a notice that no longer
     applies) or when ``mark`` (the notice's dedupe mark, taken under the lock just before the
     save) finds it sent already. The mark comes before the save: a process killed in between
-    loses that one notice rather than sending it twice.
+    loses that one notice rather than sending it twice. The turn's replies are saved as its
+    outbox, which the sweep sends should the process die while they wait for their pacing
+    slot; once the first of them may go, the outbox is saved empty (``ON_WIRE``): a process
+    killed while a request is out loses the notice rather than sending it twice.
     """
     try:
         async with engine._conversation(key) as ticket:
-            loaded = await engine._retry(lambda: engine.ctx.store.load(key), "load")
+            store, ttl = engine.ctx.store, engine.settings.session_ttl
+            loaded = await engine._retry(lambda: store.load(key), "load")
             turn = await engine.dialog.notice(key, loaded, notice)
             if turn is None or (mark is not None and not await mark()):
                 return None
             pending = engine._pending(turn.session)
             engine._count(turn)
-            return await engine._commit(key, turn.session, pending + turn.replies, deliver, ticket)
+            session = turn.session
+            out = False
+
+            async def taken_out() -> None:
+                nonlocal out
+                if out:
+                    return  # once a turn
+                out = True
+                session.outbox = []
+                await engine._retry(lambda: store.save(key, session, ttl, ticket=ticket), "save")
+
+            wire = ON_WIRE.set(taken_out)
+            try:
+                return await engine._commit(key, session, pending + turn.replies, deliver, ticket)
+            finally:
+                ON_WIRE.reset(wire)
     except LockLost:
         log.warning("notice given up: its place was taken over", extra={"conv": str(key)})
         return None

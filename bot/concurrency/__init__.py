@@ -1,5 +1,6 @@
 """Waiting done once for the whole runtime: the per-key FIFO lock (the engine's conversations and
-topics, the channels' chats) and the retry helper (the channels' senders, the relay outbox).
+topics, the channels' chats), the retry helper (the channels' senders, the relay outbox) and the
+hook a send calls once it may go, just before its request leaves (``on_wire``).
 
 A package of its own, importing nothing from ``bot`` (nor ``flows``): the engine and the
 channels both use it, so it sits below both. Hand-written:
@@ -11,6 +12,7 @@ as callbacks just the same; the loop itself is a dozen lines on every send's pat
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import random
 from collections.abc import Awaitable, Callable, Hashable
 from contextlib import AbstractAsyncContextManager
@@ -121,3 +123,20 @@ async def retrying(
             if on_retry is not None:
                 on_retry(err, attempt, wait)
             await asyncio.sleep(wait)
+
+
+# What the current task does once a send has its pacing slots, just before its request leaves
+# (``on_wire``): a notice's turn (``bot.notice_turn``) takes its replies out of its saved outbox
+# there. A process killed while that request is out then loses the notice rather than sending it
+# twice (the sweep resends an outbox, and no channel can say whether a request it never heard
+# back from arrived), and one killed while the send waited for its slot still sends it.
+ON_WIRE: contextvars.ContextVar[Callable[[], Awaitable[None]] | None] = contextvars.ContextVar(
+    "on_wire", default=None
+)
+
+
+async def on_wire() -> None:
+    """Run the current task's ``ON_WIRE`` hook, if it set one."""
+    hook = ON_WIRE.get()
+    if hook is not None:
+        await hook()

@@ -43,7 +43,7 @@ from bot.channels.base import SEND_LANE, DeliveryError
 from bot.channels.telegram.pacing import Lanes, SlidingWindow, TokenBucket
 from bot.channels.telegram.render import MAX_TEXT, build_keyboard, text_parts
 from bot.channels.telegram.sender import BotApi
-from bot.concurrency import GaveUp, retry_delay, retrying
+from bot.concurrency import GaveUp, on_wire, retry_delay, retrying
 from flows.types import Channel, Outbound
 
 log = logging.getLogger("bot.channels.telegram")
@@ -338,6 +338,7 @@ class TelegramChannel:
             made += 1
             await bucket.take()
             async with self._global.slot(low=SEND_LANE.get() == "notice"):
+                await on_wire()
                 result = await make()
             if self.on_outcome is not None:
                 self.on_outcome(True)

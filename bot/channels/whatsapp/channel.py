@@ -15,7 +15,7 @@ from bot.channels.whatsapp.graph import GRAPH_TIMEOUT, MEDIA_TIMEOUT, GraphClien
 from bot.channels.whatsapp.memory import WINDOW_SECONDS, ChatMemory, LocalMemory
 from bot.channels.whatsapp.render import Message, Renderer, envelope, media_message, more_page
 from bot.channels.whatsapp.settings import WhatsAppSettings
-from bot.concurrency import KeyedLock
+from bot.concurrency import KeyedLock, on_wire
 from flows.types import Channel, Inbound, Kind, Media, Outbound
 
 log = logging.getLogger("bot.channels.whatsapp")
@@ -161,6 +161,7 @@ class WhatsAppChannel:
             for message in messages:
                 if SEND_LANE.get() == "notice":
                     await self._notice_pace.take(low=True)
+                await on_wire()
                 await self.graph.send_message(message, conv)
         except WindowClosed:
             await self.memory.closed(chat)  # known closed until the customer writes again

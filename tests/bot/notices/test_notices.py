@@ -5,6 +5,8 @@ In one process on the memory store and the in-process sandbox; the ticks are run
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -13,12 +15,14 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bot import metrics
+from bot.concurrency import on_wire
 from bot.handoff import LocalAgents
 from bot.notice_runner import Notices, running_notices
 from bot.runtime import Runtime, open_runtime
 from bot.settings import load_settings
 from bot.store import MemoryStore, Session
 from flows.agent import WAITING
+from flows.notices import Notice
 from flows.types import ConvKey, Outbound
 from integrations.wisphub.sandbox import Sandbox
 
@@ -217,3 +221,48 @@ async def test_whatsapp_outside_the_window_gets_the_template() -> None:
         assert await w.notices.tick() == 1
         assert w.whatsapp.templates == [(WA.chat_id, "servicio_restablecido", "es", [])]
         assert w.told(WA) == []  # never as free text
+
+
+async def _killed_while(world: World, *, on_the_wire: bool) -> list[Outbound]:
+    """Run an outage notice as a turn whose delivery never comes back (the process dies: the
+    task is cancelled, so nothing after the send is saved), then the sweep of the next process;
+    what that sweep sends."""
+    engine, arrived = world.rt.engine, asyncio.Event()
+
+    async def dies(replies: list[Outbound]) -> list[Outbound]:
+        if on_the_wire:
+            await on_wire()  # the channel had its pacing slot: the request left
+        arrived.set()
+        await asyncio.Event().wait()  # its answer never comes back
+        return []
+
+    turn = asyncio.create_task(
+        engine.notice(ANA, Notice("outage_resolved", 12, "outage:2:1"), dies)
+    )
+    await arrived.wait()
+    turn.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await turn
+    swept: list[Outbound] = []
+
+    async def deliver(replies: list[Outbound]) -> list[Outbound]:
+        swept.extend(replies)
+        return []
+
+    await engine.sweep(deliver)
+    return swept
+
+
+async def test_a_notice_whose_request_was_out_when_the_process_died_is_not_sent_again(
+    world: World,
+) -> None:
+    """No channel can say whether a request it never heard back from arrived: the notice is
+    lost rather than told twice (the sweep resends an outbox)."""
+    assert await _killed_while(world, on_the_wire=True) == []
+
+
+async def test_a_notice_still_waiting_for_its_slot_when_the_process_died_is_sent_by_the_sweep(
+    world: World,
+) -> None:
+    [swept] = await _killed_while(world, on_the_wire=False)
+    assert "El servicio en tu zona se restableció" in swept.text
