@@ -26,7 +26,10 @@ from bot.store.redis_store import RedisStore
 
 Entry = dict[str, Any]  # {"at": enqueued, "text": ...} or {"at", "inbound": json, "label": ...}
 
-LEASE_SECONDS = 15.0  # a topic's sender lock; renewed while a send waits out a 429
+# A topic's sender lock; renewed every third of it while a send runs (or waits out a 429), so
+# it can be short: a process killed mid-send holds up the topic's relays at most this long (as
+# long as a conversation's lock, ``bot.engine.LOCK_LEASE_SECONDS``).
+LEASE_SECONDS = 5.0
 TOLD_TTL = 24 * 3600
 OUTBOX_TTL = 7 * 24 * 3600  # an outbox nobody can send (a deleted topic) does not live forever
 

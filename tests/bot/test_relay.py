@@ -14,6 +14,7 @@ from telegram_api import FakeTelegram
 from bot.channels.telegram.channel import TelegramChannel
 from bot.channels.telegram.render import MAX_TEXT
 from bot.channels.telegram.topics import TelegramAgents
+from bot.engine import LOCK_LEASE_SECONDS
 from bot.relay import RelayingAgents, RelayWorker, merge
 from bot.store.outbox import MemoryOutbox, Outbox, RedisOutbox
 from flows.ports import AgentRequest
@@ -233,3 +234,22 @@ async def test_a_copy_telegram_keeps_refusing_is_noted_and_does_not_hold_back_th
     await drain(worker)
     posts = fake.sent(fake.agents_chat_id)
     assert [p.text for p in posts] == ["[El cliente envió photo]\n\ndespués de la foto"]
+
+
+async def test_a_claim_its_dead_sender_left_lapses_within_a_conversation_locks_lease() -> None:
+    """A process killed while sending a topic's relays never gives its claim back: the topic's
+    relays wait for it to lapse (CI saw an agent's topic miss a customer's message for 10 s after
+    a restart), never longer than a conversation waits for its lock."""
+    client = Redis.from_url(os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15"))
+    try:
+        await client.flushdb()
+        claim = RedisOutbox(client).claim(7)
+        assert await claim.__aenter__()  # and its process dies before it gives the claim back
+        try:
+            lease_ms = await client.pttl("wispbot:relay:lock:7")
+            assert 0 < lease_ms <= LOCK_LEASE_SECONDS * 1000
+        finally:
+            await claim.__aexit__(None, None, None)
+    finally:
+        await client.flushdb()
+        await client.aclose()
