@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from cachetools import LRUCache
+
 from flows.understand.classifier import IntentModel, load_or_train, model_text
 from flows.understand.entities import Entities, extract, warm_up
 from flows.understand.examples import INTENTS, LANGUAGES, load_examples, training_files
@@ -30,6 +32,9 @@ MAX_CHARS = 1000
 # A second intent this close to the first is offered back ("¿Te refieres a A o a B?").
 ALTERNATIVE_RATIO = 0.5
 ALTERNATIVE_MIN = 0.15
+# Customers write the same short messages again and again ("hola", "gracias", "cuanto debo?"):
+# the classifier's verdict on a text is kept (the entities are not: a date depends on today).
+VERDICTS_KEPT = 4096
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,8 @@ class Understanding:
         self.models = models
         self.tz = tz
         self.report = LoadReport()
+        # (language, text) -> intent, confidence, alternatives
+        self._verdicts: LRUCache[tuple[str, str], Verdict] = LRUCache(VERDICTS_KEPT)
 
     @classmethod
     def load(
@@ -100,6 +107,10 @@ class Understanding:
         understanding.report = report
         return understanding
 
+    def forget(self) -> None:
+        """Drop the verdicts kept for texts seen before (a benchmark's first sight)."""
+        self._verdicts.clear()
+
     def understand(self, text: str, language: str, now: datetime | None = None) -> Result:
         """The intent, its confidence, the entities, and a close second intent if any."""
         model = self.models.get(language) or next(iter(self.models.values()))
@@ -111,15 +122,27 @@ class Understanding:
             if "document" in entities and words.replace(" ", "").isdigit():
                 return Result(text, "document", 1.0, entities)
             return Result(text, "out_of_scope", 1.0, entities)
-        proba = model.proba(model_text(read, language))
-        order = proba.argsort()[::-1]
-        best, second = int(order[0]), int(order[1])
-        intent, confidence = model.classes[best], float(proba[best])
-        alternatives: tuple[tuple[str, float], ...] = ()
-        runner_up = float(proba[second])
-        if runner_up >= ALTERNATIVE_MIN and runner_up >= ALTERNATIVE_RATIO * confidence:
-            alternatives = ((model.classes[second], runner_up),)
-        if confidence < MIN_CONFIDENCE:
-            alternatives = ((intent, confidence), *alternatives)
-            intent = "out_of_scope"
+        verdict = self._verdicts.get((language, read))
+        if verdict is None:
+            verdict = self._verdicts[(language, read)] = _verdict(model, read, language)
+        intent, confidence, alternatives = verdict
         return Result(text, intent, confidence, entities, alternatives)
+
+
+Verdict = tuple[str, float, tuple[tuple[str, float], ...]]
+
+
+def _verdict(model: IntentModel, read: str, language: str) -> Verdict:
+    """The classifier's intent for a text, its confidence and a close second if any."""
+    proba = model.proba(model_text(read, language))
+    order = proba.argsort()[::-1]
+    best, second = int(order[0]), int(order[1])
+    intent, confidence = model.classes[best], float(proba[best])
+    alternatives: tuple[tuple[str, float], ...] = ()
+    runner_up = float(proba[second])
+    if runner_up >= ALTERNATIVE_MIN and runner_up >= ALTERNATIVE_RATIO * confidence:
+        alternatives = ((model.classes[second], runner_up),)
+    if confidence < MIN_CONFIDENCE:
+        alternatives = ((intent, confidence), *alternatives)
+        intent = "out_of_scope"
+    return intent, confidence, alternatives

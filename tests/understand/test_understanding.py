@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import timedelta
 
 import pytest
 
@@ -109,3 +110,17 @@ def test_a_huge_or_odd_message_is_answered(understanding: Understanding) -> None
     for odd in ["\ud800", "\U0010ffff", "١٢٣", "🏳️‍🌈" * 50, "\t\n\r", "a" * 5000]:
         result = understanding.understand(odd, "es", now=NOW)
         assert result.intent in {"out_of_scope", "document", *understanding.models["es"].classes}
+
+
+def test_a_text_seen_before_is_understood_alike_and_its_date_is_todays(
+    understanding: Understanding,
+) -> None:
+    """The classifier's verdict on a text is kept; the entities are read again, so "mañana"
+    is tomorrow of the day the message comes, not of the day it was first seen."""
+    first = understanding.understand("quiero pagar mañana", "es", NOW)
+    again = understanding.understand("quiero pagar mañana", "es", NOW + timedelta(days=3))
+    assert (again.intent, again.confidence) == (first.intent, first.confidence)
+    assert first.entities["date"] == (NOW + timedelta(days=1)).date().isoformat()
+    assert again.entities["date"] == (NOW + timedelta(days=4)).date().isoformat()
+    understanding.forget()
+    assert understanding.understand("quiero pagar mañana", "es", NOW) == first
