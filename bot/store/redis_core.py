@@ -114,6 +114,12 @@ class RedisCore(SessionStore):
         """The underlying redis-py client (for readiness details and tests)."""
         return self._redis
 
+    @property
+    def pipeline(self) -> AutoPipeline:
+        """The auto-pipeline this store's commands share (the notice registry's reads on a
+        turn's path ride it too: one trip with the turn's other commands)."""
+        return self._pipe
+
     @contextmanager
     def _wrap(self, what: str) -> Iterator[None]:
         try:

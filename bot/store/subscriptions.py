@@ -32,6 +32,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from bot.store.autopipe import AutoPipeline
 from bot.store.errors import StoreUnavailable
 from bot.store.interfaces import SessionStore
 from bot.store.keys import PREFIX, Clock
@@ -148,9 +149,12 @@ return 1
 class RedisRegistry:
     """The registry in Redis, shared by every process."""
 
-    def __init__(self, redis: Redis, clock: Clock = time.time) -> None:
+    def __init__(
+        self, redis: Redis, clock: Clock = time.time, pipeline: AutoPipeline | None = None
+    ) -> None:
         self.redis = redis
         self.clock = clock
+        self._pipeline = pipeline  # the session store's, for what a turn asks
         self._subscribe = redis.register_script(_SUBSCRIBE)
         self._unsubscribe = redis.register_script(_UNSUBSCRIBE)
         self._renew = redis.register_script(RENEW_OWN)
@@ -199,8 +203,11 @@ class RedisRegistry:
 
     async def opted_out(self, key: ConvKey) -> bool:
         """EXISTS."""
+        name = _k("optout", str(key))
         with self._wrap("opted_out"):
-            return bool(await self.redis.exists(_k("optout", str(key))))
+            if self._pipeline is not None:  # asked on a customer's turn (the reminder offer)
+                return bool(await self._pipeline.run(lambda pipe: pipe.exists(name)))
+            return bool(await self.redis.exists(name))
 
     async def targets(self, topic: str) -> list[str]:
         """Prune the expired, then ZRANGE."""
@@ -370,5 +377,5 @@ class MemoryRegistry:
 def make_registry(store: SessionStore, clock: Clock = time.time) -> NoticeRegistry:
     """The registry beside the session store: in Redis when the sessions are."""
     if isinstance(store, RedisStore):
-        return RedisRegistry(store.client, clock)
+        return RedisRegistry(store.client, clock, store.pipeline)
     return MemoryRegistry(clock)

@@ -10,6 +10,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from bot.store.autopipe import AutoPipeline
 from bot.store.subscriptions import MemoryRegistry, NoticeRegistry, RedisRegistry
 from flows.types import ConvKey
 
@@ -31,7 +32,7 @@ class Clock:
 Reg = tuple[NoticeRegistry, Clock]
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-pipelined"])
 async def reg(request: pytest.FixtureRequest) -> AsyncIterator[Reg]:
     clock = Clock()
     if request.param == "memory":
@@ -47,8 +48,12 @@ async def reg(request: pytest.FixtureRequest) -> AsyncIterator[Reg]:
             raise
         pytest.skip("no Redis for the contract tests")
     await client.flushdb()
-    yield RedisRegistry(client, clock), clock
+    # As the service builds it: a turn's reads ride the session store's auto-pipeline.
+    pipeline = AutoPipeline(client) if request.param == "redis-pipelined" else None
+    yield RedisRegistry(client, clock, pipeline), clock
     await client.flushdb()
+    if pipeline is not None:
+        await pipeline.aclose()
     await client.aclose()
 
 
