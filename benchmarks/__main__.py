@@ -1,9 +1,10 @@
 """``python -m benchmarks``: wispbot against the idiomatic aiogram peer, then the mass outage.
 
 Both bots run the identify-and-verify conversation (/start → Soy cliente → document → name) as
-subprocesses in webhook mode against the same in-process fake Bot API and WispHub sandbox, with
-the same customers, in the same run; then both run the free-text conversation (hola → soy
-cliente → document → name → cuanto debo? → gracias, ``benchmarks/free_text.py``). The
+subprocesses in webhook mode against in-process fake Bot APIs and WispHub sandboxes, with the
+same customers, in the same run, taking each run's halves in turn (``compare``); then both run
+the free-text conversation (hola → soy cliente → document → name → cuanto debo? → gracias,
+``benchmarks/free_text.py``). The
 mass-outage run (wispbot only) has every customer of one zone write within a window while
 WispHub takes 300 ms per call.
 """
@@ -12,22 +13,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import os
 import platform
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiogram
 
 from benchmarks import free_text
-from benchmarks.data import customers, sandbox_data
+from benchmarks.data import Customer, customers, sandbox_data
 from benchmarks.driver import (
     IDENTIFY,
     OUTAGE,
     BotProcess,
     BotSpec,
+    InFlight,
     RunResult,
     Step,
     peer_spec,
@@ -42,6 +46,7 @@ from benchmarks.storm import StormResult, storm_lines, storm_run
 from integrations.wisphub.sandbox import Sandbox
 
 WARMUP = 10  # conversations before measuring (connections, imports, first-call caches)
+SEGMENTS = 2  # each run cut in two, the bots taking the halves in turn: A B, B A
 OUTAGE_DELAY = 0.3  # seconds WispHub takes per call in the outage run
 
 
@@ -92,52 +97,83 @@ class Report:
     logs: Path | None = None
 
 
-async def compare_one(spec: BotSpec, opts: Options, workdir: Path) -> BotResults:
-    """Warm up, then the distinct-customer run and the same-customer run, for one bot."""
-    n = opts.customers * opts.rounds
-    # Generated clients: distinct, warm-up, (the same run's chats), free text, its learning.
-    sandbox = Sandbox(sandbox_data(3 * n + WARMUP + 1))
-    async with running_peers(sandbox) as (fake, inflight):
+@dataclass
+class Lane:
+    """One bot under comparison, with its own fake Bot API and sandbox (served, started)."""
 
-        async def body(bot: BotProcess) -> BotResults:
-            warm = customers(WARMUP, offset=n)
-            await run_load(bot, sandbox, inflight, "warm-up", split(warm, WARMUP), IDENTIFY)
-            distinct = await run_load(
-                bot,
-                sandbox,
-                inflight,
-                "distinct customers",
-                split(customers(n), opts.customers),
-                IDENTIFY,
-            )
-            same = await run_load(
-                bot,
-                sandbox,
-                inflight,
-                "same customer",
-                split(customers(n, same=True, offset=n + WARMUP), opts.customers),
-                IDENTIFY,
-            )
-            results = BotResults(spec, distinct, same)
-            if opts.free_text:
-                first = 2 * n + WARMUP
-                [learner] = customers(1, offset=first + n)
-                steps = await free_text.learn_replies(bot, learner, free_text.FREE_TEXT)
-                results.free_steps = steps
-                results.free = await run_load(
-                    bot,
-                    sandbox,
-                    inflight,
-                    "free text",
-                    split(customers(n, offset=first), opts.customers),
-                    steps,
-                )
-            return results
+    spec: BotSpec
+    bot: BotProcess
+    sandbox: Sandbox
+    inflight: InFlight
+    parts: dict[str, list[RunResult]] = field(default_factory=dict)
+    free_steps: list[Step] = field(default_factory=list)
 
-        profile = opts.profile if spec.label == "wispbot" else None
-        return await with_bot(
-            spec, fake, sandbox, workdir, body, log_level=opts.log_level, profile=profile
+    async def run(
+        self, label: str, chunk: Sequence[Customer], workers: int, steps: Sequence[Step]
+    ) -> None:
+        result = await run_load(
+            self.bot, self.sandbox, self.inflight, label, split(chunk, workers), steps
         )
+        self.parts.setdefault(label, []).append(result)
+
+    def results(self) -> BotResults:
+        free = self.parts.get("free text")
+        return BotResults(
+            self.spec,
+            RunResult.combined(self.parts["distinct customers"]),
+            RunResult.combined(self.parts["same customer"]),
+            RunResult.combined(free) if free else None,
+            self.free_steps,
+        )
+
+
+def _segments(items: Sequence[Customer], count: int) -> list[Sequence[Customer]]:
+    """``items`` cut into ``count`` consecutive parts of (nearly) equal size."""
+    size = -(-len(items) // count)
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+async def compare(specs: Sequence[BotSpec], opts: Options, workdir: Path) -> list[BotResults]:
+    """All bots started side by side (an idle bot costs nothing), warmed up, then each run cut
+    into segments taken in turn, the order reversed every other segment (A B C, then C B A): the
+    machine's speed drifts over minutes, and a bot measured only in its own minutes was once
+    2.5x and once 4.3x the other on the same code. Each bot's segments are summed."""
+    n = opts.customers * opts.rounds
+    segments = max(1, min(SEGMENTS, opts.rounds))
+    # Generated clients: distinct, warm-up, (the same run's chats), free text, its learning.
+    plans: list[tuple[str, list[Customer], Sequence[Step] | None]] = [
+        ("distinct customers", customers(n), IDENTIFY),
+        ("same customer", customers(n, same=True, offset=n + WARMUP), IDENTIFY),
+    ]
+    if opts.free_text:
+        plans.append(("free text", customers(n, offset=2 * n + WARMUP), None))
+    async with contextlib.AsyncExitStack() as stack:
+        lanes: list[Lane] = []
+        for spec in specs:
+            sandbox = Sandbox(sandbox_data(3 * n + WARMUP + 1))
+            fake, inflight = await stack.enter_async_context(running_peers(sandbox))
+            profile = opts.profile if spec.label == "wispbot" else None
+            bot = BotProcess(
+                spec, fake, sandbox, workdir, log_level=opts.log_level, profile=profile
+            )
+            stack.push_async_callback(bot.stop)
+            await bot.start()
+            lanes.append(Lane(spec, bot, sandbox, inflight))
+        for lane in lanes:
+            warm = customers(WARMUP, offset=n)
+            await run_load(
+                lane.bot, lane.sandbox, lane.inflight, "warm-up", split(warm, WARMUP), IDENTIFY
+            )
+            if opts.free_text:
+                [learner] = customers(1, offset=3 * n + WARMUP)
+                lane.free_steps = await free_text.learn_replies(
+                    lane.bot, learner, free_text.FREE_TEXT
+                )
+        for label, people, steps in plans:
+            for index, chunk in enumerate(_segments(people, segments)):
+                for lane in lanes if index % 2 == 0 else reversed(lanes):
+                    await lane.run(label, chunk, opts.customers, steps or lane.free_steps)
+        return [lane.results() for lane in lanes]
 
 
 async def outage_run(opts: Options, workdir: Path) -> RunResult:
@@ -179,8 +215,7 @@ async def bench(opts: Options) -> Report:
         specs.append(peer_spec(redis_db=opts.peer_db))
         if opts.peer_uvloop:
             specs.append(peer_spec(redis_db=opts.peer_uvloop_db, uvloop=True))
-    for spec in specs:
-        report.bots.append(await compare_one(spec, opts, workdir))
+    report.bots = await compare(specs, opts, workdir)
     if opts.outage and opts.outage_customers > 0:
         report.outage = await outage_run(opts, workdir)
     if opts.storm_customers > 0:

@@ -345,6 +345,27 @@ class RunResult:
     refusals: int = 0  # of those, answered 429 (Telegram's flood limits)
     errors: list[str] = field(default_factory=list)
 
+    @classmethod
+    def combined(cls, parts: Sequence[RunResult]) -> RunResult:
+        """Runs of one kind taken in segments, as one run (their times and counts summed)."""
+        out = cls(parts[0].label)
+        for part in parts:
+            out.conversations += part.conversations
+            out.completed += part.completed
+            out.messages += part.messages
+            out.answered += part.answered
+            out.unanswered += part.unanswered
+            out.unexpected += part.unexpected
+            out.latencies += part.latencies
+            out.elapsed += part.elapsed
+            out.wisphub_calls += part.wisphub_calls
+            out.wisphub_peak = max(out.wisphub_peak, part.wisphub_peak)
+            out.cpu_seconds += part.cpu_seconds
+            out.sends += part.sends
+            out.refusals += part.refusals
+            out.errors += part.errors
+        return out
+
     @property
     def sends_per_message(self) -> float:
         """Bot API sends per customer message."""
