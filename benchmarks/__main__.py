@@ -34,6 +34,7 @@ from benchmarks.driver import (
     InFlight,
     RunResult,
     Step,
+    met,
     peer_spec,
     run_load,
     running_peers,
@@ -239,10 +240,6 @@ def _ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b else "n/a"
 
 
-def _check(ok: bool) -> str:
-    return "met" if ok else "NOT met"
-
-
 def render(report: Report) -> str:
     """The report as text tables."""
     opts = report.options
@@ -309,17 +306,16 @@ def render(report: Report) -> str:
         lines.append("")
         lines.append("targets (issue 6):")
         lines.append(
-            f"  messages/s >= 2x peer: {_ratio(wd.rate, pd.rate)} -> "
-            f"{_check(wd.rate >= 2 * pd.rate)}"
+            f"  messages/s >= 2x peer: {_ratio(wd.rate, pd.rate)} -> {met(wd.rate >= 2 * pd.rate)}"
         )
         lines.append(
             f"  p99 <= half the peer's: {_ratio(wd.percentile(99), pd.percentile(99))} -> "
-            f"{_check(wd.percentile(99) <= pd.percentile(99) / 2)}"
+            f"{met(wd.percentile(99) <= pd.percentile(99) / 2)}"
         )
-        lines.append(f"  0 unanswered: {wd.unanswered} -> {_check(wd.unanswered == 0)}")
+        lines.append(f"  0 unanswered: {wd.unanswered} -> {met(wd.unanswered == 0)}")
         lines.append(
             f"  <= 1 WispHub call per identified conversation: "
-            f"{wd.calls_per_conversation:.2f} -> {_check(wd.calls_per_conversation <= 1)}"
+            f"{wd.calls_per_conversation:.2f} -> {met(wd.calls_per_conversation <= 1)}"
         )
         if len(bots) > 2:
             ud = bots[2].distinct
@@ -331,7 +327,7 @@ def render(report: Report) -> str:
     lines += [
         "",
         f"Bot API sends per customer message (issue 14, target <= 1.1): "
-        f"{w.distinct.sends_per_message:.2f} -> {_check(w.distinct.sends_per_message <= 1.1)}",
+        f"{w.distinct.sends_per_message:.2f} -> {met(w.distinct.sends_per_message <= 1.1)}",
     ]
     if report.storm is not None:
         lines += ["", *storm_lines(report.storm)]
@@ -352,8 +348,8 @@ def render(report: Report) -> str:
             f"  messages/s {o.rate:.0f}; bot CPU ms/message {_cpu_per_msg(o):.2f}",
             f"  WispHub calls {o.wisphub_calls} ({o.calls_per_conversation:.2f}/conversation), "
             f"most in flight at once {o.wisphub_peak}",
-            f"  targets: everyone answered -> {_check(o.unanswered == 0 and o.completed == o.conversations)}; "
-            f"p99 < 2 s -> {_check(o.percentile(99) < 2)}",
+            f"  targets: everyone answered -> {met(o.unanswered == 0 and o.completed == o.conversations)}; "
+            f"p99 < 2 s -> {met(o.percentile(99) < 2)}",
         ]
     lines += free_text.render([(b.spec.label, b.free, b.free_steps) for b in bots[:2]])
     errors = [

@@ -166,6 +166,11 @@ async def running_peers(sandbox: Sandbox) -> AsyncIterator[tuple[BenchTelegram, 
 # ---- the bots as subprocesses ----------------------------------------------------------------
 
 
+def met(ok: bool) -> str:
+    """A target's verdict in the report."""
+    return "met" if ok else "NOT met"
+
+
 @dataclass(frozen=True)
 class BotSpec:
     """How to start one bot."""

@@ -18,6 +18,7 @@ from benchmarks.driver import (
     BotProcess,
     RunResult,
     Step,
+    met,
     run_load,
     running_peers,
     wispbot_spec,
@@ -105,7 +106,6 @@ async def storm_run(
 def storm_lines(storm: StormResult) -> list[str]:
     """The storm's figures, for the report."""
     run = storm.run
-    met = {True: "met", False: "NOT met"}
     return [
         f"Telegram-limit storm (wispbot, Telegram pacing on): {storm.customers} customers send "
         f"/start at once; the fake Bot API allows {TELEGRAM_RATE} messages/s over all chats "
@@ -117,6 +117,6 @@ def storm_lines(storm: StormResult) -> list[str]:
         f"  last customer answered after {storm.last_answer:.2f} s; the limit allows "
         f"{storm.floor:.2f} s ({storm.delivered} messages / {TELEGRAM_RATE}/s) -> "
         f"{storm.ratio:.2f}x",
-        f"  targets: everyone answered -> {met[storm.everyone_answered]}; no 429 -> "
-        f"{met[run.refusals == 0]}; within {TARGET}x of the limit -> {met[storm.ratio <= TARGET]}",
+        f"  targets: everyone answered -> {met(storm.everyone_answered)}; no 429 -> "
+        f"{met(run.refusals == 0)}; within {TARGET}x of the limit -> {met(storm.ratio <= TARGET)}",
     ]

@@ -154,7 +154,9 @@ class RedisRegistry:
     ) -> None:
         self.redis = redis
         self.clock = clock
-        self._pipeline = pipeline  # the session store's, for what a turn asks
+        # What a customer's turn asks (the reminder offer's opt-out check) rides the session
+        # store's auto-pipeline, with the turn's other commands.
+        self._pipeline = pipeline or AutoPipeline(redis)
         self._subscribe = redis.register_script(_SUBSCRIBE)
         self._unsubscribe = redis.register_script(_UNSUBSCRIBE)
         self._renew = redis.register_script(RENEW_OWN)
@@ -205,9 +207,7 @@ class RedisRegistry:
         """EXISTS."""
         name = _k("optout", str(key))
         with self._wrap("opted_out"):
-            if self._pipeline is not None:  # asked on a customer's turn (the reminder offer)
-                return bool(await self._pipeline.run(lambda pipe: pipe.exists(name)))
-            return bool(await self.redis.exists(name))
+            return bool(await self._pipeline.run(lambda pipe: pipe.exists(name)))
 
     async def targets(self, topic: str) -> list[str]:
         """Prune the expired, then ZRANGE."""
