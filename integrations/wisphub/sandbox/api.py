@@ -57,6 +57,11 @@ class TenantApi:
         self.promises: list[Record] = []
         self._tasks: dict[str, PingTask] = {}
         self._next_ticket_id = 0
+        # Documents → records, for ``?cedula=`` (a look-up per conversation: a scan of a big
+        # tenant costs more than the request around it). Built again when the list is replaced
+        # or grows or shrinks; a record's document edited in place needs ``reindex()``.
+        self._by_document: dict[str, list[Record]] = {}
+        self._indexed: tuple[int, int] = (0, -1)
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = [
             ("GET", re.compile(r"/"), self._api_root),
             ("GET", re.compile(r"/clientes/"), self._clients_list),
@@ -75,6 +80,19 @@ class TenantApi:
             ("POST", re.compile(r"/promesa-pago/"), self._promise),
         ]
 
+    def reindex(self) -> None:
+        """Index the clients by document again (after editing a record's ``cedula``)."""
+        index: dict[str, list[Record]] = {}
+        for client in self.clients:
+            index.setdefault(str(client.get("cedula", "")), []).append(client)
+        self._by_document = index
+        self._indexed = (id(self.clients), len(self.clients))
+
+    def _with_document(self, document: str) -> list[Record]:
+        if self._indexed != (id(self.clients), len(self.clients)):
+            self.reindex()
+        return self._by_document.get(document, [])
+
     def _client(self, sid: str | int) -> Record | None:
         return next((c for c in self.clients if str(c.get("id_servicio")) == str(sid)), None)
 
@@ -90,7 +108,7 @@ class TenantApi:
         records = self.clients
         # Only these filters exist; anything else is silently ignored (the real API's trap).
         if "cedula" in q:
-            records = [c for c in records if str(c.get("cedula", "")) == q["cedula"]]
+            records = self._with_document(q["cedula"])
         if "id_servicio" in q:
             if not q["id_servicio"].strip().isdigit():
                 return as_json({"id_servicio": ["Introduzca un número."]}, 400)
