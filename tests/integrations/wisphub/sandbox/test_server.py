@@ -130,6 +130,22 @@ async def test_client_filters_select_exactly(api: httpx.AsyncClient) -> None:
     assert await names(cedula="1032456789", limit="1", offset="1") == ["Valentina Ortiz Cárdenas"]
 
 
+async def test_a_client_added_or_edited_is_found_by_document(
+    sandbox: Sandbox, api: httpx.AsyncClient
+) -> None:
+    async def names(document: str) -> list[str]:
+        page = (await api.get("clientes/", params={"cedula": document})).json()
+        return [c["nombre"] for c in page["results"]]
+
+    assert await names("1020304050") == ["Ana María Ruiz Gómez"]  # indexed now
+    newcomer = {**sandbox.clients[0], "id_servicio": 9001, "cedula": "555", "nombre": "Nuevo"}
+    sandbox.clients.append(newcomer)
+    assert await names("555") == ["Nuevo"]
+    newcomer["cedula"] = "556"
+    sandbox.reindex()  # an edit in place of a document
+    assert (await names("555"), await names("556")) == ([], ["Nuevo"])
+
+
 async def test_client_estado_filter_is_numeric(api: httpx.AsyncClient) -> None:
     suspended = await all_pages(api, "clientes/", estado="2")
     assert len(suspended) > 5
