@@ -4,7 +4,8 @@
 server. While ``delay`` is above zero, each chunk the client sends reaches the server that many
 seconds later (in order): the process behind the link sees every round trip take ``delay``
 longer, as if its network to Redis were congested or its event loop late. Replies are forwarded
-as they come.
+as they come; while ``cut_after`` is set, each connection passes that many more bytes of replies
+and is closed (the server went away in the middle of a reply).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ class SlowLink:
         self.host = host
         self.port = port
         self.delay = 0.0
+        self.cut_after: int | None = None
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -65,6 +67,7 @@ class SlowLink:
         """Copy until EOF; a delayed chunk is written ``delay`` s after it was read, in order."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+        passed = 0
 
         async def send() -> None:
             while True:
@@ -78,7 +81,15 @@ class SlowLink:
         sender = self._spawn(send())
         try:
             while chunk := await reader.read(65536):
+                cut = None if delayed else self.cut_after
+                if cut is None:
+                    passed = 0
+                else:
+                    chunk = chunk[: cut - passed]
+                    passed += len(chunk)
                 queue.put_nowait((loop.time() + (self.delay if delayed else 0.0), chunk))
+                if cut is not None and passed >= cut:
+                    break  # the connection closes here, in the middle of a reply
             await queue.join()  # EOF: what was read still goes out
         except (ConnectionError, OSError):
             pass

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
 
 from bot.store import RedisStore, Session, StoreUnavailable, redis_key
+from bot.store.autopipe import Command
 from flows.types import ConvKey
 
 KEY = ConvKey("telegram", "4242")
@@ -45,29 +46,22 @@ async def stores() -> AsyncIterator[tuple[RedisStore, RedisStore]]:
 
 
 def count_commands(store: RedisStore) -> list[str]:
-    """Record every round trip the store makes: one entry per pipeline (its commands, "+"-joined)
-    or per command sent on its own."""
+    """Record every round trip the store makes: one entry per batch of its auto-pipeline (its
+    commands, "+"-joined) or per command sent on its own."""
     sent: list[str] = []
     original: Callable[..., Awaitable[Any]] = store.client.execute_command
-    original_pipeline = store.client.pipeline
+    original_batch = store.pipeline._execute
 
     async def counting(*args: Any, **kwargs: Any) -> Any:
         sent.append(str(args[0]).upper())
         return await original(*args, **kwargs)
 
-    def pipeline(*args: Any, **kwargs: Any) -> Any:
-        pipe = original_pipeline(*args, **kwargs)
-        execute = pipe.execute
-
-        async def counted(*a: Any, **kw: Any) -> Any:
-            sent.append("+".join(str(c[0][0]).upper() for c in pipe.command_stack))
-            return await execute(*a, **kw)
-
-        pipe.execute = counted  # type: ignore[method-assign]
-        return pipe
+    async def batch(commands: list[Command]) -> list[Any]:
+        sent.append("+".join(str(args[0]).upper() for args, _ in commands))
+        return await original_batch(commands)
 
     store.client.execute_command = counting  # type: ignore[method-assign]
-    store.client.pipeline = pipeline  # type: ignore[method-assign]
+    store.pipeline._execute = batch  # type: ignore[method-assign]
     return sent
 
 
