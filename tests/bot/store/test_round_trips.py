@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.store import RedisStore, Session, StoreUnavailable, redis_key
 from bot.store.autopipe import Command
@@ -250,3 +252,55 @@ async def test_the_stores_connections_send_what_redis_py_would(command: tuple[An
     finally:
         await store.aclose()
     assert ours == b"".join(Connection().pack_command(*command))
+
+
+async def _stall(command: Any) -> None:
+    await asyncio.Event().wait()  # a write the socket never takes (the peer stopped reading)
+
+
+async def _reset(command: Any) -> None:
+    raise ConnectionResetError(104, "Connection reset by peer")
+
+
+@pytest.mark.parametrize(
+    ("write", "error"),
+    [(_stall, RedisTimeoutError), (_reset, RedisConnectionError)],
+    ids=["stalled", "reset"],
+)
+async def test_a_failed_write_is_redis_pys_error_and_drops_the_connection(
+    write: Callable[[Any], Coroutine[Any, Any, None]], error: type[Exception]
+) -> None:
+    """The store's connections keep the write's deadline without a task of their own; a write
+    that failed is what redis-py would raise, on a connection that will connect afresh."""
+    store = RedisStore.from_url(_url())
+    try:
+        pool = store.client.connection_pool
+        conn: Connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        conn.socket_timeout = 0.1
+        conn._send_packed_command = write  # type: ignore[method-assign, assignment]
+        with pytest.raises(error):
+            await conn.send_packed_command([b"*1\r\n$4\r\nPING\r\n"])
+        assert not conn.is_connected
+        del conn._send_packed_command
+        await pool.release(conn)
+        assert await store.client.ping() is True  # on that connection, connected again
+    finally:
+        await store.aclose()
+
+
+async def test_a_write_cancelled_midway_drops_the_connection() -> None:
+    store = RedisStore.from_url(_url())
+    try:
+        pool = store.client.connection_pool
+        conn: Connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        conn._send_packed_command = _stall  # type: ignore[method-assign]
+        writing = asyncio.ensure_future(conn.send_packed_command([b"*1\r\n$4\r\nPING\r\n"]))
+        await asyncio.sleep(0.05)  # into the write
+        writing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await writing
+        assert not conn.is_connected
+        del conn._send_packed_command
+        await pool.release(conn)
+    finally:
+        await store.aclose()
