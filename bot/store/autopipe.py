@@ -46,7 +46,8 @@ Queue = Callable[[Pipeline], object]
 Command = tuple[tuple[Any, ...], Mapping[str, Any]]  # as a redis-py Pipeline records one
 
 _KEEP = 8  # connections kept between batches: more than this many at once go back to the pool
-_NOT_OPTIONS = frozenset({EMPTY_RESPONSE, NEVER_DECODE, "keys"})  # none for a response callback
+# What redis-py's parse_response takes out of a command's options before its response callback.
+_NOT_OPTIONS = frozenset({EMPTY_RESPONSE, NEVER_DECODE, "keys"})
 
 
 class AutoPipeline:
@@ -77,7 +78,8 @@ class AutoPipeline:
         return lambda pipe: pipe.evalsha(sha, len(keys), *keys, *args)
 
     async def run(self, queue: Queue) -> Any:
-        """Queue one command (``queue`` adds it to a pipeline); its decoded reply."""
+        """Queue one command (``queue`` calls one command method of a pipeline); its decoded
+        reply, or its own error."""
         command = self._record(queue)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
