@@ -1,20 +1,18 @@
-"""The lean Bot API path for the hot calls (``sendMessage``, ``answerCallbackQuery``).
+"""The lean Bot API path for the hot calls (``sendMessage``, ``answerCallbackQuery``, polling).
 
-One JSON POST on the channel's own aiohttp session, the reply read as a plain dict: aiogram's
-pydantic method objects, form bodies and response models cost more CPU than the rest of a
-message's handling. A reply that is not a success goes through aiogram's own response check
-(``BaseSession.check_response``), so the errors raised are exactly those of aiogram's client and
-the channel's retries treat both paths alike. Everything else (topics, copies, files, updates)
-uses aiogram's client.
+One JSON POST on the channel's own wire (``wire.py``: a small keep-alive HTTP/1.1 client for the Bot
+API's one origin; aiohttp's general-purpose client was this path's biggest CPU cost), the reply
+read as a plain dict: aiogram's pydantic method objects, form bodies and response models cost more
+CPU than the rest of a message's handling. A reply that is not a success goes through aiogram's own
+response check (``BaseSession.check_response``), so the errors raised are exactly those of
+aiogram's client and the channel's retries treat both paths alike. Everything else (topics,
+copies, files) uses aiogram's client.
 """
 
 from __future__ import annotations
 
-import ssl
 from typing import Any
 
-import aiohttp
-import certifi
 import orjson
 from aiogram import Bot
 from aiogram.exceptions import ClientDecodeError, TelegramAPIError, TelegramNetworkError
@@ -22,6 +20,7 @@ from aiogram.methods import AnswerCallbackQuery, GetUpdates, SendMessage, Telegr
 from yarl import URL
 
 from bot.channels.telegram.parse import as_int
+from bot.channels.telegram.wire import Wire, WireError
 
 # Only built when a call fails: aiogram's exceptions want the method, and their text names it.
 _STAND_INS: dict[str, type[TelegramMethod[Any]]] = {
@@ -34,23 +33,6 @@ _STAND_INS: dict[str, type[TelegramMethod[Any]]] = {
 def _stand_in(method: str, payload: dict[str, Any]) -> TelegramMethod[Any]:
     # model_construct skips validation: this object only names the call in the error.
     return _STAND_INS[method].model_construct(**payload)
-
-
-def _lean_session(timeout: float) -> aiohttp.ClientSession:
-    # The connector aiogram's AiohttpSession uses: certifi's CAs (slim images may lack the
-    # system's), its connection limit and its long DNS cache.
-    connector = aiohttp.TCPConnector(
-        ssl=ssl.create_default_context(cafile=certifi.where()), limit=100, ttl_dns_cache=3600
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        timeout=aiohttp.ClientTimeout(total=timeout),
-        json_serialize=_json_text,
-    )
-
-
-def _json_text(obj: Any) -> str:
-    return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def api_error(
@@ -73,17 +55,18 @@ class BotApi:
 
     def __init__(self, bot: Bot) -> None:
         self.bot = bot
-        self._http: aiohttp.ClientSession | None = None  # made on first use
-        self._urls: dict[str, URL] = {}  # Bot API method -> its URL (the token is in it)
+        self._wire: Wire | None = None  # made on first use (it needs the running loop)
+        self._heads: dict[str, bytes] = {}  # Bot API method -> its request head (has the token)
 
     async def aclose(self) -> None:
-        """Close this path's HTTP session (aiogram's Bot session is closed by its owner)."""
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
+        """Close this path's connections (aiogram's Bot session is closed by its owner)."""
+        if self._wire is not None:
+            wire, self._wire = self._wire, None
+            self._heads.clear()
+            await wire.aclose()
 
     def scrub(self, text: str) -> str:
-        """``text`` without the bot token (aiohttp errors can quote the request URL)."""
+        """``text`` without the bot token (the request path and some errors carry it)."""
         return text.replace(self.bot.token, "<token>")
 
     async def send_text(
@@ -114,27 +97,24 @@ class BotApi:
     async def post(self, method: str, payload: dict[str, Any], seconds: float | None = None) -> Any:
         """POST ``payload`` as JSON to ``method``; its ``result``, else aiogram's exception
         (``seconds``: for the whole call, else the bot session's timeout)."""
-        session = self._http
-        if session is None or session.closed:
-            session = self._http = _lean_session(self.bot.session.timeout)
-        url = self._urls.get(method)
-        if url is None:  # parsed once per method, not on every call
-            url = self._urls[method] = URL(self.bot.session.api.api_url(self.bot.token, method))
+        head = self._heads.get(method)
+        wire = self._wire
+        if head is None or wire is None:  # the URL parsed once per method, not on every call
+            url = URL(self.bot.session.api.api_url(self.bot.token, method))
+            if wire is None:
+                wire = self._wire = Wire(url)
+            head = self._heads[method] = wire.head_of(url)
+        body = orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS)
         try:
-            call = (
-                session.post(url, json=payload)
-                if seconds is None
-                else session.post(url, json=payload, timeout=aiohttp.ClientTimeout(total=seconds))
+            status, content = await wire.post(
+                head, body, self.bot.session.timeout if seconds is None else seconds
             )
-            async with call as response:
-                status = response.status
-                content = await response.read()
         except TimeoutError as err:
             raise TelegramNetworkError(
                 method=_stand_in(method, payload), message="Request timeout error"
             ) from err
-        except aiohttp.ClientError as err:
-            # The error may quote the URL, which carries the token: scrubbed, and not chained.
+        except WireError as err:
+            # Never quotes the URL, but scrubbed all the same, and not chained.
             text = self.scrub(f"{type(err).__name__}: {err}")
             raise TelegramNetworkError(method=_stand_in(method, payload), message=text) from None
         try:
