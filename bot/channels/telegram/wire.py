@@ -5,7 +5,9 @@ general purpose (session, request and response objects, connector, payloads, tim
 streams) and costs about 165 µs a call (``session.post`` + ``read`` to a local server, measured;
 tuning the session gained nothing). This path needs much less: one origin (the Bot API server),
 JSON POSTs, keep-alive. A request is one ``transport.write``; the response is parsed here from the
-protocol's buffer.
+protocol's buffer. Measured A/B of ``BotApi.post`` on uvloop (10 interleaved rounds of 3,000
+``sendMessage`` calls, 50 callers, the server in another process): client CPU per call, median,
+197 µs on the aiohttp session, 60 µs on this wire.
 
 What it does: a pool of idle keep-alive connections (reused last-in first-out, at most ``limit``
 open, as the aiohttp connector's 100, further callers wait); a connection the server closed while
