@@ -217,15 +217,18 @@ def _keeps_alive(version: bytes, headers: dict[str, str]) -> bool:
 class Wire:
     """JSON POSTs to one origin (``http://`` or ``https://``) over kept-alive connections."""
 
-    def __init__(self, origin: URL, *, limit: int = 100) -> None:
+    def __init__(self, origin: URL, *, limit: int = 100, tls: ssl.SSLContext | None = None) -> None:
         if origin.scheme not in ("http", "https") or not origin.raw_host:
             raise ValueError(f"not an http(s) origin: {origin.scheme}://{origin.raw_host}")
         self.origin = origin.origin()
         self.host = origin.raw_host.strip("[]")
         self.port = origin.port or (443 if origin.scheme == "https" else 80)
         self.limit = limit
+        # certifi's CAs (slim images may lack the system's); ``tls`` only for tests' own CA.
         self.ssl = (
-            ssl.create_default_context(cafile=certifi.where()) if origin.scheme == "https" else None
+            (tls or ssl.create_default_context(cafile=certifi.where()))
+            if origin.scheme == "https"
+            else None
         )
         self.loop = asyncio.get_running_loop()
         self._host_header = origin.host_port_subcomponent or self.host

@@ -6,10 +6,14 @@ Each test runs on asyncio's loop and on uvloop (the bot's), whose transports dif
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
+import ssl
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -130,6 +134,53 @@ def _wire(api: BotApi) -> Wire:
     wire = api._wire
     assert wire is not None
     return wire
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A throwaway self-signed certificate for localhost, and its key."""
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl command to make a certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+async def test_https_with_a_verified_certificate(certificate: tuple[Path, Path]) -> None:
+    """The real Bot API is https: the wire speaks TLS with SNI and checks the certificate."""
+    cert, key = certificate
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(cert, key)
+    app = web.Application()
+    app[SERVER] = Server("")
+    app.router.add_post("/{path:.*}", _handle)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "localhost", 0, ssl_context=served)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    origin = URL(f"https://localhost:{port}")
+    head = Wire(origin).head_of(origin / f"bot{TOKEN}" / "sendMessage")
+    trusting = ssl.create_default_context(cafile=str(cert))
+    wire, stranger = Wire(origin, tls=trusting), Wire(origin)
+    try:
+        status, body = await wire.post(head, orjson.dumps(HELLO), 5)
+        assert (status, orjson.loads(body)) == (200, ok("hola"))
+        with pytest.raises(WireError, match="CERTIFICATE_VERIFY_FAILED"):
+            await stranger.post(head, orjson.dumps(HELLO), 5)  # certifi's CAs do not know it
+    finally:
+        await wire.aclose()
+        await stranger.aclose()
+        await runner.cleanup()
 
 
 async def test_calls_reuse_one_kept_alive_connection(api: BotApi, server: Server) -> None:
