@@ -9,7 +9,8 @@ Callbacks receive the ``EventData`` (``send_event=True``); ``event.model`` is th
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, cast
@@ -176,6 +177,18 @@ class FlowMachine(AsyncMachine):
         # Most of a transition's hooks are empty lists: no list, partials or await_all for them.
         for func in funcs:
             await self.callback(func, event_data)
+
+    async def process_context(self, func: Callable[[], Awaitable[None]], model: object) -> bool:
+        """A trigger, without transitions' record of the tasks running each model's transitions
+        (kept so that a transition starting on a model cancels one still running on it). Every
+        turn has a model of its own and fires one trigger at a time in its task: there is never
+        one to cancel, and the record (a list per model id, left behind empty) cost every
+        trigger. A cancellation is still "no transition", as in transitions (the dialog ends the
+        turn as cancelled)."""
+        try:
+            return await self._process_async(func, model)
+        except asyncio.CancelledError:
+            return False
 
 
 class Flow:
