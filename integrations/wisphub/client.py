@@ -114,21 +114,24 @@ class WispHubClient(RequestPipeline):
         cls, settings: WispHubSettings, *, tz: ZoneInfo, country_code: str = "57"
     ) -> WispHubClient:
         """A client with its own connection pool sized and timed from settings."""
+        # httpx's API over aiohttp's wire: half the CPU a request (see transport.py).
+        transport = AiohttpTransport(max_connections=settings.max_concurrency)
         http = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
-            # httpx's API over aiohttp's wire: half the CPU a request (see transport.py).
-            transport=AiohttpTransport(max_connections=settings.max_concurrency),
+            transport=transport,
             headers={"User-Agent": "wispbot"},
             follow_redirects=False,
         )
         client = cls(http, settings, tz=tz, country_code=country_code)
         client._owns_http = True
+        client._direct = transport
         return client
 
     async def aclose(self) -> None:
         """Drop the caches and close the HTTP pool if this client created it."""
         self.invalidate()
         if self._owns_http:
+            self._direct = None  # a call after this fails as on any closed httpx client
             await self._http.aclose()
 
     # ----------------------------------------------------------------------------- look-ups
