@@ -58,10 +58,11 @@ class TenantApi:
         self._tasks: dict[str, PingTask] = {}
         self._next_ticket_id = 0
         # Documents → records, for ``?cedula=`` (a look-up per conversation: a scan of a big
-        # tenant costs more than the request around it). Built again when the list is replaced
-        # or grows or shrinks; a record's document edited in place needs ``reindex()``.
+        # tenant costs more than the request around it). Built again when the list is another
+        # object or has grown or shrunk, and by every change the sandbox makes itself (a reset,
+        # a patch); a record replaced or its document edited from outside needs ``reindex()``.
         self._by_document: dict[str, list[Record]] = {}
-        self._indexed: tuple[int, int] = (0, -1)
+        self._indexed: tuple[list[Record] | None, int] = (None, -1)  # the list itself, held
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = [
             ("GET", re.compile(r"/"), self._api_root),
             ("GET", re.compile(r"/clientes/"), self._clients_list),
@@ -86,10 +87,11 @@ class TenantApi:
         for client in self.clients:
             index.setdefault(str(client.get("cedula", "")), []).append(client)
         self._by_document = index
-        self._indexed = (id(self.clients), len(self.clients))
+        self._indexed = (self.clients, len(self.clients))
 
     def _with_document(self, document: str) -> list[Record]:
-        if self._indexed != (id(self.clients), len(self.clients)):
+        indexed, size = self._indexed
+        if indexed is not self.clients or size != len(self.clients):
             self.reindex()
         return self._by_document.get(document, [])
 

@@ -121,6 +121,7 @@ class Sandbox(TenantApi):
             getattr(self, kind)[:] = copy.deepcopy(data.get(kind, []))
         known = [FIRST_TICKET_ID - 1, *(int(t.get("id_ticket", 0)) for t in self.tickets)]
         self._next_ticket_id = max(known) + 1
+        self.reindex()  # new records in the same list
 
     @classmethod
     def from_fixture(cls, fixture: dict[str, Any]) -> Sandbox:
@@ -322,6 +323,7 @@ class Sandbox(TenantApi):
                         return as_json(NOT_FOUND, 404)
                     _merge(client, {k: v for k, v in patch.items() if k != "id_servicio"})
                     changed.append(client["id_servicio"])
+                self.reindex()  # a patch may change a document
                 return as_json({"updated": changed})
             if action == ("POST", "/_sandbox/routers"):
                 spec = await request.json()

@@ -146,6 +146,21 @@ async def test_a_client_added_or_edited_is_found_by_document(
     assert (await names("555"), await names("556")) == ([], ["Nuevo"])
 
 
+async def test_after_a_reset_a_document_finds_the_fresh_record(
+    sandbox: Sandbox, api: httpx.AsyncClient
+) -> None:
+    async def balance(document: str) -> str:
+        page = (await api.get("clientes/", params={"cedula": document})).json()
+        return str(page["results"][0]["saldo"])
+
+    before = await balance("1020304050")  # indexed now
+    sandbox.reset()  # the same list, new records (as between e2e tests)
+    [ana] = [c for c in sandbox.clients if c["cedula"] == "1020304050"]
+    ana["saldo"] = "12345.00"
+    assert before != "12345.00"
+    assert await balance("1020304050") == "12345.00"
+
+
 async def test_client_estado_filter_is_numeric(api: httpx.AsyncClient) -> None:
     suspended = await all_pages(api, "clientes/", estado="2")
     assert len(suspended) > 5
