@@ -116,15 +116,11 @@ class WispHubClient(RequestPipeline):
         """A client with its own connection pool sized and timed from settings."""
         # httpx's API over aiohttp's wire: half the CPU a request (see transport.py).
         transport = AiohttpTransport(max_connections=settings.max_concurrency)
-        http = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
-            transport=transport,
-            headers={"User-Agent": "wispbot"},
-            follow_redirects=False,
-        )
+        timeout = httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout)
+        headers = {"User-Agent": "wispbot"}
+        http = httpx.AsyncClient(timeout=timeout, transport=transport, headers=headers)
         client = cls(http, settings, tz=tz, country_code=country_code)
-        client._owns_http = True
-        client._direct = transport
+        client._owns_http, client._direct = True, transport  # called directly: see pipeline
         return client
 
     async def aclose(self) -> None:
