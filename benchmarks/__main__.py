@@ -12,16 +12,14 @@ WispHub takes 300 ms per call.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import datetime
 import os
 import platform
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import aiogram
 
@@ -45,6 +43,7 @@ from benchmarks.driver import (
     with_bot,
 )
 from benchmarks.storm import StormResult, storm_lines, storm_run
+from bot.cli import run_fast
 from integrations.wisphub.sandbox import Sandbox
 
 WARMUP = 10  # conversations before measuring (connections, imports, first-call caches)
@@ -414,22 +413,13 @@ def parse(argv: list[str] | None = None) -> Options:
     return opts
 
 
-def _run(main: Coroutine[Any, Any, Report]) -> Report:
-    """The load generator on uvloop where it exists: it shares the machine's cores with the bots
-    (on 2 cores it took as much CPU per message as wispbot on asyncio's loop), and what it takes
-    is taken from the faster bot's measure."""
-    try:
-        import uvloop
-    except ImportError:  # Windows
-        return asyncio.run(main)
-    return uvloop.run(main)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run and print; exit 1 when a bot could not be run."""
     opts = parse(argv)
     try:
-        report = _run(bench(opts))
+        # On uvloop, as wispbot: the load generator shares the cores with the bots, and what it
+        # takes comes out of the faster bot's measure.
+        report = run_fast(bench(opts))
     except RuntimeError as err:
         print(f"benchmark failed: {err}", file=sys.stderr)
         return 1

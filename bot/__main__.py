@@ -6,8 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Coroutine, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from bot.settings import SettingsError, load_settings
 
@@ -54,15 +53,6 @@ def _logkey(channel: str, chat_id: str) -> int:
     return 0
 
 
-def _run_fast(main: Coroutine[Any, Any, int]) -> int:
-    """The service on uvloop (a faster event loop) where it exists; plain asyncio elsewhere."""
-    try:
-        import uvloop
-    except ImportError:  # Windows: uvloop is POSIX-only
-        return asyncio.run(main)
-    return uvloop.run(main)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = _parser().parse_args(argv)
@@ -78,11 +68,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(run_console())
         if args.command == "run":
             load_settings()  # a bad setting is reported before the heavy imports below
-            from bot.cli import run_service
+            from bot.cli import run_fast, run_service
             from bot.startup import StartupError
 
             try:
-                return _run_fast(run_service())
+                return run_fast(run_service())
             except StartupError as err:  # the port taken, Telegram unreachable: one line
                 print(f"wispbot: {err}", file=sys.stderr)
                 return 1

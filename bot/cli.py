@@ -16,7 +16,8 @@ import os
 import signal
 import sys
 import threading
-from typing import TextIO
+from collections.abc import Coroutine
+from typing import Any, TextIO, TypeVar
 
 from aiogram.exceptions import TelegramAPIError, TelegramUnauthorizedError
 
@@ -32,6 +33,7 @@ from bot.store import MemoryStore
 from flows.texts import Texts
 from flows.types import Inbound, Kind, Outbound
 
+T = TypeVar("T")
 log = logging.getLogger("bot.service")
 
 DEMO_ISP = "FibraNet Demo"  # the sandbox's tenant
@@ -39,6 +41,16 @@ DEMO_ISP = "FibraNet Demo"  # the sandbox's tenant
 # (requests, coroutines, dicts of JSON), which Python's default (a young collection every 700
 # allocations) walks again and again while they are still alive; most die before 20,000.
 GC_THRESHOLDS = (20_000, 20, 10)
+
+
+def run_fast(main: Coroutine[Any, Any, T]) -> T:
+    """``main`` on uvloop (a faster event loop) where it exists; plain asyncio elsewhere (the
+    service, and ``make bench``'s load generator, which shares the cores with the bots)."""
+    try:
+        import uvloop
+    except ImportError:  # Windows: uvloop is POSIX-only
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 async def run_service() -> int:

@@ -153,7 +153,6 @@ class RequestPipeline:
         # built here and handed to ``AsyncClient.send`` (the client's merging of its URL,
         # params, cookies and headers into every request was a third of a look-up's CPU).
         self._extensions = {"timeout": timeout.as_dict()}
-        self._merged: httpx.Headers | None = None
         # The transport of a client this pipeline built (``WispHubClient.build``), called
         # directly: ``AsyncClient.send`` adds auth, redirects and a cookie jar, none of which
         # WispHub's API-key calls use, and its cookie extraction alone (a urllib request and
@@ -165,6 +164,11 @@ class RequestPipeline:
         self._headers = (
             {"Authorization": f"Api-Key {key}", "Accept": "application/json"} if key else None
         )
+        # The HTTP client's default headers (its User-Agent) with these over them, as
+        # ``AsyncClient.build_request`` merges them; no cookies: WispHub's are never sent back
+        # (the key is the only credential).
+        self._request_headers = httpx.Headers(http.headers)
+        self._request_headers.update(self._headers or {})
         self._sem = asyncio.Semaphore(settings.max_concurrency)
         # When WispHub last accepted the key (monotonic), and whether a refused key was already
         # reported: a bad key is said once, clearly, not on every customer's message.
@@ -174,16 +178,6 @@ class RequestPipeline:
         # Called after every HTTP attempt with (endpoint, outcome, seconds): metrics hook.
         self.observer: Callable[[str, str, float], None] | None = None
         _guard_httpx_logs()
-
-    def _all_headers(self) -> httpx.Headers:
-        """The HTTP client's default headers (its User-Agent) with this pipeline's over them,
-        as ``AsyncClient.build_request`` merges them; no cookies: WispHub's are never sent
-        back (the key is the only credential)."""
-        merged = self._merged
-        if merged is None:
-            merged = self._merged = httpx.Headers(self._http.headers)
-            merged.update(self._headers or {})
-        return merged
 
     def _deadline(self) -> Deadline:
         return Deadline(self.call_budget, self.call_timeout)
@@ -321,7 +315,7 @@ class RequestPipeline:
                         params=params,
                         json=json,
                         files=files,
-                        headers=self._all_headers(),
+                        headers=self._request_headers,
                         extensions=self._extensions,
                     )
                     direct = self._direct

@@ -90,6 +90,10 @@ class _Conn(asyncio.Protocol):
         if self.closed:
             why = f": {self.error}" if self.error else ""
             raise WireError(f"server closed the connection before a whole response{why}")
+        await self._more()
+
+    async def _more(self) -> None:
+        """Until bytes arrive or the connection closes."""
         self._waiter = waiter = self.pool.loop.create_future()
         try:
             await waiter
@@ -193,11 +197,7 @@ class _Conn(asyncio.Protocol):
 
     async def _fill_or_eof(self) -> None:
         if not self.closed:
-            self._waiter = waiter = self.pool.loop.create_future()
-            try:
-                await waiter
-            finally:
-                self._waiter = None
+            await self._more()
         if self.closed and isinstance(self.error, OSError):
             raise WireError(f"connection lost: {self.error}")  # a reset, not the server's close
 
